@@ -1,0 +1,97 @@
+//! The command-line contract of `pg-role-check`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use probe::duration::{parse_duration, parse_positive_duration};
+use probe::target::parse_port;
+
+/// Is this PostgreSQL node a primary, a replica, starting, or unreachable?
+///
+/// Connects once (each attempt bounded by --connect-timeout), asks
+/// pg_is_in_recovery(), and exits with a code saying whether the node plays
+/// the expected role. Prints one line (or one JSON object with --json) on
+/// stdout; the first word of the line is the role.
+///
+/// Exit codes:
+///   0  the node plays the expected role
+///   1  the node answered in another role (a starting node is never primary;
+///      with --streaming, a replica that is not streaming)
+///   2  usage error
+///   3  the role could not be determined: nothing listens, authentication was
+///      refused, or no answer after --retries attempts
+///
+/// A refused connection, a refused login and a "starting" answer (SQLSTATE
+/// 57P03) are definitive at once; timeouts, resets and failed queries are
+/// retried.
+///
+/// haproxy (option external-check) runs its check command as
+///   <cmd> <proxy_addr> <proxy_port> <server_addr> <server_port>
+/// When these four arguments are given, server_addr and server_port name the
+/// node, overriding --host and --port.
+///
+/// Environment: PGHOST, PGPORT, PGUSER, PGDATABASE, PGCONNECT_TIMEOUT (as in
+/// libpq), PGPASSWORD, PGPASSFILE. A password is never taken from a flag.
+#[derive(Parser, Debug)]
+#[command(name = "pg-role-check", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// The role that makes the check succeed.
+    #[arg(long, value_enum, default_value_t = Expect::Primary)]
+    pub expect: Expect,
+
+    /// A replica counts only while its WAL receiver streams from a primary
+    /// (a replica cut off from its primary is stale).
+    #[arg(long)]
+    pub streaming: bool,
+
+    /// Host name or address; a value starting with / is a Unix socket directory.
+    #[arg(long, env = "PGHOST", default_value = probe::target::DEFAULT_SOCKET_DIR)]
+    pub host: String,
+
+    /// Port.
+    #[arg(long, short = 'p', env = "PGPORT", default_value = "5432", value_parser = parse_port)]
+    pub port: u16,
+
+    /// User to connect as [default: the operating system user]
+    #[arg(long, short = 'U', env = "PGUSER")]
+    pub user: Option<String>,
+
+    /// Database to connect to [default: the user name]
+    #[arg(long, short = 'd', env = "PGDATABASE")]
+    pub dbname: Option<String>,
+
+    /// Bound on each attempt (connect, authenticate, query): seconds, or 250ms / 2s.
+    #[arg(long, env = "PGCONNECT_TIMEOUT", default_value = "5", value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// libpq password file [default: PGPASSFILE, else ~/.pgpass].
+    #[arg(long)]
+    pub passfile: Option<PathBuf>,
+
+    /// Attempts in all before giving up (the original release's psql_error_count).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub retries: u32,
+
+    /// Pause between attempts: seconds, or 250ms / 2s.
+    #[arg(long, default_value = "1", value_parser = parse_duration)]
+    pub retry_interval: Duration,
+
+    /// Print one JSON object with the role, WAL positions, timeline, streaming
+    /// state and latency (one heavier query instead of the lean check).
+    #[arg(long)]
+    pub json: bool,
+
+    /// haproxy's external-check arguments:
+    /// <proxy_addr> <proxy_port> <server_addr> <server_port>.
+    #[arg(value_name = "HAPROXY_ARGS", num_args = 0..=4, hide = false)]
+    pub haproxy_args: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Expect {
+    Primary,
+    Replica,
+    /// Either primary or replica: the node is up and serving.
+    Any,
+}

@@ -1,0 +1,71 @@
+//! Durations as operators write them on command lines: `5`, `1.5`, `2s`, `250ms`.
+//!
+//! A bare number is seconds, like libpq's `PGCONNECT_TIMEOUT`, so existing
+//! environments keep working; a unit makes sub-second values readable.
+
+use std::time::Duration;
+
+/// Parses `N`, `N.N`, `Ns` (seconds) or `Nms` (milliseconds).
+///
+/// Used as a clap `value_parser`, so the error is one line naming the value.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (examples: 5, 1.5, 2s, 250ms)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("'{text}' must be a non-negative duration"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// Like [`parse_duration`], but zero is refused: a zero timeout or interval
+/// would either never wait or spin.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("'{}' must be greater than zero", text.trim()));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_numbers_are_seconds() {
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn units_are_understood() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration(" 10 ms "), Ok(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn garbage_and_negative_values_are_refused() {
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("NaN").is_err());
+    }
+
+    #[test]
+    fn zero_is_refused_where_a_positive_duration_is_needed() {
+        assert!(parse_positive_duration("0").is_err());
+        assert!(parse_positive_duration("0ms").is_err());
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+    }
+}

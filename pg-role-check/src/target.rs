@@ -1,0 +1,265 @@
+//! Where and how to connect: host, port, user, database, timeout, password.
+//!
+//! Every binary of the release builds its connections here, so that they all
+//! read the libpq variables the same way and none ever takes a password from
+//! its command line.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::passfile::{self, Lookup};
+
+/// `HOST:PORT`, as nodes are named on command lines (`--peer 10.244.0.2:6432`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    /// Accepts `host:port`, `[v6addr]:port`, and `/socket/dir:port`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{text}' is not HOST:PORT"))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err(format!("'{text}' has an empty host"));
+        }
+        let port = parse_port(port).map_err(|err| format!("'{text}': {err}"))?;
+        Ok(Endpoint {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A TCP port, 1–65535.
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!("'{text}' is not a port number (1-65535)")),
+    }
+}
+
+/// Everything needed to open a connection to one node.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub endpoint: Endpoint,
+    pub user: String,
+    pub dbname: String,
+    /// Bounds each whole attempt: TCP connect, authentication and the query.
+    pub connect_timeout: Duration,
+    /// Shown in `pg_stat_activity`, so operators can tell probes apart.
+    pub application_name: String,
+    /// From `PGPASSWORD` or a passfile; never from a command line.
+    password: Option<String>,
+}
+
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("endpoint", &self.endpoint)
+            .field("user", &self.user)
+            .field("dbname", &self.dbname)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// The user libpq would default to: the operating system user running us.
+pub fn os_user_name() -> String {
+    let from_env = std::env::var("USER").or_else(|_| std::env::var("LOGNAME"));
+    from_env
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(user_name_from_passwd)
+        .unwrap_or_else(|| "postgres".to_string())
+}
+
+fn user_name_from_passwd() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid).then(|| name.to_string())
+    })
+}
+
+/// libpq's compiled-in socket directory for a from-source build, which is what
+/// the release ships. Debian's libpq uses /var/run/postgresql instead: set
+/// `PGHOST` there.
+pub const DEFAULT_SOCKET_DIR: &str = "/tmp";
+
+impl ConnectOptions {
+    /// Options with libpq's fallbacks: user = OS user, dbname = user.
+    /// The password is looked up with [`ConnectOptions::resolve_password`].
+    pub fn new(
+        endpoint: Endpoint,
+        user: Option<String>,
+        dbname: Option<String>,
+        connect_timeout: Duration,
+    ) -> Self {
+        let user = user.filter(|u| !u.is_empty()).unwrap_or_else(os_user_name);
+        let dbname = dbname
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| user.clone());
+        ConnectOptions {
+            endpoint,
+            user,
+            dbname,
+            connect_timeout,
+            application_name: "pg-role-check".to_string(),
+            password: None,
+        }
+    }
+
+    /// The same user, database and password against another node.
+    pub fn for_endpoint(&self, endpoint: Endpoint) -> Self {
+        ConnectOptions {
+            endpoint,
+            ..self.clone()
+        }
+    }
+
+    pub fn with_application_name(mut self, name: &str) -> Self {
+        self.application_name = name.to_string();
+        self
+    }
+
+    /// Takes the password from `PGPASSWORD`, else from the passfile
+    /// (`passfile`, else `PGPASSFILE`, else `~/.pgpass`), as libpq does.
+    ///
+    /// Returns a warning to log when a passfile exists but cannot be used;
+    /// the connection then goes on without a password, as libpq's would.
+    pub fn resolve_password(&mut self, passfile: Option<PathBuf>) -> Option<String> {
+        if let Some(password) = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()) {
+            self.password = Some(password);
+            return None;
+        }
+        let path = passfile
+            .or_else(|| std::env::var_os("PGPASSFILE").map(PathBuf::from))
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pgpass")))?;
+        let lookup = Lookup {
+            host: &self.endpoint.host,
+            port: self.endpoint.port,
+            dbname: &self.dbname,
+            user: &self.user,
+        };
+        match passfile::find_password(&path, &lookup) {
+            Ok(found) => {
+                self.password = found;
+                None
+            }
+            Err(warning) => Some(warning),
+        }
+    }
+
+    /// Sets the password directly, for callers that read it from their own 0600 file.
+    pub fn set_password(&mut self, password: Option<String>) {
+        self.password = password;
+    }
+
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// The client configuration. A host starting with `/` is a socket directory.
+    pub fn client_config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.endpoint.host)
+            .port(self.endpoint.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name(&self.application_name)
+            .connect_timeout(self.connect_timeout);
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        config
+    }
+
+    /// A configuration for the blocking `postgres` client, for callers that
+    /// run statements (provisioning, promotion) rather than probe.
+    pub fn postgres_config(&self) -> postgres::Config {
+        self.client_config().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_and_print() {
+        let endpoint: Endpoint = "10.244.0.2:6432".parse().unwrap();
+        assert_eq!(endpoint.host, "10.244.0.2");
+        assert_eq!(endpoint.port, 6432);
+        assert_eq!(endpoint.to_string(), "10.244.0.2:6432");
+
+        let v6: Endpoint = "[::1]:5432".parse().unwrap();
+        assert_eq!(v6.host, "::1");
+        assert_eq!(v6.to_string(), "[::1]:5432");
+
+        let socket: Endpoint = "/var/vcap/sys/run/postgres:6432".parse().unwrap();
+        assert_eq!(socket.host, "/var/vcap/sys/run/postgres");
+    }
+
+    #[test]
+    fn bad_endpoints_say_what_is_wrong() {
+        assert!("10.0.0.1"
+            .parse::<Endpoint>()
+            .unwrap_err()
+            .contains("HOST:PORT"));
+        assert!(":5432"
+            .parse::<Endpoint>()
+            .unwrap_err()
+            .contains("empty host"));
+        assert!("h:0".parse::<Endpoint>().unwrap_err().contains("port"));
+        assert!("h:70000".parse::<Endpoint>().unwrap_err().contains("port"));
+    }
+
+    #[test]
+    fn dbname_defaults_to_user() {
+        let options = ConnectOptions::new(
+            "h:1".parse().unwrap(),
+            Some("alice".into()),
+            None,
+            Duration::from_secs(1),
+        );
+        assert_eq!(options.dbname, "alice");
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let mut options = ConnectOptions::new(
+            "h:1".parse().unwrap(),
+            Some("u".into()),
+            None,
+            Duration::ZERO,
+        );
+        options.set_password(Some("hunter2".into()));
+        assert!(!format!("{options:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,540 @@
+//! `pg-role-check` against real PostgreSQL servers: every role and exit code.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::{wait_for, FaultProxy, Node, NodeOptions, ProxyMode};
+
+const LIBPQ_VARS: [&str; 8] = [
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGDATABASE",
+    "PGCONNECT_TIMEOUT",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+];
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {}", self.stdout))
+    }
+}
+
+/// A command for the binary with no libpq variables inherited from the test's environment.
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pg-role-check"));
+    for var in LIBPQ_VARS {
+        command.env_remove(var);
+    }
+    command.env("HOME", "/nonexistent").args(args);
+    command
+}
+
+fn run_command(command: &mut Command) -> Run {
+    let output = command.output().expect("cannot run pg-role-check");
+    Run {
+        code: output.status.code().expect("killed by a signal"),
+        stdout: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    }
+}
+
+fn role_check(args: &[&str]) -> Run {
+    run_command(&mut command(args))
+}
+
+/// Probes `node` as the kit's superuser over TCP with `extra` flags.
+fn check_node(node_port: u16, extra: &[&str]) -> Run {
+    let port = node_port.to_string();
+    let mut args = vec![
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        "postgres",
+        "--dbname",
+        "postgres",
+    ];
+    args.extend_from_slice(extra);
+    role_check(&args)
+}
+
+fn assert_exit(run: &Run, expected: i32, what: &str) {
+    assert_eq!(
+        run.code, expected,
+        "{what}: expected exit {expected}, got {} (stdout: {:?}, stderr: {:?})",
+        run.code, run.stdout, run.stderr
+    );
+}
+
+#[test]
+fn a_primary_passes_expect_primary_and_any_but_not_replica() {
+    let primary = Node::primary();
+    let run = check_node(primary.port(), &[]);
+    assert_exit(&run, 0, "default expectation on a primary");
+    assert!(
+        run.stdout.starts_with("primary 127.0.0.1:"),
+        "line: {}",
+        run.stdout
+    );
+    assert_exit(
+        &check_node(primary.port(), &["--expect", "any"]),
+        0,
+        "any on a primary",
+    );
+    assert_exit(
+        &check_node(primary.port(), &["--expect", "replica"]),
+        1,
+        "replica on a primary",
+    );
+}
+
+#[test]
+fn a_streaming_replica_passes_expect_replica_and_streaming() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    replica.wait_streaming();
+
+    let run = check_node(replica.port(), &["--expect", "replica"]);
+    assert_exit(&run, 0, "replica on a replica");
+    assert!(run.stdout.starts_with("replica "), "line: {}", run.stdout);
+    let run = check_node(replica.port(), &["--expect", "replica", "--streaming"]);
+    assert_exit(&run, 0, "streaming replica");
+    assert!(run.stdout.contains(", streaming"), "line: {}", run.stdout);
+    assert_exit(&check_node(replica.port(), &[]), 1, "primary on a replica");
+    assert_exit(
+        &check_node(replica.port(), &["--expect", "any"]),
+        0,
+        "any on a replica",
+    );
+}
+
+#[test]
+fn a_replica_cut_off_from_its_primary_fails_the_streaming_check() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    replica.wait_streaming();
+    primary.stop("fast");
+
+    wait_for(
+        "the WAL receiver to stop streaming",
+        Duration::from_secs(30),
+        || check_node(replica.port(), &["--expect", "replica", "--streaming"]).code == 1,
+    );
+    let run = check_node(replica.port(), &["--expect", "replica", "--streaming"]);
+    assert!(run.stdout.contains("not streaming"), "line: {}", run.stdout);
+    assert_exit(
+        &check_node(replica.port(), &["--expect", "replica"]),
+        0,
+        "stale replica without --streaming",
+    );
+}
+
+#[test]
+fn a_stopped_server_is_unreachable_at_once_without_retries() {
+    let node = Node::primary();
+    node.stop("fast");
+    let run = check_node(
+        node.port(),
+        &["--retries", "5", "--retry-interval", "30s", "--json"],
+    );
+    assert_exit(&run, 3, "stopped server");
+    let json = run.json();
+    assert_eq!(json["role"], "unreachable");
+    assert_eq!(
+        json["attempts"], 1,
+        "a refused connection must not be retried"
+    );
+    assert_eq!(json["error"]["kind"], "refused");
+}
+
+#[test]
+fn a_missing_unix_socket_is_unreachable() {
+    let node = Node::primary();
+    node.stop("fast");
+    let port = node.port().to_string();
+    let socket_dir = node.socket_dir.to_str().unwrap();
+    let run = role_check(&[
+        "--host",
+        socket_dir,
+        "--port",
+        &port,
+        "--user",
+        "postgres",
+        "--retries",
+        "3",
+        "--retry-interval",
+        "30s",
+    ]);
+    assert_exit(&run, 3, "no socket file");
+    assert!(
+        run.stdout.starts_with("unreachable "),
+        "line: {}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("after 1 attempt"),
+        "line: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_server_held_in_startup_is_starting_and_never_primary() {
+    let primary = Node::primary();
+    // Without hot standby a replica refuses connections with 57P03 for as long as it runs.
+    let replica = Node::cloned_from(&primary);
+    replica.append_settings(&[("hot_standby".into(), "off".into())]);
+    replica.start_no_wait();
+    let port = replica.port();
+
+    wait_for(
+        "the replica to answer 57P03",
+        Duration::from_secs(30),
+        || {
+            check_node(port, &["--retries", "1", "--connect-timeout", "1"])
+                .stdout
+                .starts_with("starting")
+        },
+    );
+    for expect in ["primary", "replica", "any"] {
+        let run = check_node(
+            port,
+            &[
+                "--expect",
+                expect,
+                "--retries",
+                "3",
+                "--retry-interval",
+                "30s",
+            ],
+        );
+        assert_exit(&run, 1, &format!("--expect {expect} on a starting server"));
+    }
+    let json = check_node(port, &["--json"]).json();
+    assert_eq!(json["role"], "starting");
+    assert_eq!(json["error"]["kind"], "starting");
+    assert_eq!(json["attempts"], 1, "a starting answer must not be retried");
+}
+
+#[test]
+fn a_server_shutting_down_is_starting() {
+    let node = Node::primary();
+    // A smart shutdown waits for this session and refuses new ones meanwhile.
+    let mut session = node.connect();
+    session.batch_execute("SELECT 1").unwrap();
+    let stopper = std::thread::scope(|scope| {
+        let stopping = scope.spawn(|| node.stop("smart"));
+        wait_for(
+            "the server to refuse new sessions",
+            Duration::from_secs(30),
+            || {
+                check_node(node.port(), &["--retries", "1"])
+                    .stdout
+                    .starts_with("starting")
+            },
+        );
+        assert_exit(
+            &check_node(node.port(), &["--expect", "any"]),
+            1,
+            "a server shutting down",
+        );
+        drop(session);
+        stopping.join()
+    });
+    assert!(stopper.is_ok(), "smart shutdown failed");
+}
+
+#[test]
+fn a_black_hole_times_out_after_every_retry() {
+    let proxy = FaultProxy::new("127.0.0.1:9");
+    proxy.set_mode(ProxyMode::Blackhole);
+    let run = check_node(
+        proxy.port(),
+        &[
+            "--connect-timeout",
+            "300ms",
+            "--retries",
+            "2",
+            "--retry-interval",
+            "50ms",
+            "--json",
+        ],
+    );
+    assert_exit(&run, 3, "a server that never answers");
+    let json = run.json();
+    assert_eq!(json["attempts"], 2);
+    assert_eq!(json["error"]["kind"], "timeout");
+    assert_eq!(proxy.accepted(), 2, "each attempt opens one connection");
+}
+
+#[test]
+fn transient_resets_are_retried_until_the_node_answers() {
+    let primary = Node::primary();
+    let proxy = FaultProxy::new(&primary.endpoint());
+    proxy.reset_next(2);
+    let run = check_node(
+        proxy.port(),
+        &["--retries", "3", "--retry-interval", "50ms", "--json"],
+    );
+    assert_exit(&run, 0, "two resets then an answer");
+    assert_eq!(run.json()["attempts"], 3);
+    assert_eq!(proxy.accepted(), 3);
+}
+
+#[test]
+fn resets_beyond_the_retry_budget_leave_the_role_undetermined() {
+    let primary = Node::primary();
+    let proxy = FaultProxy::new(&primary.endpoint());
+    proxy.reset_next(3);
+    let run = check_node(
+        proxy.port(),
+        &["--retries", "3", "--retry-interval", "50ms", "--json"],
+    );
+    assert_exit(&run, 3, "three resets and three attempts");
+    let json = run.json();
+    assert_eq!(json["attempts"], 3);
+    assert_eq!(json["error"]["kind"], "transient");
+}
+
+#[test]
+fn libpq_environment_variables_are_the_defaults() {
+    let primary = Node::primary();
+    let mut by_env = command(&[]);
+    by_env
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", primary.port().to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", "postgres")
+        .env("PGCONNECT_TIMEOUT", "2");
+    assert_exit(
+        &run_command(&mut by_env),
+        0,
+        "connection from PG* variables",
+    );
+
+    let mut socket = command(&["--user", "postgres"]);
+    socket
+        .env("PGHOST", &primary.socket_dir)
+        .env("PGPORT", primary.port().to_string());
+    let run = run_command(&mut socket);
+    assert_exit(&run, 0, "PGHOST naming a socket directory");
+
+    let mut wrong_user = command(&["--retries", "3", "--retry-interval", "30s", "--json"]);
+    wrong_user
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", primary.port().to_string())
+        .env("PGUSER", "nobody_here");
+    let run = run_command(&mut wrong_user);
+    assert_exit(&run, 3, "an unknown role is refused");
+    assert_eq!(run.json()["error"]["kind"], "rejected");
+    assert_eq!(
+        run.json()["attempts"],
+        1,
+        "a refused login must not be retried"
+    );
+
+    let mut bad_timeout = command(&[]);
+    bad_timeout.env("PGCONNECT_TIMEOUT", "soon");
+    let run = run_command(&mut bad_timeout);
+    assert_exit(&run, 2, "a malformed PGCONNECT_TIMEOUT");
+    assert!(run.stderr.contains("soon"), "stderr: {}", run.stderr);
+}
+
+/// A primary that demands a SCRAM password from `secret` over TCP.
+fn primary_with_password(password: &str) -> Node {
+    let options = NodeOptions::new().hba_line("host all secret 127.0.0.1/32 scram-sha-256");
+    let primary = Node::primary_with(options);
+    let literal = password.replace('\'', "''");
+    primary.execute(&format!("CREATE ROLE secret LOGIN PASSWORD '{literal}'"));
+    primary
+}
+
+fn write_passfile(dir: &std::path::Path, line: &str, mode: u32) -> std::path::PathBuf {
+    let path = dir.join("pgpass");
+    fs::write(&path, format!("{line}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[test]
+fn passwords_come_from_a_passfile_or_pgpassword() {
+    let password = "p:w\\d";
+    let primary = primary_with_password(password);
+    let port = primary.port().to_string();
+    let secret_args = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        "secret",
+        "--dbname",
+        "postgres",
+        "--retries",
+        "1",
+    ];
+    let passfile = write_passfile(
+        primary.root(),
+        &format!("127.0.0.1:{port}:*:secret:p\\:w\\\\d"),
+        0o600,
+    );
+
+    assert_exit(&role_check(&secret_args), 3, "no password at all");
+
+    let mut with_flag = command(&secret_args);
+    with_flag.arg("--passfile").arg(&passfile);
+    assert_exit(&run_command(&mut with_flag), 0, "--passfile");
+
+    let mut with_env = command(&secret_args);
+    with_env.env("PGPASSFILE", &passfile);
+    assert_exit(&run_command(&mut with_env), 0, "PGPASSFILE");
+
+    let mut with_password = command(&secret_args);
+    with_password.env("PGPASSWORD", password);
+    assert_exit(&run_command(&mut with_password), 0, "PGPASSWORD");
+
+    let mut wrong = command(&secret_args);
+    wrong.env("PGPASSWORD", "wrong").arg("--json");
+    let run = run_command(&mut wrong);
+    assert_exit(&run, 3, "a wrong password");
+    assert_eq!(run.json()["error"]["kind"], "rejected");
+}
+
+#[test]
+fn a_passfile_readable_by_others_is_ignored_with_a_warning() {
+    let primary = primary_with_password("pw");
+    let port = primary.port().to_string();
+    let passfile = write_passfile(primary.root(), "*:*:*:secret:pw", 0o644);
+    let mut open_file = command(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        "secret",
+        "--dbname",
+        "postgres",
+        "--retries",
+        "1",
+    ]);
+    open_file.arg("--passfile").arg(&passfile);
+    let run = run_command(&mut open_file);
+    assert_exit(&run, 3, "a group-readable passfile");
+    assert!(
+        run.stderr.contains("group or world access"),
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("pw\n") && !run.stdout.contains(":pw"),
+        "the password leaked"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2_with_a_message() {
+    let cases: [&[&str]; 7] = [
+        &["--expect", "leader"],
+        &["--port", "0"],
+        &["--port", "http"],
+        &["--retries", "0"],
+        &["--connect-timeout", "0"],
+        &["--streaming"],
+        &["127.0.0.1", "5432"],
+    ];
+    for args in cases {
+        let run = role_check(args);
+        assert_exit(&run, 2, &format!("{args:?}"));
+        assert!(!run.stderr.is_empty(), "{args:?} printed no error");
+    }
+    let run = role_check(&["--password", "hunter2"]);
+    assert_exit(&run, 2, "a password flag must not exist");
+}
+
+#[test]
+fn haproxy_external_check_arguments_name_the_server() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    let primary_port = primary.port().to_string();
+    let replica_port = replica.port().to_string();
+    let check = |server_port: &str| {
+        // haproxy runs the check with an empty PATH and its own variables.
+        let mut as_haproxy =
+            command(&["--user", "postgres", "--dbname", "postgres", "--port", "1"]);
+        as_haproxy
+            .env_clear()
+            .env("PATH", "")
+            .env("HAPROXY_PROXY_NAME", "postgres")
+            .env("HAPROXY_SERVER_ADDR", "127.0.0.1")
+            .env("HAPROXY_SERVER_PORT", server_port)
+            .args(["0.0.0.0", "5432", "127.0.0.1", server_port]);
+        run_command(&mut as_haproxy)
+    };
+    assert_exit(&check(&primary_port), 0, "haproxy checking the primary");
+    assert_exit(&check(&replica_port), 1, "haproxy checking the replica");
+    assert_exit(&check("notaport"), 2, "haproxy passing a bad port");
+}
+
+#[test]
+fn json_describes_a_primary_and_its_streaming_replica() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    replica.wait_streaming();
+    primary.execute("CREATE TABLE t AS SELECT 1 AS x");
+
+    let run = check_node(primary.port(), &["--json"]);
+    assert_exit(&run, 0, "json on a primary");
+    let json = run.json();
+    assert_eq!(json["role"], "primary");
+    assert_eq!(json["in_recovery"], false);
+    assert!(json["server_version"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()));
+    assert_eq!(json["timeline"], 1);
+    assert!(json["current_wal_lsn"]
+        .as_str()
+        .is_some_and(|lsn| lsn.contains('/')));
+    assert_eq!(json["received_wal_lsn"], Value::Null);
+    assert_eq!(json["streaming_replicas"], 1);
+    assert!(json["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    assert_eq!(json["error"], Value::Null);
+
+    let run = check_node(replica.port(), &["--json", "--expect", "replica"]);
+    assert_exit(&run, 0, "json on a replica");
+    let json = run.json();
+    assert_eq!(json["role"], "replica");
+    assert_eq!(json["in_recovery"], true);
+    assert_eq!(json["timeline"], 1);
+    assert_eq!(json["current_wal_lsn"], Value::Null);
+    assert!(json["received_wal_lsn"].as_str().is_some());
+    assert!(json["replayed_wal_lsn"].as_str().is_some());
+    assert_eq!(json["wal_receiver_streaming"], true);
+    assert_eq!(json["wal_receiver_source"], primary.endpoint());
+    assert_eq!(json["streaming_replicas"], Value::Null);
+}
+
+#[test]
+fn json_shows_the_new_timeline_after_a_promotion() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    replica.wait_streaming();
+    primary.stop("fast");
+    replica.promote();
+    let json = check_node(replica.port(), &["--json"]).json();
+    assert_eq!(json["role"], "primary");
+    assert_eq!(json["timeline"], 2);
+}
