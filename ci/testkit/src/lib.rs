@@ -17,7 +17,8 @@ mod os;
 mod proxy;
 
 pub use node::{Node, NodeOptions};
-pub use os::{free_port, pg_bin, run_as_user, PgBin, RunAs};
+pub use node::{process_alive, SUPERUSER};
+pub use os::{chown_to_user, command_as_user, free_port, pg_bin, run_as_user, PgBin, RunAs};
 pub use proxy::{FaultProxy, ProxyMode};
 
 use std::time::{Duration, Instant};
