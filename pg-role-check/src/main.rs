@@ -114,7 +114,8 @@ fn summary_line(endpoint: &Endpoint, report: &Report) -> String {
                 1 => "1 attempt".to_string(),
                 n => format!("{n} attempts"),
             };
-            format!("{role} {endpoint} after {attempts}: {failure}")
+            // The failure message already names the endpoint.
+            format!("{role} after {attempts}: {failure}")
         }
         (None, Role::Replica) => {
             let streaming = match status.wal_receiver_streaming {

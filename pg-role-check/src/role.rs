@@ -373,9 +373,22 @@ pub fn failure(err: &tokio_postgres::Error) -> Failure {
             db_error.code().code(),
             db_error.message()
         ),
-        None => err.to_string(),
+        None => error_chain(err),
     };
     Failure { kind, message }
+}
+
+/// "error connecting to server: Connection refused (os error 111)": the
+/// client's own message names only the step, its source says why.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 fn io_source(err: &tokio_postgres::Error) -> Option<&io::Error> {
