@@ -12,10 +12,12 @@
 //! tests run as root, PostgreSQL runs as an unprivileged user (`PGTEST_USER`,
 //! default `vcap`), because it refuses to run as root.
 
+mod haproxy;
 mod node;
 mod os;
 mod proxy;
 
+pub use haproxy::{haproxy_bin, Haproxy};
 pub use node::{process_alive, SUPERUSER};
 pub use node::{Node, NodeOptions};
 pub use os::{chown_to_user, command_as_user, free_port, pg_bin, run_as_user, PgBin, RunAs};

@@ -1,0 +1,189 @@
+//! `pg-vrrp-watch` against a real haproxy.
+
+use std::fs;
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::{free_port, wait_for, Haproxy};
+
+struct Run {
+    code: i32,
+    stderr: String,
+}
+
+fn vrrp_watch(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_pg-vrrp-watch"))
+        .args(args)
+        .output()
+        .expect("cannot run pg-vrrp-watch");
+    Run {
+        code: output.status.code().expect("killed by a signal"),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    }
+}
+
+fn assert_exit(run: &Run, expected: i32, what: &str) {
+    assert_eq!(
+        run.code, expected,
+        "{what}: expected exit {expected}, got {} ({})",
+        run.code, run.stderr
+    );
+}
+
+/// haproxy with a stats socket, a `postgres` backend whose one server listens
+/// on `live` (or not), and a `readonly` backend whose server never listens.
+fn haproxy_with(live: u16) -> Haproxy {
+    let closed = free_port();
+    Haproxy::start(&format!(
+        "global\n\
+         \x20   stats socket {{dir}}/stats.sock mode 600 level admin\n\
+         defaults\n\
+         \x20   mode tcp\n\
+         \x20   timeout connect 1s\n\
+         \x20   timeout client 10s\n\
+         \x20   timeout server 10s\n\
+         backend postgres\n\
+         \x20   server node0 127.0.0.1:{live} check inter 100ms fall 1 rise 1\n\
+         backend readonly\n\
+         \x20   server node1 127.0.0.1:{closed} check inter 100ms fall 1 rise 1\n"
+    ))
+}
+
+#[test]
+fn a_live_haproxy_passes() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let haproxy = haproxy_with(listener.local_addr().unwrap().port());
+    let pidfile = haproxy.pidfile();
+    let run = vrrp_watch(&["--pidfile", pidfile.to_str().unwrap()]);
+    assert_exit(&run, 0, "haproxy running");
+    assert!(
+        run.stderr.is_empty(),
+        "success must be quiet: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_stopped_haproxy_fails_with_the_reason() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let haproxy = haproxy_with(listener.local_addr().unwrap().port());
+    haproxy.stop();
+    let pidfile = haproxy.pidfile();
+    let run = vrrp_watch(&["--pidfile", pidfile.to_str().unwrap()]);
+    assert_exit(&run, 1, "haproxy stopped");
+    assert!(run.stderr.contains("not running"), "stderr: {}", run.stderr);
+}
+
+#[test]
+fn a_missing_or_empty_pidfile_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("haproxy.pid");
+    let run = vrrp_watch(&["--pidfile", missing.to_str().unwrap()]);
+    assert_exit(&run, 1, "no pidfile");
+    assert!(
+        run.stderr.contains("cannot read pidfile"),
+        "stderr: {}",
+        run.stderr
+    );
+
+    fs::write(&missing, "\n").unwrap();
+    let run = vrrp_watch(&["--pidfile", missing.to_str().unwrap()]);
+    assert_exit(&run, 1, "empty pidfile");
+    assert!(
+        run.stderr.contains("holds no pid"),
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_pid_reused_by_another_program_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("haproxy.pid");
+    // Our own pid: alive, but not haproxy.
+    fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
+    let run = vrrp_watch(&["--pidfile", pidfile.to_str().unwrap()]);
+    assert_exit(&run, 1, "a live pid that is not haproxy");
+    assert!(
+        run.stderr.contains("stale pidfile"),
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_stats_socket_requires_a_server_up_in_the_write_backend() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let haproxy = haproxy_with(listener.local_addr().unwrap().port());
+    let pidfile = haproxy.pidfile();
+    let socket = haproxy.dir().join("stats.sock");
+    let args = |backend: &'static str| {
+        vec![
+            "--pidfile".to_string(),
+            pidfile.display().to_string(),
+            "--stats-socket".to_string(),
+            socket.display().to_string(),
+            "--backend".to_string(),
+            backend.to_string(),
+        ]
+    };
+    let run_with = |backend| {
+        let args = args(backend);
+        vrrp_watch(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    wait_for("the live server to be UP", Duration::from_secs(10), || {
+        run_with("postgres").code == 0
+    });
+    wait_for(
+        "the dead server to be DOWN",
+        Duration::from_secs(10),
+        || run_with("readonly").code == 1,
+    );
+    let run = run_with("readonly");
+    assert!(
+        run.stderr.contains("no server UP in backend \"readonly\""),
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("node1 DOWN"), "stderr: {}", run.stderr);
+
+    let run = run_with("elsewhere");
+    assert_exit(&run, 1, "an unknown backend");
+    assert!(run.stderr.contains("no backend"), "stderr: {}", run.stderr);
+
+    // The write backend's only server goes away: the node must give up the VIP.
+    drop(listener);
+    wait_for(
+        "the write backend to lose its server",
+        Duration::from_secs(10),
+        || run_with("postgres").code == 1,
+    );
+}
+
+#[test]
+fn a_missing_stats_socket_fails() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let haproxy = haproxy_with(listener.local_addr().unwrap().port());
+    let pidfile = haproxy.pidfile();
+    let run = vrrp_watch(&[
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+        "--stats-socket",
+        "/nonexistent/stats.sock",
+    ]);
+    assert_exit(&run, 1, "no stats socket");
+    assert!(
+        run.stderr.contains("cannot query haproxy stats socket"),
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_exit(&vrrp_watch(&["--timeout", "0"]), 2, "zero timeout");
+    assert_exit(&vrrp_watch(&["--bogus"]), 2, "unknown flag");
+    assert_exit(&vrrp_watch(&["extra"]), 2, "a stray argument");
+}
