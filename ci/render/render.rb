@@ -68,6 +68,13 @@ module Render
     end
   end
 
+  # The first line of an error, without the receiver that Ruby's NameError
+  # appends ("... for #<Render::Context ...>"): it would print every property,
+  # passwords included.
+  def self.first_line(error)
+    error.message.lines.first.to_s.sub(/ for #<.*/m, '').strip
+  end
+
   def self.deep_copy(value)
     Marshal.load(Marshal.dump(value))
   end
@@ -200,17 +207,30 @@ module Render
       (spec['templates'] || {}).each do |source, destination|
         render_template(context, group, index, job['name'], source, destination, out_dir)
       end
+      render_monit(context, group, index, job['name'], out_dir)
+    end
+
+    # The job's monit file is an ERB template too.
+    def render_monit(context, group, index, job_name, out_dir)
+      path = File.join(@release_dir, 'jobs', job_name, 'monit')
+      return unless File.exist?(path)
+
+      text = context.evaluate(File.read(path), path)
+      File.write(File.join(out_dir, job_name, 'monit'), text)
+    rescue StandardError, ScriptError => e
+      raise Error, "#{group['name']}/#{index} job #{job_name} monit: #{Render.first_line(e)}"
     end
 
     def render_template(context, group, index, job_name, source, destination, out_dir)
       path = File.join(@release_dir, 'jobs', job_name, 'templates', source)
       text = context.evaluate(File.read(path), path)
       target = File.join(out_dir, job_name, destination)
+      FileUtils.mkdir_p(File.join(out_dir, job_name))
       FileUtils.mkdir_p(File.dirname(target))
       File.write(target, text)
       File.chmod(destination.start_with?('bin/') ? 0o755 : 0o644, target)
     rescue StandardError, ScriptError => e
-      raise Error, "#{group['name']}/#{index} job #{job_name} template #{source}: #{e.message.lines.first&.strip}"
+      raise Error, "#{group['name']}/#{index} job #{job_name} template #{source}: #{Render.first_line(e)}"
     end
 
     def instance_spec(group, index, job)

@@ -1,0 +1,766 @@
+//! The release's job templates, rendered as the BOSH director would for the
+//! example deployments (standalone, clustered, HA), and checked by the real
+//! tools: haproxy, keepalived, bash and PostgreSQL itself.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use release_tests::{example, instances, render, repo_root, set, try_render, yaml, Rendered};
+use serde_yaml::Value;
+
+fn job_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = fs::read_dir(repo_root().join("release/jobs"))
+        .expect("release/jobs")
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn spec_of(job_dir: &Path) -> Value {
+    let text = fs::read_to_string(job_dir.join("spec")).expect("job spec");
+    serde_yaml::from_str(&text).expect("job spec YAML")
+}
+
+/// The template sources of a job, plus its monit file (also ERB).
+fn template_sources(job_dir: &Path) -> Vec<(String, String)> {
+    let spec = spec_of(job_dir);
+    let mut sources: Vec<(String, String)> = spec["templates"]
+        .as_mapping()
+        .expect("templates")
+        .keys()
+        .map(|key| {
+            let name = key.as_str().unwrap().to_string();
+            let text =
+                fs::read_to_string(job_dir.join("templates").join(&name)).unwrap_or_default();
+            (name, text)
+        })
+        .collect();
+    if let Ok(monit) = fs::read_to_string(job_dir.join("monit")) {
+        sources.push(("monit".into(), monit));
+    }
+    sources
+}
+
+#[test]
+fn every_template_named_in_a_spec_exists() {
+    for job_dir in job_dirs() {
+        for (name, _) in template_sources(&job_dir) {
+            let path = if name == "monit" {
+                job_dir.join("monit")
+            } else {
+                job_dir.join("templates").join(&name)
+            };
+            assert!(
+                path.is_file(),
+                "{} names template {name}, which does not exist",
+                job_dir.display()
+            );
+        }
+    }
+}
+
+/// Property names read with `p(...)` / `if_p(...)` (own properties) or with
+/// `<link>.p(...)` (a link's), as string literals.
+fn property_reads(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut own = BTreeSet::new();
+    let mut linked = BTreeSet::new();
+    let bytes = text.as_bytes();
+    for (at, _) in text.match_indices("p(") {
+        let before = if at == 0 { b' ' } else { bytes[at - 1] };
+        let is_if_p = text[..at].ends_with("if_");
+        let start = if is_if_p { at - 3 } else { at };
+        let prefix = if start == 0 { b' ' } else { bytes[start - 1] };
+        if !is_if_p && (before.is_ascii_alphanumeric() || before == b'_') {
+            continue;
+        }
+        let args = &text[at + 2..];
+        let args = &args[..args.find(')').unwrap_or(args.len())];
+        let names = string_literals(if is_if_p { args } else { first_argument(args) });
+        if prefix == b'.' {
+            linked.extend(names);
+        } else {
+            own.extend(names);
+        }
+    }
+    (own, linked)
+}
+
+fn first_argument(args: &str) -> &str {
+    args.split(',').next().unwrap_or("")
+}
+
+fn string_literals(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find(['"', '\'']) {
+        let quote = rest.as_bytes()[open] as char;
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            break;
+        };
+        names.push(after[..close].to_string());
+        rest = &after[close + 1..];
+    }
+    names
+}
+
+#[test]
+fn every_property_a_template_reads_is_declared() {
+    let mut provided = BTreeSet::new();
+    for job_dir in job_dirs() {
+        for link in spec_of(&job_dir)["provides"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default()
+        {
+            for name in link["properties"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+            {
+                provided.insert(name.as_str().unwrap().to_string());
+            }
+        }
+    }
+    for job_dir in job_dirs() {
+        let spec = spec_of(&job_dir);
+        let declared: BTreeSet<String> = spec["properties"]
+            .as_mapping()
+            .map(|m| m.keys().map(|k| k.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        for (template, text) in template_sources(&job_dir) {
+            let (own, linked) = property_reads(&text);
+            for name in own {
+                assert!(
+                    declared.contains(&name),
+                    "{}/{template} reads p({name:?}), which the job's spec does not declare",
+                    job_dir.display()
+                );
+            }
+            for name in linked {
+                assert!(
+                    provided.contains(&name),
+                    "{}/{template} reads link property {name:?}, which no job provides",
+                    job_dir.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_property_scanner_finds_reads() {
+    let (own, linked) = property_reads(r#"<%= p("a.b") %> if_p("c", 'd') db.p("e", 1) help("x")"#);
+    assert_eq!(own, BTreeSet::from(["a.b".into(), "c".into(), "d".into()]));
+    assert_eq!(linked, BTreeSet::from(["e".into()]));
+}
+
+fn render_all(name: &str) -> Vec<(String, Rendered)> {
+    let manifest = example(name);
+    instances(&manifest)
+        .into_iter()
+        .map(|instance| {
+            let rendered = render(&manifest, &instance);
+            (instance, rendered)
+        })
+        .collect()
+}
+
+fn syntax_check(shell: &str, path: &Path) {
+    let output = Command::new(shell)
+        .arg("-n")
+        .arg(path)
+        .output()
+        .expect("run the shell");
+    assert!(
+        output.status.success(),
+        "{shell} -n {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_rendered_script_parses() {
+    let mut checked = 0;
+    for deployment in ["standalone", "clustered", "ha"] {
+        for (_, rendered) in render_all(deployment) {
+            for job in fs::read_dir(rendered.root()).unwrap() {
+                let bin = job.unwrap().path().join("bin");
+                for script in fs::read_dir(&bin).into_iter().flatten() {
+                    let script = script.unwrap().path();
+                    let text = fs::read_to_string(&script).unwrap();
+                    let shell = if text.starts_with("#!/bin/sh") {
+                        "sh"
+                    } else {
+                        "bash"
+                    };
+                    syntax_check(shell, &script);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    syntax_check(
+        "bash",
+        &repo_root().join("release/src/pg-tools/share/ctl-utils.sh"),
+    );
+    assert!(checked >= 20, "only {checked} scripts were rendered");
+}
+
+// --- standalone ---------------------------------------------------------------
+
+#[test]
+fn a_standalone_node_listens_on_5432_without_replication_or_monitor() {
+    let node = render(&example("standalone"), "postgres/0");
+    let conf = node.file("postgres", "config/postgresql.conf");
+    assert!(conf.contains("\nport = 5432\n"), "{conf}");
+    assert!(
+        !conf.contains("wal_level"),
+        "standalone needs no replication settings: {conf}"
+    );
+    assert!(!node
+        .file("postgres", "monit")
+        .contains("check process monitor"));
+    assert!(!node
+        .file("postgres", "config/hba.conf")
+        .contains("replication"));
+    let ctl = node.file("postgres", "bin/ctl");
+    assert!(
+        !ctl.contains("--replication") && !ctl.contains("--peer"),
+        "{ctl}"
+    );
+    assert!(
+        ctl.contains("--bootstrap"),
+        "the only node is the bootstrap node: {ctl}"
+    );
+}
+
+#[test]
+fn postgresql_conf_renders_values_faithfully() {
+    let mut manifest = example("standalone");
+    let config = [
+        "instance_groups",
+        "0",
+        "jobs",
+        "0",
+        "properties",
+        "postgres",
+        "config",
+    ];
+    let mut with = |key: &str, value: &str| {
+        let mut path = config.to_vec();
+        path.push(key);
+        set(&mut manifest, &path, yaml(value));
+    };
+    with("random_page_cost", "1.5");
+    with("fsync", "false");
+    with("archive_command", r#"'cp %p /backup/%f \\ ok'"#);
+    let conf = render(&manifest, "postgres/0").file("postgres", "config/postgresql.conf");
+    for line in [
+        "max_connections = 200",
+        "shared_buffers = '128MB'",
+        "synchronous_commit = on",
+        "fsync = off",
+        "random_page_cost = 1.5",
+        r#"application_name = 'it''s "quoted"'"#,
+        r"archive_command = 'cp %p /backup/%f \\\\ ok'",
+    ] {
+        assert!(
+            conf.lines().any(|l| l == line),
+            "expected line {line:?} in:\n{conf}"
+        );
+    }
+}
+
+/// Starts postgres (as the unprivileged user) on the rendered postgresql.conf,
+/// hba.conf and ident.conf, with /var/vcap moved into a temp dir and the port
+/// and listen address overridden to stay on loopback.
+struct RenderedServer {
+    root: tempfile::TempDir,
+    port: u16,
+}
+
+impl RenderedServer {
+    fn start(node: &Rendered) -> RenderedServer {
+        let root = tempfile::Builder::new().prefix("vcap.").tempdir().unwrap();
+        let vcap = root.path().join("var/vcap");
+        let config_dir = vcap.join("jobs/postgres/config");
+        fs::create_dir_all(&config_dir).unwrap();
+        fs::create_dir_all(vcap.join("sys/run/postgres")).unwrap();
+        for file in ["postgresql.conf", "hba.conf", "ident.conf"] {
+            let text = node.file("postgres", &format!("config/{file}"));
+            let moved = text.replace("/var/vcap/", &format!("{}/", vcap.display()));
+            fs::write(config_dir.join(file), moved).unwrap();
+        }
+        chown_tree(root.path());
+        let data = vcap.join("store/postgres/db");
+        run_as_vcap("initdb", |c| {
+            c.arg("--pgdata").arg(&data).args([
+                "--username",
+                "vcap",
+                "--auth",
+                "trust",
+                "--no-sync",
+            ]);
+        });
+        let port = testkit::free_port();
+        let options = format!(
+            "-c config_file={} -c port={port} -c listen_addresses=127.0.0.1",
+            config_dir.join("postgresql.conf").display()
+        );
+        run_as_vcap("pg_ctl", |c| {
+            c.arg("--pgdata")
+                .arg(&data)
+                .arg("--log")
+                .arg(root.path().join("log"));
+            c.args(["-o", &options, "--wait", "--timeout", "60", "start"]);
+        });
+        RenderedServer { root, port }
+    }
+
+    fn socket_dir(&self) -> std::path::PathBuf {
+        self.root.path().join("var/vcap/sys/run/postgres")
+    }
+
+    fn connect(&self, host: &str, user: &str) -> Result<postgres::Client, postgres::Error> {
+        postgres::Config::new()
+            .host(host)
+            .port(self.port)
+            .user(user)
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+    }
+
+    fn show(&self, setting: &str) -> String {
+        let mut client = self
+            .connect(self.socket_dir().to_str().unwrap(), "vcap")
+            .unwrap();
+        client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .unwrap()
+            .get(0)
+    }
+}
+
+impl Drop for RenderedServer {
+    fn drop(&mut self) {
+        let data = self.root.path().join("var/vcap/store/postgres/db");
+        let _ = testkit::command_as_user(&testkit::pg_bin().path("pg_ctl"))
+            .arg("--pgdata")
+            .arg(&data)
+            .args(["--mode", "immediate", "--wait", "stop"])
+            .output();
+    }
+}
+
+fn chown_tree(path: &Path) {
+    testkit::chown_to_user(path);
+    if path.is_dir() {
+        for entry in fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path());
+        }
+    }
+}
+
+fn run_as_vcap(program: &str, configure: impl FnOnce(&mut Command)) {
+    let mut command = testkit::command_as_user(&testkit::pg_bin().path(program));
+    configure(&mut command);
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn postgres_starts_on_the_rendered_standalone_config() {
+    // The default postgres.hba: password logins from anywhere.
+    let manifest = with_postgres("standalone", &["postgres", "hba"], "null");
+    let node = render(&manifest, "postgres/0");
+    let server = RenderedServer::start(&node);
+    assert_eq!(server.show("max_connections"), "200");
+    assert_eq!(server.show("application_name"), r#"it's "quoted""#);
+    assert_eq!(server.show("password_encryption"), "scram-sha-256");
+    // hba.conf: over the network every login needs its password, vcap's included.
+    let refused = postgres::Config::new()
+        .host("127.0.0.1")
+        .port(server.port)
+        .user("vcap")
+        .password("not-the-password")
+        .dbname("postgres")
+        .connect(postgres::NoTls)
+        .err()
+        .expect("a TCP login with a wrong password");
+    let code = refused.code().map(|c| c.code().to_string());
+    assert_eq!(
+        code.as_deref(),
+        Some("28P01"),
+        "expected a password failure, got {refused}"
+    );
+}
+
+#[test]
+fn postgres_starts_on_the_rendered_ha_config() {
+    let node = render(&example("ha"), "postgres/1");
+    let server = RenderedServer::start(&node);
+    assert_eq!(server.show("wal_level"), "replica");
+    assert_eq!(server.show("wal_log_hints"), "on");
+    assert_eq!(server.show("hot_standby"), "on");
+    assert_eq!(server.show("max_wal_senders"), "10");
+}
+
+#[test]
+fn the_provisioning_spec_holds_users_databases_and_the_replication_role() {
+    let standalone = render(&example("standalone"), "postgres/0");
+    let spec: Value =
+        serde_yaml::from_str(&standalone.file("postgres", "config/provision.yml")).unwrap();
+    assert_eq!(spec["users"][0]["username"], "admin");
+    assert_eq!(spec["users"][0]["admin"], true);
+    assert_eq!(spec["users"][1]["password"], "p@ss'w\"rd;");
+    assert_eq!(
+        spec["databases"][0]["extensions"],
+        yaml("[citext, pgcrypto]")
+    );
+    assert!(
+        spec.get("replication").is_none(),
+        "standalone has no replication role"
+    );
+
+    let ha = render(&example("ha"), "postgres/0");
+    let spec: Value = serde_yaml::from_str(&ha.file("postgres", "config/provision.yml")).unwrap();
+    assert_eq!(spec["replication"]["username"], "replication");
+    assert_eq!(spec["replication"]["password"], "replication-secret");
+}
+
+// --- clustered ----------------------------------------------------------------
+
+#[test]
+fn clustered_nodes_know_every_peer_and_run_no_monitor() {
+    let manifest = example("clustered");
+    let addresses = ["10.244.0.2", "10.244.0.3", "10.244.0.4", "10.244.0.5"];
+    for (index, instance) in instances(&manifest).iter().enumerate() {
+        let node = render(&manifest, instance);
+        let ctl = node.file("postgres", "bin/ctl");
+        for (other, address) in addresses.iter().enumerate() {
+            let flag = format!("--peer {address}:6432");
+            assert_eq!(
+                ctl.contains(&flag),
+                other != index,
+                "{instance}: {flag} in\n{ctl}"
+            );
+        }
+        assert_eq!(
+            ctl.contains("--bootstrap"),
+            index == 0,
+            "{instance}: only node 0 bootstraps"
+        );
+        // Promotion in a star of four is the operator's call: no monitor.
+        assert!(!node
+            .file("postgres", "monit")
+            .contains("check process monitor"));
+        let hba = node.file("postgres", "config/hba.conf");
+        for address in addresses {
+            let line = format!("host replication replication {address}/32 scram-sha-256");
+            assert!(hba.contains(&line), "{instance}: missing {line:?}");
+        }
+        assert!(
+            !hba.contains("trust"),
+            "never trust over the network:\n{hba}"
+        );
+    }
+}
+
+// --- HA -----------------------------------------------------------------------
+
+#[test]
+fn haproxy_accepts_the_rendered_config() {
+    for (instance, node) in render_all("ha") {
+        let output = Command::new(testkit::haproxy_bin())
+            .arg("-c")
+            .arg("-f")
+            .arg(node.path("vip", "config/haproxy.cfg"))
+            .output()
+            .expect("run haproxy");
+        assert!(
+            output.status.success(),
+            "{instance}: haproxy -c: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn haproxy_routes_writes_to_the_primary_and_reads_to_a_streaming_replica() {
+    let node = render(&example("ha"), "postgres/0");
+    let cfg = node.file("vip", "config/haproxy.cfg");
+    let backend = |name: &str| {
+        let start = cfg.find(&format!("\nbackend {name}\n")).expect("backend");
+        cfg[start + 1..].split("\n\n").next().unwrap().to_string()
+    };
+    let write = backend("postgres");
+    assert!(write.contains("external-check command /var/vcap/jobs/postgres/bin/check-primary"));
+    assert!(write.contains("server node0 10.244.0.2:6432 check"));
+    assert!(write.contains("server node1 10.244.0.3:6432 check"));
+    let read = backend("readonly");
+    assert!(read.contains("external-check command /var/vcap/jobs/postgres/bin/check-replica"));
+    assert!(cfg.contains("bind *:5432") && cfg.contains("bind *:7432"));
+    assert!(cfg.contains("use_backend postgres if { nbsrv(readonly) eq 0 }"));
+    assert!(cfg.contains("on-marked-down shutdown-sessions"));
+    assert!(cfg.contains("insecure-fork-wanted") && cfg.contains("\n    external-check\n"));
+    assert!(cfg.contains("stats auth admin:stats-secret"));
+
+    let primary_check = node.file("postgres", "bin/check-primary");
+    assert!(primary_check.contains("pg-role-check --expect primary --retries 1 \"$@\""));
+    let replica_check = node.file("postgres", "bin/check-replica");
+    assert!(replica_check.contains("--expect replica --streaming"));
+}
+
+#[test]
+fn the_readonly_port_follows_the_postgres_property_else_port_plus_2000() {
+    let mut manifest = example("ha");
+    set(
+        &mut manifest,
+        &["instance_groups", "0", "jobs", "1", "properties", "port"],
+        yaml("6000"),
+    );
+    let cfg = render(&manifest, "postgres/0").file("vip", "config/haproxy.cfg");
+    assert!(cfg.contains("bind *:8000"), "{cfg}");
+    let replication = [
+        "instance_groups",
+        "0",
+        "jobs",
+        "0",
+        "properties",
+        "postgres",
+        "replication",
+        "readonly_port",
+    ];
+    set(&mut manifest, &replication, yaml("7777"));
+    let cfg = render(&manifest, "postgres/0").file("vip", "config/haproxy.cfg");
+    assert!(cfg.contains("bind *:7777"), "{cfg}");
+}
+
+#[test]
+fn keepalived_accepts_the_rendered_config() {
+    for (instance, node) in render_all("ha") {
+        let conf = node.file("vip", "config/keepalived.conf");
+        assert!(
+            conf.contains("interface auto"),
+            "the ctl script resolves 'auto' at start"
+        );
+        // What keepalived_ctl does at start, in throwaway namespaces: an
+        // interface of its own (keepalived refuses the loopback interface), and
+        // a private /var holding an executable where the track script will be.
+        let resolved = node.path("vip", "config/keepalived.resolved.conf");
+        fs::write(&resolved, conf.replace("interface auto", "interface vip0")).unwrap();
+        let script = format!(
+            "mount --make-rprivate / && mount -t tmpfs tmpfs /var \
+             && mkdir -p /var/vcap/packages/pg-tools/bin \
+             && cp /bin/true /var/vcap/packages/pg-tools/bin/pg-vrrp-watch \
+             && ip link add vip0 type veth peer name vip1 \
+             && keepalived --config-test -f {}",
+            resolved.display()
+        );
+        let output = Command::new("unshare")
+            .args(["--mount", "--net", "sh", "-c", &script])
+            .output()
+            .expect("run unshare (util-linux) and keepalived");
+        assert!(
+            output.status.success(),
+            "{instance}: keepalived --config-test: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_bootstrap_node_wins_the_first_vip_election() {
+    let manifest = example("ha");
+    let first = render(&manifest, "postgres/0").file("vip", "config/keepalived.conf");
+    let second = render(&manifest, "postgres/1").file("vip", "config/keepalived.conf");
+    assert!(first.contains("priority 150") && second.contains("priority 100"));
+    assert!(first.contains("unicast_src_ip 10.244.0.2") && first.contains("        10.244.0.3\n"));
+    assert!(
+        second.contains("unicast_src_ip 10.244.0.3") && second.contains("        10.244.0.2\n")
+    );
+    assert!(first.contains("pg-vrrp-watch --pidfile /var/vcap/sys/run/vip/haproxy.pid"));
+}
+
+#[test]
+fn the_ha_pair_runs_the_monitor_with_the_seeds_fence_commands() {
+    let manifest = example("ha");
+    for (instance, peer) in [("postgres/0", "10.244.0.3"), ("postgres/1", "10.244.0.2")] {
+        let node = render(&manifest, instance);
+        assert!(node
+            .file("postgres", "monit")
+            .contains("check process monitor"));
+        let monitor = node.file("postgres", "bin/monitor");
+        assert!(
+            monitor.contains(&format!("--peer {peer}:6432")),
+            "{monitor}"
+        );
+        assert!(monitor.contains("--synchronous on"));
+        for service in ["postgres", "haproxy", "monitor"] {
+            let fence = format!("--fence-cmd '/var/vcap/bosh/bin/monit stop {service}'");
+            assert!(monitor.contains(&fence), "missing {fence}");
+        }
+        let vip_monit = node.file("vip", "monit");
+        assert!(
+            vip_monit.contains("check process haproxy")
+                && vip_monit.contains("check process keepalived")
+        );
+    }
+}
+
+#[test]
+fn keepalived_can_be_disabled() {
+    let mut manifest = example("ha");
+    let path = [
+        "instance_groups",
+        "0",
+        "jobs",
+        "1",
+        "properties",
+        "keepalived",
+        "enabled",
+    ];
+    set(&mut manifest, &path, yaml("false"));
+    let monit = render(&manifest, "postgres/0").file("vip", "monit");
+    assert!(monit.contains("check process haproxy") && !monit.contains("keepalived"));
+}
+
+// --- bad input ----------------------------------------------------------------
+
+fn assert_render_fails(manifest: &Value, instance: &str, expected: &str) {
+    match try_render(manifest, instance) {
+        Ok(_) => {
+            panic!("rendering {instance} succeeded; expected an error mentioning {expected:?}")
+        }
+        Err(message) => assert!(
+            message.contains(expected),
+            "expected an error mentioning {expected:?}, got: {message}"
+        ),
+    }
+}
+
+const POSTGRES: [&str; 5] = ["instance_groups", "0", "jobs", "0", "properties"];
+
+fn with_postgres(name: &str, path: &[&str], value: &str) -> Value {
+    let mut manifest = example(name);
+    let mut full = POSTGRES.to_vec();
+    full.extend_from_slice(path);
+    set(&mut manifest, &full, yaml(value));
+    manifest
+}
+
+#[test]
+fn an_invalid_port_is_refused() {
+    let manifest = with_postgres("standalone", &["postgres", "config", "port"], "'abc'");
+    assert_render_fails(&manifest, "postgres/0", "postgres.config.port");
+    let mut manifest = example("ha");
+    set(
+        &mut manifest,
+        &["instance_groups", "0", "jobs", "1", "properties", "port"],
+        yaml("70000"),
+    );
+    assert_render_fails(&manifest, "postgres/0", "'port'");
+}
+
+#[test]
+fn a_grace_of_zero_or_less_is_refused() {
+    let manifest = with_postgres("ha", &["postgres", "replication", "grace"], "0");
+    assert_render_fails(&manifest, "postgres/0", "postgres.replication.grace");
+    let manifest = with_postgres("ha", &["postgres", "replication", "grace"], "-5");
+    assert_render_fails(&manifest, "postgres/0", "postgres.replication.grace");
+}
+
+#[test]
+fn a_config_value_of_unsupported_type_is_refused() {
+    let manifest = with_postgres(
+        "standalone",
+        &["postgres", "config", "shared_preload_libraries"],
+        "[a, b]",
+    );
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "postgres.config.shared_preload_libraries",
+    );
+}
+
+#[test]
+fn a_user_without_password_is_refused() {
+    let manifest = with_postgres("standalone", &["postgres", "users"], "[{username: nopass}]");
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "postgres.users[0] (nopass) has no password",
+    );
+}
+
+#[test]
+fn a_database_naming_an_unknown_user_is_refused() {
+    let manifest = with_postgres(
+        "standalone",
+        &["postgres", "databases"],
+        "[{name: d, users: [ghost]}]",
+    );
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "postgres.databases[0] (d) names user \"ghost\"",
+    );
+}
+
+#[test]
+fn replication_without_a_password_is_refused() {
+    let mut manifest = example("clustered");
+    let path = [
+        "instance_groups",
+        "0",
+        "jobs",
+        "0",
+        "properties",
+        "postgres",
+        "replication",
+        "password",
+    ];
+    set(&mut manifest, &path, Value::Null);
+    assert_render_fails(&manifest, "postgres/1", "postgres.replication.password");
+}
+
+#[test]
+fn the_ha_pair_needs_exactly_two_instances() {
+    for count in ["1", "3"] {
+        let mut manifest = example("ha");
+        set(
+            &mut manifest,
+            &["instance_groups", "0", "instances"],
+            yaml(count),
+        );
+        let ips = "[10.244.0.2, 10.244.0.3, 10.244.0.4]";
+        set(
+            &mut manifest,
+            &["instance_groups", "0", "networks", "0", "static_ips"],
+            yaml(ips),
+        );
+        assert_render_fails(&manifest, "postgres/0", "exactly 2");
+    }
+}
+
+#[test]
+fn a_vip_that_is_not_an_ip_address_is_refused() {
+    let mut manifest = example("ha");
+    set(
+        &mut manifest,
+        &["instance_groups", "0", "jobs", "1", "properties", "vip"],
+        yaml("db.example.com"),
+    );
+    assert_render_fails(&manifest, "postgres/0", "'vip' must be an IP address");
+}
