@@ -271,11 +271,6 @@ pub fn generate(request: &Request) -> Result<Generated, InputError> {
         merge::merge(&mut document, overlay)
             .map_err(|err| input_error!("{}: {err}", path.display()))?;
     }
-    if let Some(path) = yaml_out::find_tag(&document, "") {
-        return Err(input_error!(
-            "{path}: YAML tags (`!name value`) mean nothing to BOSH; write the plain value"
-        ));
-    }
 
     let (mut manifest, mut cloud_config) = split::split(document);
     split::fold_network_level_keys(&mut cloud_config)?;

@@ -240,7 +240,7 @@ pub fn shell_quote(text: &str) -> String {
     let safe = !text.is_empty()
         && text
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./:=+@%,?".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=+@%,".contains(c));
     if safe {
         text.to_string()
     } else {

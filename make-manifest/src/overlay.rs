@@ -26,6 +26,11 @@ pub fn parse(text: &str, name: &str) -> Result<Value, InputError> {
     match value {
         Value::Null => Ok(Value::Mapping(Default::default())),
         Value::Mapping(ref map) => {
+            if let Some(path) = crate::yaml_out::find_tag(&value, "") {
+                return Err(input_error!(
+                    "{name}: {path}: YAML tags (`!name value`) mean nothing to BOSH; write the plain value"
+                ));
+            }
             if let Some(key) = map.keys().find(|key| !key.is_string()) {
                 return Err(input_error!(
                     "{name}: top-level key {} is not a string; an overlay's top-level keys are manifest or cloud-config keys",
@@ -132,6 +137,12 @@ mod tests {
             err.0.starts_with("multi.yml: ") && err.0.contains("more than one document"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tags_are_refused_with_their_path() {
+        let err = parse("a: [1, !secret x]\n", "t.yml").unwrap_err();
+        assert!(err.0.starts_with("t.yml: a[1]: YAML tags"), "{err}");
     }
 
     #[test]

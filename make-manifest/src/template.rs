@@ -173,6 +173,11 @@ impl Templates {
                 crate::overlay::describe_yaml_error(&err)
             )
         })?;
+        if let Some(path) = crate::yaml_out::find_tag(&document, "") {
+            return Err(input_error!(
+                "{file}: {path}: YAML tags mean nothing to BOSH"
+            ));
+        }
         match document {
             Value::Mapping(_) => Ok(document),
             _ => Err(input_error!(
