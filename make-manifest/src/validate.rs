@@ -876,3 +876,72 @@ fn have(names: &BTreeSet<String>) -> String {
 fn have_keys<V>(map: &BTreeMap<String, V>) -> String {
     have(&map.keys().cloned().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(text: &str) -> Value {
+        serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn bosh_variables_are_found_wherever_they_appear() {
+        let doc = yaml(
+            "a: ((one))\nb: [x-((two))-y, ((!three))]\nc: {d: ((cert.ca))}\ne: (( grab x ))\nf: ((\ng: (())\n",
+        );
+        assert_eq!(bosh_variables(&doc), ["cert", "one", "three", "two"]);
+    }
+
+    #[test]
+    fn undeclared_variables_exclude_the_generated_ones() {
+        let manifest = yaml(
+            "p: [((a)), ((b))]\nvariables:\n- {name: a, type: password}\n- {name: c, type: certificate, options: {ca: ((x))}}\n",
+        );
+        assert_eq!(undeclared_variables(&manifest), ["b"]);
+    }
+
+    #[test]
+    fn topology_rules_follow_the_release() {
+        let jobs_for = |replication: bool, vip: bool| {
+            let mut jobs = format!("- {{name: postgres, properties: {{postgres: {{replication: {{enabled: {replication}}}}}}}}}\n");
+            if vip {
+                jobs.push_str("- {name: vip}\n");
+            }
+            yaml(&jobs)
+                .as_sequence()
+                .unwrap()
+                .clone()
+                .into_iter()
+                .map(|j| j.as_mapping().unwrap().clone())
+                .collect::<Vec<_>>()
+        };
+        let rows: &[(u64, bool, bool, Option<&str>)] = &[
+            (1, false, false, None),
+            (0, false, false, None),
+            (2, false, false, Some("unrelated primaries")),
+            (2, true, false, None),
+            (5, true, false, None),
+            (1, true, false, Some("at least 2")),
+            (2, true, true, None),
+            (3, true, true, Some("exactly 2")),
+            (1, true, true, Some("exactly 2")),
+            (2, false, true, Some("needs replication")),
+        ];
+        for &(instances, replication, vip, expected) in rows {
+            let jobs = jobs_for(replication, vip);
+            let checked = Group {
+                name: "postgres".into(),
+                instances,
+                networks: Vec::new(),
+                jobs: jobs.iter().collect(),
+            };
+            let got = check_topology(&checked);
+            match (expected, got) {
+                (None, Ok(())) => {}
+                (Some(want), Err(err)) => assert!(err.0.contains(want), "{instances}/{replication}/{vip}: {err}"),
+                (want, got) => panic!("{instances} nodes, replication {replication}, vip {vip}: expected {want:?}, got {got:?}"),
+            }
+        }
+    }
+}

@@ -376,3 +376,69 @@ fn help_documents_the_contract() {
     let version = scratch.ok(&["--version"]);
     assert!(version.starts_with("make-manifest "), "{version}");
 }
+
+/// The overlay examples in README.md are these fixtures, verbatim, and they work.
+#[test]
+fn readme_overlay_examples_are_the_tested_fixtures() {
+    let crate_dir = env!("CARGO_MANIFEST_DIR");
+    let readme = read(std::path::Path::new(&format!("{crate_dir}/README.md")));
+    for fixture in ["my-networking.yml", "users.yml", "second-az.yml"] {
+        let text = read(std::path::Path::new(&format!(
+            "{crate_dir}/tests/fixtures/{fixture}"
+        )));
+        assert!(
+            readme.contains(&text),
+            "README.md should show tests/fixtures/{fixture} verbatim"
+        );
+    }
+    let scratch = Scratch::new();
+    let fixture = |name: &str| format!("{crate_dir}/tests/fixtures/{name}");
+    let (networking, users, second_az) = (
+        fixture("my-networking.yml"),
+        fixture("users.yml"),
+        fixture("second-az.yml"),
+    );
+    scratch.ok(&[
+        "aws-ec2",
+        "--ha",
+        "--vip",
+        "10.0.16.5",
+        &second_az,
+        &users,
+        &networking,
+        "-o",
+        "out",
+    ]);
+    let manifest = yaml(&read(&scratch.path("out/manifest.yml")));
+    let cloud = yaml(&read(&scratch.path("out/cloud-config.yml")));
+    assert_eq!(manifest["instance_groups"][0]["azs"], yaml("[z1, z2]"));
+    let subnets = cloud["networks"][0]["subnets"].as_sequence().unwrap();
+    assert_eq!(subnets.len(), 2, "(( append )) added the second subnet");
+    for subnet in subnets {
+        assert_eq!(
+            subnet["cloud_properties"]["security_groups"],
+            yaml("[postgres]"),
+            "the seed's overlay reaches every subnet"
+        );
+    }
+    let postgres = &manifest["instance_groups"][0]["jobs"][0]["properties"]["postgres"];
+    assert_eq!(postgres["config"]["max_connections"], Value::from(500));
+    assert_eq!(
+        postgres["users"][0]["password"],
+        Value::from("((user_hank_password))")
+    );
+}
+
+#[test]
+fn variables_the_manifest_does_not_generate_are_pointed_out() {
+    let scratch = Scratch::new();
+    scratch.file(
+        "ext.yml",
+        "instance_groups:\n- name: postgres\n  jobs:\n  - name: postgres\n    properties:\n      postgres:\n        users:\n        - {username: hank, password: ((hank_pw))}\n",
+    );
+    let stdout = scratch.ok(&["warden", "ext.yml", "-o", "out"]);
+    assert!(
+        stdout.contains("note: the manifest uses ((hank_pw)) without generating it"),
+        "{stdout}"
+    );
+}
