@@ -20,11 +20,26 @@ pub fn complete(manifest: &mut Value) {
     let errand_users = errand_users(manifest);
     let missing_lists_too = !errand_users.is_empty();
     for users in postgres_user_lists(manifest, missing_lists_too) {
-        for username in &errand_users {
-            if !users.iter().any(|user| username_of(user) == Some(username)) {
-                let mut user = Mapping::new();
-                user.insert("username".into(), username.clone().into());
-                users.push(Value::Mapping(user));
+        for (username, password) in &errand_users {
+            let existing = users
+                .iter_mut()
+                .filter_map(Value::as_mapping_mut)
+                .find(|user| user.get("username").and_then(Value::as_str) == Some(username));
+            let user = match existing {
+                Some(user) => user,
+                None => {
+                    let mut user = Mapping::new();
+                    user.insert("username".into(), username.clone().into());
+                    users.push(Value::Mapping(user));
+                    users
+                        .last_mut()
+                        .and_then(Value::as_mapping_mut)
+                        .expect("just pushed")
+                }
+            };
+            // A password given to the errand is its user's password too.
+            if let (Some(password), false) = (password, user.contains_key("password")) {
+                user.insert("password".into(), password.clone());
             }
         }
     }
@@ -131,21 +146,26 @@ fn username_of(user: &Value) -> Option<&String> {
     }
 }
 
-/// The user each smoke-tests errand logs in as.
-fn errand_users(manifest: &Value) -> Vec<String> {
-    let mut users: Vec<String> = jobs(manifest, "smoke-tests")
-        .map(|job| {
-            job.get("properties")
-                .and_then(|p| p.get("postgres"))
-                .and_then(|p| p.get("smoke-tests"))
-                .and_then(|p| p.get("target"))
-                .and_then(|t| t.get("username"))
-                .and_then(Value::as_str)
-                .unwrap_or(DEFAULT_ERRAND_USER)
-                .to_string()
-        })
-        .collect();
-    users.dedup();
+/// The user each smoke-tests errand logs in as, with the password the
+/// errand was given, if any.
+fn errand_users(manifest: &Value) -> Vec<(String, Option<Value>)> {
+    let mut users: Vec<(String, Option<Value>)> = Vec::new();
+    for job in jobs(manifest, "smoke-tests") {
+        let target = job
+            .get("properties")
+            .and_then(|p| p.get("postgres"))
+            .and_then(|p| p.get("smoke-tests"))
+            .and_then(|p| p.get("target"));
+        let username = target
+            .and_then(|t| t.get("username"))
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_ERRAND_USER)
+            .to_string();
+        let password = target.and_then(|t| t.get("password")).cloned();
+        if !users.iter().any(|(name, _)| *name == username) {
+            users.push((username, password));
+        }
+    }
     users
 }
 
@@ -310,6 +330,20 @@ variables:
         let target = &manifest["instance_groups"][1]["jobs"][0]["properties"]["postgres"]
             ["smoke-tests"]["target"];
         assert_eq!(target["password"], Value::from("propane"));
+    }
+
+    #[test]
+    fn errand_password_given_in_an_overlay_becomes_its_users_password() {
+        let text = BASE
+            .replace("        - username: smoke-tests\n", "")
+            .replace(
+                "target: {port: 5432}",
+                "target: {port: 5432, password: s3cret}",
+            );
+        let manifest = completed(&text);
+        let users = &manifest["instance_groups"][0]["jobs"][0]["properties"]["postgres"]["users"];
+        assert_eq!(users[1]["username"], Value::from("smoke-tests"));
+        assert_eq!(users[1]["password"], Value::from("s3cret"));
     }
 
     #[test]

@@ -148,7 +148,10 @@ fn summary(
     text
 }
 
+/// One line on stderr, whatever the message holds (a template engine's or a
+/// YAML parser's reason could span lines).
 fn fail(code: u8, message: &str) -> ExitCode {
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
     eprintln!("make-manifest: error: {message}");
     ExitCode::from(code)
 }

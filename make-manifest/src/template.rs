@@ -168,10 +168,12 @@ impl Templates {
             input_error!("{}{at}: {}", self.label(&template), err.reason())
         })?;
         let document: Value = serde_yaml::from_str(&text).map_err(|err| {
-            input_error!(
-                "{file}: its output does not parse as YAML (at output line:column {})",
-                crate::overlay::describe_yaml_error(&err)
-            )
+            match crate::overlay::yaml_error_parts(&err) {
+                (Some((line, column)), message) => input_error!(
+                    "{file}: its output is not YAML: output line {line}, column {column}: {message}"
+                ),
+                (None, message) => input_error!("{file}: its output is not YAML: {message}"),
+            }
         })?;
         if let Some(path) = crate::yaml_out::find_tag(&document, "") {
             return Err(input_error!(

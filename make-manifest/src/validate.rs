@@ -29,7 +29,7 @@ pub fn validate(manifest: &Value, cloud_config: &Value) -> Result<(), InputError
         check_topology(group)?;
         check_vip(group, &cloud)?;
     }
-    Ok(())
+    check_errand_credentials(&groups)
 }
 
 const MANIFEST: &str = "manifest";
@@ -674,6 +674,50 @@ fn check_vip(group: &Group, cloud: &Cloud) -> Result<(), InputError> {
                 CLOUD,
                 &format!("networks[{name}] subnet {}", subnet.raw_range),
                 format!("the VIP {vip} must be in `reserved`, or BOSH may give it to a VM"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The smoke-tests errand must log in with the password its user has.
+fn check_errand_credentials(groups: &[Group]) -> Result<(), InputError> {
+    let users: Vec<&Value> = groups
+        .iter()
+        .filter_map(|group| job(group, "postgres"))
+        .filter_map(|job| {
+            job.get("properties")?
+                .get("postgres")?
+                .get("users")?
+                .as_sequence()
+        })
+        .flatten()
+        .collect();
+    for group in groups {
+        let Some(errand) = job(group, "smoke-tests") else {
+            continue;
+        };
+        let target = errand
+            .get("properties")
+            .and_then(|p| p.get("postgres"))
+            .and_then(|p| p.get("smoke-tests"))
+            .and_then(|p| p.get("target"));
+        let username = target
+            .and_then(|t| t.get("username"))
+            .and_then(Value::as_str)
+            .unwrap_or(crate::complete::DEFAULT_ERRAND_USER);
+        let Some(password) = target.and_then(|t| t.get("password")) else {
+            continue;
+        };
+        let user_password = users
+            .iter()
+            .find(|user| user.get("username").and_then(Value::as_str) == Some(username))
+            .and_then(|user| user.get("password"));
+        if user_password.is_some_and(|p| p != password) {
+            return Err(fail(
+                MANIFEST,
+                &format!("instance_groups[{}].jobs[smoke-tests].properties.postgres.smoke-tests.target.password", group.name),
+                format!("differs from the password of postgres user `{username}`; leave it out and make-manifest uses the user's"),
             ));
         }
     }

@@ -374,3 +374,32 @@ fn unwritable_output_exits_1_and_says_what_was_left() {
         "{stderr}"
     );
 }
+
+#[test]
+fn template_rendering_something_that_is_not_yaml() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.path("tpl")).unwrap();
+    scratch.file("tpl/warden.yml.hbs", "name: x\n  bad: [\n");
+    let line = scratch.bad_input(&["warden", "--templates", "tpl"]);
+    assert_says(
+        &line,
+        &["tpl/warden.yml.hbs: its output is not YAML: output line"],
+    );
+}
+
+#[test]
+fn errand_password_that_differs_from_its_users() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "pw.yml",
+        "instance_groups:\n- name: smoke-tests\n  jobs:\n  - name: smoke-tests\n    properties:\n      postgres:\n        smoke-tests:\n          target: {password: other}\n- name: postgres\n  jobs:\n  - name: postgres\n    properties:\n      postgres:\n        users: [{username: smoke-tests, password: mine}]\n",
+    );
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(
+        &line,
+        &[
+            "target.password",
+            "differs from the password of postgres user `smoke-tests`",
+        ],
+    );
+}
