@@ -139,13 +139,6 @@ fn declare_passwords<'a>(manifest: &mut Value, names: impl Iterator<Item = &'a S
     }
 }
 
-fn username_of(user: &Value) -> Option<&String> {
-    match user.get("username")? {
-        Value::String(name) => Some(name),
-        _ => None,
-    }
-}
-
 /// The user each smoke-tests errand logs in as, with the password the
 /// errand was given, if any.
 fn errand_users(manifest: &Value) -> Vec<(String, Option<Value>)> {
