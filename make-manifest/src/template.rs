@@ -1,0 +1,286 @@
+//! The handlebars templates: one per IaaS (`warden.yml.hbs`, ...), each
+//! including the shared `deployment.yml.hbs` as a partial. They are compiled
+//! into the binary; `--templates DIR` reads the same layout from DIR instead,
+//! where every `*.yml.hbs` file is a template (or partial) named after its
+//! file.
+
+use std::path::{Path, PathBuf};
+
+use handlebars::Handlebars;
+use serde::Serialize;
+use serde_yaml::Value;
+
+use crate::{input_error, Iaas, InputError, Request, Topology};
+
+/// The file name suffix of a template.
+pub const SUFFIX: &str = ".yml.hbs";
+
+const BUILTIN: [(&str, &str); 4] = [
+    (
+        "deployment",
+        include_str!("../templates/deployment.yml.hbs"),
+    ),
+    ("warden", include_str!("../templates/warden.yml.hbs")),
+    ("aws-ec2", include_str!("../templates/aws-ec2.yml.hbs")),
+    (
+        "openstack-nova",
+        include_str!("../templates/openstack-nova.yml.hbs"),
+    ),
+];
+
+/// What a template sees. Every field is always present (null when unset), so
+/// strict mode catches a misspelt name in an operator's template.
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
+    pub iaas: &'static str,
+    /// `standalone`, `clustered` or `ha`.
+    pub topology: &'static str,
+    pub deployment: String,
+    pub release_name: String,
+    pub release_version: String,
+    pub stemcell_os: String,
+    pub stemcell_version: String,
+    /// Nodes in the `postgres` instance group.
+    pub instances: u32,
+    /// Streaming replication on (clustered and HA).
+    pub replication: bool,
+    pub ha: bool,
+    /// The virtual IP address (HA only).
+    pub vip: Option<String>,
+    /// Where clients write: 5432 standalone and HA (haproxy), 6432 clustered.
+    pub write_port: u16,
+    /// Persistent disk size in MB.
+    pub disk_size: u32,
+    /// EC2 instance type or OpenStack flavor; null on warden.
+    pub vm_type: Option<String>,
+}
+
+impl Context {
+    pub fn new(request: &Request, topology: Topology) -> Context {
+        Context {
+            iaas: request.iaas.name(),
+            topology: topology.name(),
+            deployment: request.deployment.clone(),
+            release_name: request.release_name.clone(),
+            release_version: request.release_version.clone(),
+            stemcell_os: request.stemcell_os.clone(),
+            stemcell_version: request.stemcell_version.clone(),
+            instances: topology.instances(),
+            replication: !matches!(topology, Topology::Standalone),
+            ha: matches!(topology, Topology::Ha { .. }),
+            vip: match topology {
+                Topology::Ha { vip } => Some(vip.to_string()),
+                _ => None,
+            },
+            write_port: topology.write_port(),
+            disk_size: request.disk_size_mb,
+            vm_type: request
+                .vm_type
+                .clone()
+                .or_else(|| request.iaas.default_vm_type().map(String::from)),
+        }
+    }
+}
+
+/// A set of registered templates and where they came from (for messages).
+pub struct Templates {
+    registry: Handlebars<'static>,
+    /// The operator's directory; `None` for the compiled-in templates.
+    dir: Option<PathBuf>,
+}
+
+impl Templates {
+    /// The templates compiled into the binary.
+    pub fn builtin() -> Templates {
+        let mut registry = registry();
+        for (name, text) in BUILTIN {
+            registry
+                .register_template_string(name, text)
+                .unwrap_or_else(|err| panic!("built-in template {name} does not compile: {err}"));
+        }
+        Templates {
+            registry,
+            dir: None,
+        }
+    }
+
+    /// Every `*.yml.hbs` file in `dir`, each named after its file.
+    pub fn from_dir(dir: &Path) -> Result<Templates, InputError> {
+        let entries = std::fs::read_dir(dir).map_err(|err| {
+            input_error!(
+                "--templates {}: cannot read the directory: {err}",
+                dir.display()
+            )
+        })?;
+        let mut registry = registry();
+        for entry in entries {
+            let path = entry
+                .map_err(|err| {
+                    input_error!(
+                        "--templates {}: cannot list the directory: {err}",
+                        dir.display()
+                    )
+                })?
+                .path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.strip_suffix(SUFFIX))
+            else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|err| input_error!("{}: cannot read: {err}", path.display()))?;
+            registry
+                .register_template_string(name, text)
+                .map_err(|err| {
+                    let at = err
+                        .pos()
+                        .map(|(line, column)| format!(":{line}:{column}"))
+                        .unwrap_or_default();
+                    input_error!("{}{at}: {}", path.display(), err.reason())
+                })?;
+        }
+        Ok(Templates {
+            registry,
+            dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// Renders the IaaS's template and parses the result as one YAML map.
+    pub fn render(&self, iaas: Iaas, context: &Context) -> Result<Value, InputError> {
+        let name = iaas.name();
+        let file = self.label(name);
+        if !self.registry.has_template(name) {
+            return Err(input_error!(
+                "{file}: no such template (a template directory needs one per IaaS)"
+            ));
+        }
+        let text = self.registry.render(name, context).map_err(|err| {
+            let template = err
+                .template_name
+                .clone()
+                .unwrap_or_else(|| name.to_string());
+            let at = match (err.line_no, err.column_no) {
+                (Some(line), Some(column)) => format!(":{line}:{column}"),
+                _ => String::new(),
+            };
+            input_error!("{}{at}: {}", self.label(&template), err.reason())
+        })?;
+        let document: Value = serde_yaml::from_str(&text).map_err(|err| {
+            match crate::overlay::yaml_error_parts(&err) {
+                (Some((line, column)), message) => input_error!(
+                    "{file}: its output is not YAML: output line {line}, column {column}: {message}"
+                ),
+                (None, message) => input_error!("{file}: its output is not YAML: {message}"),
+            }
+        })?;
+        if let Some(path) = crate::yaml_out::find_tag(&document, "") {
+            return Err(input_error!(
+                "{file}: {path}: YAML tags mean nothing to BOSH"
+            ));
+        }
+        match document {
+            Value::Mapping(_) => Ok(document),
+            _ => Err(input_error!(
+                "{file} rendered something other than a YAML map"
+            )),
+        }
+    }
+
+    /// How messages name a template: its file, or the built-in one.
+    fn label(&self, name: &str) -> String {
+        match &self.dir {
+            Some(dir) => dir.join(format!("{name}{SUFFIX}")).display().to_string(),
+            None => format!("built-in template {name}{SUFFIX}"),
+        }
+    }
+}
+
+fn registry() -> Handlebars<'static> {
+    let mut registry = Handlebars::new();
+    registry.set_strict_mode(true);
+    registry.register_escape_fn(escape_for_double_quotes);
+    registry
+}
+
+/// Values land inside YAML double quotes in the templates; HTML escaping
+/// (handlebars' default) would corrupt them.
+fn escape_for_double_quotes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(iaas: Iaas, topology: Topology) -> Value {
+        let request = Request::new(iaas);
+        Templates::builtin()
+            .render(iaas, &Context::new(&request, topology))
+            .unwrap_or_else(|err| panic!("{iaas} {topology:?}: {err}"))
+    }
+
+    #[test]
+    fn every_builtin_template_renders_every_topology_to_a_map() {
+        let topologies = [
+            Topology::Standalone,
+            Topology::Clustered { instances: 3 },
+            Topology::Ha {
+                vip: "10.244.232.100".parse().unwrap(),
+            },
+        ];
+        for iaas in Iaas::ALL {
+            for topology in topologies {
+                let document = render(iaas, topology);
+                for key in ["name", "instance_groups", "networks", "compilation"] {
+                    assert!(
+                        document.get(key).is_some(),
+                        "{iaas} {topology:?}: rendered document lacks `{key}`"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ha_adds_the_vip_job_and_replication() {
+        let document = render(
+            Iaas::Warden,
+            Topology::Ha {
+                vip: "10.244.232.100".parse().unwrap(),
+            },
+        );
+        let jobs = &document["instance_groups"][0]["jobs"];
+        assert_eq!(jobs[1]["name"], Value::from("vip"));
+        assert_eq!(jobs[1]["properties"]["vip"], Value::from("10.244.232.100"));
+        assert_eq!(
+            jobs[0]["properties"]["postgres"]["replication"]["enabled"],
+            Value::from(true)
+        );
+        let standalone = render(Iaas::Warden, Topology::Standalone);
+        let jobs = standalone["instance_groups"][0]["jobs"]
+            .as_sequence()
+            .unwrap();
+        assert_eq!(jobs.len(), 1, "standalone has no vip job");
+        assert!(jobs[0]["properties"]["postgres"]
+            .get("replication")
+            .is_none());
+    }
+
+    #[test]
+    fn escaping_keeps_values_inside_their_quotes() {
+        assert_eq!(escape_for_double_quotes(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_for_double_quotes("<&>"), "<&>", "no HTML escaping");
+    }
+}

@@ -1,0 +1,991 @@
+//! Checks the merged result the way the director would, before anything is
+//! written: every key a v2 manifest and cloud-config require, every name an
+//! instance group uses declared in the cloud-config, the topology rules of the
+//! release (HA is exactly two nodes, replication at least two, standalone
+//! one), and a VIP that BOSH can never hand to a VM.
+//!
+//! Errors name the document and the path in it, e.g.
+//! `manifest: instance_groups[postgres].networks[0]: ...`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::merge::{scalar_text, spruce_operator};
+use crate::net::{Cidr, IpRange};
+use crate::{input_error, InputError};
+
+/// The property of the `vip` job that holds the virtual IP address.
+pub const VIP_PROPERTY: &str = "vip";
+
+/// Checks both documents; the first problem found is the error.
+pub fn validate(manifest: &Value, cloud_config: &Value) -> Result<(), InputError> {
+    no_spruce_operators(manifest, MANIFEST, "")?;
+    no_spruce_operators(cloud_config, CLOUD, "")?;
+    let cloud = check_cloud_config(cloud_config)?;
+    let groups = check_manifest(manifest, &cloud)?;
+    for group in &groups {
+        check_topology(group)?;
+        check_vip(group, &cloud)?;
+    }
+    check_errand_credentials(&groups)
+}
+
+const MANIFEST: &str = "manifest";
+const CLOUD: &str = "cloud-config";
+
+fn fail(doc: &str, path: &str, message: impl std::fmt::Display) -> InputError {
+    input_error!("{doc}: {path}: {message}")
+}
+
+/// What the manifest may refer to in the cloud-config.
+#[derive(Debug, Default)]
+struct Cloud {
+    azs: BTreeSet<String>,
+    vm_types: BTreeSet<String>,
+    disk_types: BTreeSet<String>,
+    networks: BTreeMap<String, Network>,
+}
+
+#[derive(Debug)]
+struct Network {
+    kind: NetworkKind,
+    /// The AZs its subnets are in; empty for a network without AZs.
+    azs: BTreeSet<String>,
+    subnets: Vec<Subnet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetworkKind {
+    Manual,
+    Dynamic,
+    Vip,
+}
+
+#[derive(Debug)]
+struct Subnet {
+    range: Cidr,
+    gateway: IpAddr,
+    reserved: Vec<IpRange>,
+    raw_range: String,
+}
+
+/// An instance group as the later checks need it.
+#[derive(Debug)]
+struct Group<'a> {
+    name: String,
+    instances: u64,
+    networks: Vec<String>,
+    jobs: Vec<&'a Mapping>,
+}
+
+fn check_cloud_config(doc: &Value) -> Result<Cloud, InputError> {
+    let root = as_map(doc, CLOUD, "(top level)")?;
+    let mut cloud = Cloud {
+        azs: names(root, "azs", CLOUD, false)?.into_keys().collect(),
+        ..Cloud::default()
+    };
+    for (name, vm_type) in names(root, "vm_types", CLOUD, false)? {
+        optional_map(
+            vm_type,
+            "cloud_properties",
+            CLOUD,
+            &format!("vm_types[{name}]"),
+        )?;
+        cloud.vm_types.insert(name);
+    }
+    for (name, disk) in names(root, "disk_types", CLOUD, false)? {
+        let path = format!("disk_types[{name}]");
+        positive_int(disk, "disk_size", CLOUD, &path)?;
+        cloud.disk_types.insert(name);
+    }
+    let networks = names(root, "networks", CLOUD, true)?;
+    if networks.is_empty() {
+        return Err(fail(CLOUD, "networks", "declares no network"));
+    }
+    for (name, network) in networks {
+        let path = format!("networks[{name}]");
+        let parsed = check_network(network, &path, &cloud.azs)?;
+        cloud.networks.insert(name, parsed);
+    }
+    check_compilation(root, &cloud)?;
+    Ok(cloud)
+}
+
+fn check_network(
+    network: &Mapping,
+    path: &str,
+    azs: &BTreeSet<String>,
+) -> Result<Network, InputError> {
+    let kind = match network.get("type") {
+        None => NetworkKind::Manual,
+        Some(Value::String(kind)) if kind == "manual" => NetworkKind::Manual,
+        Some(Value::String(kind)) if kind == "dynamic" => NetworkKind::Dynamic,
+        Some(Value::String(kind)) if kind == "vip" => NetworkKind::Vip,
+        Some(other) => {
+            return Err(fail(
+                CLOUD,
+                &format!("{path}.type"),
+                format!(
+                    "`{}` is not a network type (manual, dynamic or vip)",
+                    scalar_text(other)
+                ),
+            ))
+        }
+    };
+    let subnets = match network.get("subnets") {
+        None if kind == NetworkKind::Manual => {
+            return Err(fail(CLOUD, path, "a manual network needs `subnets`"))
+        }
+        None => Vec::new(),
+        Some(Value::Sequence(subnets)) => subnets.iter().collect(),
+        Some(_) => return Err(fail(CLOUD, &format!("{path}.subnets"), "must be a list")),
+    };
+    if kind == NetworkKind::Manual && subnets.is_empty() {
+        return Err(fail(
+            CLOUD,
+            &format!("{path}.subnets"),
+            "a manual network needs at least one subnet",
+        ));
+    }
+    let mut parsed = Network {
+        kind,
+        azs: BTreeSet::new(),
+        subnets: Vec::new(),
+    };
+    for (index, subnet) in subnets.into_iter().enumerate() {
+        let subnet_path = format!("{path}.subnets[{index}]");
+        let subnet = as_map(subnet, CLOUD, &subnet_path)?;
+        parsed.azs.extend(subnet_azs(subnet, &subnet_path, azs)?);
+        if kind == NetworkKind::Manual {
+            parsed
+                .subnets
+                .push(check_manual_subnet(subnet, &subnet_path)?);
+        }
+    }
+    Ok(parsed)
+}
+
+fn subnet_azs(
+    subnet: &Mapping,
+    path: &str,
+    known: &BTreeSet<String>,
+) -> Result<Vec<String>, InputError> {
+    let listed: Vec<String> = match (subnet.get("az"), subnet.get("azs")) {
+        (Some(_), Some(_)) => return Err(fail(CLOUD, path, "has both `az` and `azs`; choose one")),
+        (Some(az), None) => vec![string(az, CLOUD, &format!("{path}.az"))?.to_string()],
+        (None, Some(azs)) => {
+            let azs = string_list(azs, CLOUD, &format!("{path}.azs"))?;
+            if azs.is_empty() {
+                return Err(fail(CLOUD, &format!("{path}.azs"), "is empty"));
+            }
+            azs
+        }
+        (None, None) => Vec::new(),
+    };
+    for az in &listed {
+        if !known.contains(az) {
+            return Err(fail(
+                CLOUD,
+                path,
+                format!(
+                    "names az `{az}`, which `azs` does not declare{}",
+                    have(known)
+                ),
+            ));
+        }
+    }
+    Ok(listed)
+}
+
+fn check_manual_subnet(subnet: &Mapping, path: &str) -> Result<Subnet, InputError> {
+    let raw_range = required_string(subnet, "range", CLOUD, path)?;
+    let range = Cidr::parse(raw_range).map_err(|err| fail(CLOUD, &format!("{path}.range"), err))?;
+    let raw_gateway = required_string(subnet, "gateway", CLOUD, path)?;
+    let gateway: IpAddr = raw_gateway.parse().map_err(|_| {
+        fail(
+            CLOUD,
+            &format!("{path}.gateway"),
+            format!("`{raw_gateway}` is not an IP address"),
+        )
+    })?;
+    if !range.contains(gateway) {
+        return Err(fail(
+            CLOUD,
+            &format!("{path}.gateway"),
+            format!("{gateway} is outside the subnet's range {raw_range}"),
+        ));
+    }
+    let mut reserved = Vec::new();
+    for key in ["reserved", "static"] {
+        let Some(list) = subnet.get(key) else {
+            continue;
+        };
+        for (index, entry) in string_list(list, CLOUD, &format!("{path}.{key}"))?
+            .iter()
+            .enumerate()
+        {
+            let parsed = IpRange::parse(entry)
+                .map_err(|err| fail(CLOUD, &format!("{path}.{key}[{index}]"), err))?;
+            if key == "reserved" {
+                reserved.push(parsed);
+            }
+        }
+    }
+    Ok(Subnet {
+        range,
+        gateway,
+        reserved,
+        raw_range: raw_range.to_string(),
+    })
+}
+
+fn check_compilation(root: &Mapping, cloud: &Cloud) -> Result<(), InputError> {
+    let compilation = root.get("compilation").ok_or_else(|| {
+        fail(
+            CLOUD,
+            "compilation",
+            "is missing (BOSH compiles packages on these VMs)",
+        )
+    })?;
+    let compilation = as_map(compilation, CLOUD, "compilation")?;
+    positive_int(compilation, "workers", CLOUD, "compilation")?;
+    let network = required_string(compilation, "network", CLOUD, "compilation")?;
+    let Some(declared) = cloud.networks.get(network) else {
+        return Err(fail(
+            CLOUD,
+            "compilation.network",
+            format!("no network `{network}`{}", have_keys(&cloud.networks)),
+        ));
+    };
+    if let Some(az) = compilation.get("az") {
+        let az = string(az, CLOUD, "compilation.az")?;
+        if !cloud.azs.contains(az) {
+            return Err(fail(
+                CLOUD,
+                "compilation.az",
+                format!("no az `{az}`{}", have(&cloud.azs)),
+            ));
+        }
+        if !declared.azs.is_empty() && !declared.azs.contains(az) {
+            return Err(fail(
+                CLOUD,
+                "compilation.az",
+                format!("network `{network}` has no subnet in az `{az}`"),
+            ));
+        }
+    }
+    match (
+        compilation.get("vm_type"),
+        compilation.get("vm_resources"),
+        compilation.get("cloud_properties"),
+    ) {
+        (Some(vm_type), _, _) => {
+            let vm_type = string(vm_type, CLOUD, "compilation.vm_type")?;
+            if !cloud.vm_types.contains(vm_type) {
+                return Err(fail(
+                    CLOUD,
+                    "compilation.vm_type",
+                    format!("no vm_type `{vm_type}`{}", have(&cloud.vm_types)),
+                ));
+            }
+            Ok(())
+        }
+        (None, Some(_), _) | (None, None, Some(_)) => Ok(()),
+        (None, None, None) => Err(fail(
+            CLOUD,
+            "compilation",
+            "needs `vm_type` (or vm_resources / cloud_properties)",
+        )),
+    }
+}
+
+fn check_manifest<'a>(doc: &'a Value, cloud: &Cloud) -> Result<Vec<Group<'a>>, InputError> {
+    let root = as_map(doc, MANIFEST, "(top level)")?;
+    let name = required_string(root, "name", MANIFEST, "(top level)")?;
+    if name.is_empty() {
+        return Err(fail(MANIFEST, "name", "is empty"));
+    }
+    let releases = names(root, "releases", MANIFEST, true)?;
+    if releases.is_empty() {
+        return Err(fail(MANIFEST, "releases", "lists no release"));
+    }
+    for (release, spec) in &releases {
+        required_scalar(spec, "version", MANIFEST, &format!("releases[{release}]"))?;
+    }
+    let stemcells = check_stemcells(root)?;
+    check_update(root)?;
+    let mut groups = Vec::new();
+    for (group_name, group) in names(root, "instance_groups", MANIFEST, true)? {
+        groups.push(check_group(
+            group_name, group, &releases, &stemcells, cloud,
+        )?);
+    }
+    if groups.is_empty() {
+        return Err(fail(MANIFEST, "instance_groups", "lists no instance group"));
+    }
+    if let Some(variables) = root.get("variables") {
+        let variables = list(variables, MANIFEST, "variables")?;
+        let mut seen = BTreeSet::new();
+        for (index, variable) in variables.iter().enumerate() {
+            let path = format!("variables[{index}]");
+            let variable = as_map(variable, MANIFEST, &path)?;
+            let name = required_string(variable, "name", MANIFEST, &path)?;
+            required_string(variable, "type", MANIFEST, &format!("variables[{name}]"))?;
+            if !seen.insert(name) {
+                return Err(fail(
+                    MANIFEST,
+                    "variables",
+                    format!("declares `{name}` twice"),
+                ));
+            }
+        }
+    }
+    Ok(groups)
+}
+
+fn check_stemcells(root: &Mapping) -> Result<BTreeSet<String>, InputError> {
+    let stemcells = list(
+        root.get("stemcells")
+            .ok_or_else(|| fail(MANIFEST, "stemcells", "is missing"))?,
+        MANIFEST,
+        "stemcells",
+    )?;
+    if stemcells.is_empty() {
+        return Err(fail(MANIFEST, "stemcells", "lists no stemcell"));
+    }
+    let mut aliases = BTreeSet::new();
+    for (index, stemcell) in stemcells.iter().enumerate() {
+        let path = format!("stemcells[{index}]");
+        let stemcell = as_map(stemcell, MANIFEST, &path)?;
+        let alias = required_string(stemcell, "alias", MANIFEST, &path)?;
+        if !stemcell.contains_key("os") && !stemcell.contains_key("name") {
+            return Err(fail(MANIFEST, &path, "needs `os` (or `name`)"));
+        }
+        required_scalar(stemcell, "version", MANIFEST, &path)?;
+        if !aliases.insert(alias.to_string()) {
+            return Err(fail(
+                MANIFEST,
+                "stemcells",
+                format!("alias `{alias}` appears twice"),
+            ));
+        }
+    }
+    Ok(aliases)
+}
+
+fn check_update(root: &Mapping) -> Result<(), InputError> {
+    let update = root
+        .get("update")
+        .ok_or_else(|| fail(MANIFEST, "update", "is missing"))?;
+    let update = as_map(update, MANIFEST, "update")?;
+    for key in [
+        "canaries",
+        "max_in_flight",
+        "canary_watch_time",
+        "update_watch_time",
+    ] {
+        required_scalar(update, key, MANIFEST, "update")?;
+    }
+    Ok(())
+}
+
+fn check_group<'a>(
+    name: String,
+    group: &'a Mapping,
+    releases: &BTreeMap<String, &Mapping>,
+    stemcells: &BTreeSet<String>,
+    cloud: &Cloud,
+) -> Result<Group<'a>, InputError> {
+    let path = format!("instance_groups[{name}]");
+    let instances = group
+        .get("instances")
+        .ok_or_else(|| fail(MANIFEST, &path, "needs `instances`"))?
+        .as_u64()
+        .ok_or_else(|| {
+            fail(
+                MANIFEST,
+                &format!("{path}.instances"),
+                "must be a whole number ≥ 0",
+            )
+        })?;
+    if let Some(lifecycle) = group.get("lifecycle") {
+        let lifecycle = string(lifecycle, MANIFEST, &format!("{path}.lifecycle"))?;
+        if lifecycle != "service" && lifecycle != "errand" {
+            return Err(fail(
+                MANIFEST,
+                &format!("{path}.lifecycle"),
+                format!("`{lifecycle}` is neither service nor errand"),
+            ));
+        }
+    }
+    let azs = match group.get("azs") {
+        Some(azs) => string_list(azs, MANIFEST, &format!("{path}.azs"))?,
+        None => Vec::new(),
+    };
+    for az in &azs {
+        if !cloud.azs.contains(az) {
+            return Err(fail(
+                MANIFEST,
+                &format!("{path}.azs"),
+                format!("the cloud-config declares no az `{az}`{}", have(&cloud.azs)),
+            ));
+        }
+    }
+    match (group.get("vm_type"), group.get("vm_resources")) {
+        (Some(vm_type), _) => {
+            let vm_type = string(vm_type, MANIFEST, &format!("{path}.vm_type"))?;
+            if !cloud.vm_types.contains(vm_type) {
+                return Err(fail(
+                    MANIFEST,
+                    &format!("{path}.vm_type"),
+                    format!(
+                        "the cloud-config declares no vm_type `{vm_type}`{}",
+                        have(&cloud.vm_types)
+                    ),
+                ));
+            }
+        }
+        (None, Some(_)) => {}
+        (None, None) => return Err(fail(MANIFEST, &path, "needs `vm_type` (or vm_resources)")),
+    }
+    let stemcell = required_string(group, "stemcell", MANIFEST, &path)?;
+    if !stemcells.contains(stemcell) {
+        return Err(fail(
+            MANIFEST,
+            &format!("{path}.stemcell"),
+            format!("no stemcell with alias `{stemcell}` in `stemcells`"),
+        ));
+    }
+    if let Some(disk_type) = group.get("persistent_disk_type") {
+        let disk_type = string(disk_type, MANIFEST, &format!("{path}.persistent_disk_type"))?;
+        if !cloud.disk_types.contains(disk_type) {
+            return Err(fail(
+                MANIFEST,
+                &format!("{path}.persistent_disk_type"),
+                format!(
+                    "the cloud-config declares no disk_type `{disk_type}`{}",
+                    have(&cloud.disk_types)
+                ),
+            ));
+        }
+    }
+    let networks = check_group_networks(group, &path, &azs, cloud)?;
+    let jobs = check_jobs(group, &path, releases)?;
+    Ok(Group {
+        name,
+        instances,
+        networks,
+        jobs,
+    })
+}
+
+fn check_group_networks(
+    group: &Mapping,
+    path: &str,
+    azs: &[String],
+    cloud: &Cloud,
+) -> Result<Vec<String>, InputError> {
+    let networks = list(
+        group
+            .get("networks")
+            .ok_or_else(|| fail(MANIFEST, path, "needs `networks`"))?,
+        MANIFEST,
+        &format!("{path}.networks"),
+    )?;
+    if networks.is_empty() {
+        return Err(fail(
+            MANIFEST,
+            &format!("{path}.networks"),
+            "lists no network",
+        ));
+    }
+    let mut names = Vec::new();
+    for (index, network) in networks.iter().enumerate() {
+        let network_path = format!("{path}.networks[{index}]");
+        let network = as_map(network, MANIFEST, &network_path)?;
+        let name = required_string(network, "name", MANIFEST, &network_path)?;
+        let Some(declared) = cloud.networks.get(name) else {
+            return Err(fail(
+                MANIFEST,
+                &network_path,
+                format!(
+                    "the cloud-config declares no network `{name}`{}",
+                    have_keys(&cloud.networks)
+                ),
+            ));
+        };
+        // The director's rule: a group without AZs needs a network without
+        // AZs; a group with AZs needs a network with a subnet in each.
+        let fits = if azs.is_empty() {
+            declared.azs.is_empty() || declared.kind == NetworkKind::Vip
+        } else {
+            declared.kind == NetworkKind::Vip || azs.iter().all(|az| declared.azs.contains(az))
+        };
+        if !fits {
+            return Err(fail(
+                MANIFEST,
+                &network_path,
+                format!(
+                    "the group's azs [{}] do not match network `{name}`'s subnets (azs [{}])",
+                    azs.join(", "),
+                    declared.azs.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
+fn check_jobs<'a>(
+    group: &'a Mapping,
+    path: &str,
+    releases: &BTreeMap<String, &Mapping>,
+) -> Result<Vec<&'a Mapping>, InputError> {
+    let jobs = list(
+        group
+            .get("jobs")
+            .ok_or_else(|| fail(MANIFEST, path, "needs `jobs`"))?,
+        MANIFEST,
+        &format!("{path}.jobs"),
+    )?;
+    if jobs.is_empty() {
+        return Err(fail(MANIFEST, &format!("{path}.jobs"), "lists no job"));
+    }
+    let mut checked = Vec::new();
+    for (index, job) in jobs.iter().enumerate() {
+        let job_path = format!("{path}.jobs[{index}]");
+        let job = as_map(job, MANIFEST, &job_path)?;
+        let name = required_string(job, "name", MANIFEST, &job_path)?;
+        let job_path = format!("{path}.jobs[{name}]");
+        let release = required_string(job, "release", MANIFEST, &job_path)?;
+        if !releases.contains_key(release) {
+            return Err(fail(
+                MANIFEST,
+                &format!("{job_path}.release"),
+                format!("`{release}` is not in `releases`{}", have_keys(releases)),
+            ));
+        }
+        if let Some(properties) = job.get("properties") {
+            if !properties.is_mapping() {
+                return Err(fail(
+                    MANIFEST,
+                    &format!("{job_path}.properties"),
+                    "must be a map",
+                ));
+            }
+        }
+        checked.push(job);
+    }
+    Ok(checked)
+}
+
+fn job<'a>(group: &Group<'a>, name: &str) -> Option<&'a Mapping> {
+    group
+        .jobs
+        .iter()
+        .copied()
+        .find(|job| job.get("name").and_then(Value::as_str) == Some(name))
+}
+
+/// The release's rules: HA (a `vip` job beside `postgres`) is exactly two
+/// nodes with replication; replication needs at least two; without it, more
+/// than one node would be several unrelated primaries.
+fn check_topology(group: &Group) -> Result<(), InputError> {
+    let Some(postgres) = job(group, "postgres") else {
+        return Ok(());
+    };
+    let replication = postgres
+        .get("properties")
+        .and_then(|p| p.get("postgres"))
+        .and_then(|p| p.get("replication"))
+        .and_then(|r| r.get("enabled"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let ha = job(group, "vip").is_some();
+    let path = format!("instance_groups[{}]", group.name);
+    let n = group.instances;
+    match (ha, replication) {
+        (true, false) => Err(fail(MANIFEST, &path, "runs the vip job without postgres.replication.enabled: true; HA needs replication")),
+        (true, true) if n != 2 => Err(fail(MANIFEST, &format!("{path}.instances"), format!("HA runs exactly 2 postgres nodes, not {n}"))),
+        (false, true) if n < 2 => Err(fail(MANIFEST, &format!("{path}.instances"), format!("replication needs at least 2 nodes, not {n}"))),
+        (false, false) if n > 1 => Err(fail(
+            MANIFEST,
+            &format!("{path}.instances"),
+            format!("{n} nodes without postgres.replication.enabled would be {n} unrelated primaries; use 1, or enable replication"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The VIP must be an address, and on a manual network it must sit inside a
+/// subnet (keepalived puts it on the interface of that subnet) and be
+/// reserved there (or BOSH may give it to a VM).
+fn check_vip(group: &Group, cloud: &Cloud) -> Result<(), InputError> {
+    let Some(vip_job) = job(group, "vip") else {
+        return Ok(());
+    };
+    let path = format!(
+        "instance_groups[{}].jobs[vip].properties.{VIP_PROPERTY}",
+        group.name
+    );
+    let raw = vip_job
+        .get("properties")
+        .and_then(|p| p.get(VIP_PROPERTY))
+        .ok_or_else(|| {
+            fail(
+                MANIFEST,
+                &path,
+                "is missing: the vip job needs the virtual IP address",
+            )
+        })?;
+    let raw = string(raw, MANIFEST, &path)?;
+    let vip: IpAddr = raw
+        .parse()
+        .map_err(|_| fail(MANIFEST, &path, format!("`{raw}` is not an IP address")))?;
+    for name in &group.networks {
+        let network = &cloud.networks[name];
+        if network.kind != NetworkKind::Manual {
+            continue;
+        }
+        let Some(subnet) = network.subnets.iter().find(|s| s.range.contains(vip)) else {
+            let ranges: Vec<&str> = network
+                .subnets
+                .iter()
+                .map(|s| s.raw_range.as_str())
+                .collect();
+            return Err(fail(
+                MANIFEST,
+                &path,
+                format!("{vip} is outside network `{name}` ({}): keepalived can only raise it on a subnet the nodes are on", ranges.join(", ")),
+            ));
+        };
+        if subnet.gateway == vip {
+            return Err(fail(
+                MANIFEST,
+                &path,
+                format!("{vip} is the gateway of network `{name}`"),
+            ));
+        }
+        if !subnet.reserved.iter().any(|r| r.contains(vip)) {
+            return Err(fail(
+                CLOUD,
+                &format!("networks[{name}] subnet {}", subnet.raw_range),
+                format!("the VIP {vip} must be in `reserved`, or BOSH may give it to a VM"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The smoke-tests errand must log in with the password its user has.
+fn check_errand_credentials(groups: &[Group]) -> Result<(), InputError> {
+    let users: Vec<&Value> = groups
+        .iter()
+        .filter_map(|group| job(group, "postgres"))
+        .filter_map(|job| {
+            job.get("properties")?
+                .get("postgres")?
+                .get("users")?
+                .as_sequence()
+        })
+        .flatten()
+        .collect();
+    for group in groups {
+        let Some(errand) = job(group, "smoke-tests") else {
+            continue;
+        };
+        let target = errand
+            .get("properties")
+            .and_then(|p| p.get("postgres"))
+            .and_then(|p| p.get("smoke-tests"))
+            .and_then(|p| p.get("target"));
+        let username = target
+            .and_then(|t| t.get("username"))
+            .and_then(Value::as_str)
+            .unwrap_or(crate::complete::DEFAULT_ERRAND_USER);
+        let Some(password) = target.and_then(|t| t.get("password")) else {
+            continue;
+        };
+        let user_password = users
+            .iter()
+            .find(|user| user.get("username").and_then(Value::as_str) == Some(username))
+            .and_then(|user| user.get("password"));
+        if user_password.is_some_and(|p| p != password) {
+            return Err(fail(
+                MANIFEST,
+                &format!("instance_groups[{}].jobs[smoke-tests].properties.postgres.smoke-tests.target.password", group.name),
+                format!("differs from the password of postgres user `{username}`; leave it out and make-manifest uses the user's"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn no_spruce_operators(value: &Value, doc: &str, path: &str) -> Result<(), InputError> {
+    match value {
+        Value::String(text) => match spruce_operator(text) {
+            Some(_) => Err(fail(
+                doc,
+                if path.is_empty() { "(top level)" } else { path },
+                format!("`{}` is a spruce operator, which make-manifest does not evaluate; write the value itself", text.trim()),
+            )),
+            None => Ok(()),
+        },
+        Value::Mapping(map) => map.iter().try_for_each(|(key, value)| {
+            let key = scalar_text(key);
+            no_spruce_operators(value, doc, &if path.is_empty() { key } else { format!("{path}.{key}") })
+        }),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(index, item)| no_spruce_operators(item, doc, &format!("{path}[{index}]"))),
+        _ => Ok(()),
+    }
+}
+
+/// The `((name))` BOSH variables a document uses, sorted, each once. For
+/// `((cert.ca))` the variable is `cert`; `((!name))` is `name`.
+pub fn bosh_variables(doc: &Value) -> Vec<String> {
+    let mut found = BTreeSet::new();
+    collect_variables(doc, &mut found);
+    found.into_iter().collect()
+}
+
+fn collect_variables(value: &Value, found: &mut BTreeSet<String>) {
+    match value {
+        Value::String(text) => {
+            let mut rest = text.as_str();
+            while let Some(start) = rest.find("((") {
+                let after = &rest[start + 2..];
+                let Some(end) = after.find("))") else { break };
+                let inner = &after[..end];
+                let name = inner.strip_prefix('!').unwrap_or(inner);
+                let name = name.split('.').next().unwrap_or_default();
+                let valid = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'));
+                if valid {
+                    found.insert(name.to_string());
+                }
+                rest = &after[end + 2..];
+            }
+        }
+        Value::Mapping(map) => map.iter().for_each(|(key, value)| {
+            collect_variables(key, found);
+            collect_variables(value, found);
+        }),
+        Value::Sequence(items) => items.iter().for_each(|item| collect_variables(item, found)),
+        _ => {}
+    }
+}
+
+/// Variables the manifest uses but its `variables` section does not generate.
+pub fn undeclared_variables(manifest: &Value) -> Vec<String> {
+    let declared: BTreeSet<&str> = manifest
+        .get("variables")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    let mut used = BTreeSet::new();
+    if let Some(root) = manifest.as_mapping() {
+        for (key, value) in root {
+            // A variable's own options may mention other variables (a CA by
+            // name), never by ((...)); only the rest of the manifest counts.
+            if key.as_str() != Some("variables") {
+                collect_variables(value, &mut used);
+            }
+        }
+    }
+    used.into_iter()
+        .filter(|name| !declared.contains(name.as_str()))
+        .collect()
+}
+
+/// The manifest's `name`, if it is a string.
+pub fn deployment_name(manifest: &Value) -> Option<&str> {
+    manifest.get("name").and_then(Value::as_str)
+}
+
+// ---- small typed accessors; every error names doc and path ----
+
+fn as_map<'a>(value: &'a Value, doc: &str, path: &str) -> Result<&'a Mapping, InputError> {
+    value
+        .as_mapping()
+        .ok_or_else(|| fail(doc, path, "must be a map"))
+}
+
+fn list<'a>(value: &'a Value, doc: &str, path: &str) -> Result<&'a Vec<Value>, InputError> {
+    value
+        .as_sequence()
+        .ok_or_else(|| fail(doc, path, "must be a list"))
+}
+
+fn string<'a>(value: &'a Value, doc: &str, path: &str) -> Result<&'a str, InputError> {
+    value
+        .as_str()
+        .ok_or_else(|| fail(doc, path, "must be a string"))
+}
+
+fn required_string<'a>(
+    map: &'a Mapping,
+    key: &str,
+    doc: &str,
+    path: &str,
+) -> Result<&'a str, InputError> {
+    let value = map
+        .get(key)
+        .ok_or_else(|| fail(doc, path, format!("needs `{key}`")))?;
+    string(value, doc, &format!("{path}.{key}"))
+}
+
+fn required_scalar(map: &Mapping, key: &str, doc: &str, path: &str) -> Result<(), InputError> {
+    match map.get(key) {
+        Some(Value::String(_) | Value::Number(_)) => Ok(()),
+        Some(_) => Err(fail(
+            doc,
+            &format!("{path}.{key}"),
+            "must be a string or a number",
+        )),
+        None => Err(fail(doc, path, format!("needs `{key}`"))),
+    }
+}
+
+fn positive_int(map: &Mapping, key: &str, doc: &str, path: &str) -> Result<u64, InputError> {
+    map.get(key)
+        .ok_or_else(|| fail(doc, path, format!("needs `{key}`")))?
+        .as_u64()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| fail(doc, &format!("{path}.{key}"), "must be a whole number > 0"))
+}
+
+fn optional_map(map: &Mapping, key: &str, doc: &str, path: &str) -> Result<(), InputError> {
+    match map.get(key) {
+        None | Some(Value::Mapping(_)) => Ok(()),
+        Some(_) => Err(fail(doc, &format!("{path}.{key}"), "must be a map")),
+    }
+}
+
+fn string_list(value: &Value, doc: &str, path: &str) -> Result<Vec<String>, InputError> {
+    list(value, doc, path)?
+        .iter()
+        .enumerate()
+        .map(|(index, item)| string(item, doc, &format!("{path}[{index}]")).map(String::from))
+        .collect()
+}
+
+/// The items of a list of named maps, by name, in order; names must be
+/// strings and unique. `required` makes a missing key an error.
+fn names<'a>(
+    root: &'a Mapping,
+    key: &str,
+    doc: &str,
+    required: bool,
+) -> Result<BTreeMap<String, &'a Mapping>, InputError> {
+    let Some(value) = root.get(key) else {
+        return if required {
+            Err(fail(doc, key, "is missing"))
+        } else {
+            Ok(BTreeMap::new())
+        };
+    };
+    let mut named = BTreeMap::new();
+    for (index, item) in list(value, doc, key)?.iter().enumerate() {
+        let path = format!("{key}[{index}]");
+        let item = as_map(item, doc, &path)?;
+        let name = required_string(item, "name", doc, &path)?;
+        if named.insert(name.to_string(), item).is_some() {
+            return Err(fail(doc, key, format!("`{name}` appears twice")));
+        }
+    }
+    Ok(named)
+}
+
+fn have(names: &BTreeSet<String>) -> String {
+    if names.is_empty() {
+        " (it declares none)".into()
+    } else {
+        format!(
+            " (it has: {})",
+            names.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+fn have_keys<V>(map: &BTreeMap<String, V>) -> String {
+    have(&map.keys().cloned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(text: &str) -> Value {
+        serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn bosh_variables_are_found_wherever_they_appear() {
+        let doc = yaml(
+            "a: ((one))\nb: [x-((two))-y, ((!three))]\nc: {d: ((cert.ca))}\ne: (( grab x ))\nf: ((\ng: (())\n",
+        );
+        assert_eq!(bosh_variables(&doc), ["cert", "one", "three", "two"]);
+    }
+
+    #[test]
+    fn undeclared_variables_exclude_the_generated_ones() {
+        let manifest = yaml(
+            "p: [((a)), ((b))]\nvariables:\n- {name: a, type: password}\n- {name: c, type: certificate, options: {ca: ((x))}}\n",
+        );
+        assert_eq!(undeclared_variables(&manifest), ["b"]);
+    }
+
+    #[test]
+    fn topology_rules_follow_the_release() {
+        let jobs_for = |replication: bool, vip: bool| {
+            let mut jobs = format!("- {{name: postgres, properties: {{postgres: {{replication: {{enabled: {replication}}}}}}}}}\n");
+            if vip {
+                jobs.push_str("- {name: vip}\n");
+            }
+            yaml(&jobs)
+                .as_sequence()
+                .unwrap()
+                .clone()
+                .into_iter()
+                .map(|j| j.as_mapping().unwrap().clone())
+                .collect::<Vec<_>>()
+        };
+        let rows: &[(u64, bool, bool, Option<&str>)] = &[
+            (1, false, false, None),
+            (0, false, false, None),
+            (2, false, false, Some("unrelated primaries")),
+            (2, true, false, None),
+            (5, true, false, None),
+            (1, true, false, Some("at least 2")),
+            (2, true, true, None),
+            (3, true, true, Some("exactly 2")),
+            (1, true, true, Some("exactly 2")),
+            (2, false, true, Some("needs replication")),
+        ];
+        for &(instances, replication, vip, expected) in rows {
+            let jobs = jobs_for(replication, vip);
+            let checked = Group {
+                name: "postgres".into(),
+                instances,
+                networks: Vec::new(),
+                jobs: jobs.iter().collect(),
+            };
+            let got = check_topology(&checked);
+            match (expected, got) {
+                (None, Ok(())) => {}
+                (Some(want), Err(err)) => assert!(err.0.contains(want), "{instances}/{replication}/{vip}: {err}"),
+                (want, got) => panic!("{instances} nodes, replication {replication}, vip {vip}: expected {want:?}, got {got:?}"),
+            }
+        }
+    }
+}

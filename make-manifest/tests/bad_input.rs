@@ -1,0 +1,405 @@
+//! Every bad input: a one-line error naming the input, exit 2, nothing
+//! written (the helper `bad_input` asserts all three for each case).
+
+mod common;
+
+use common::{read, Scratch};
+
+fn assert_says(line: &str, fragments: &[&str]) {
+    for fragment in fragments {
+        assert!(
+            line.contains(fragment),
+            "error should mention {fragment:?}: {line}"
+        );
+    }
+}
+
+#[test]
+fn unknown_iaas_lists_the_valid_ones() {
+    let line = Scratch::new().bad_input(&["gce"]);
+    assert_says(&line, &["gce", "warden", "aws-ec2", "openstack-nova"]);
+}
+
+#[test]
+fn missing_iaas_is_a_usage_error() {
+    let line = Scratch::new().bad_input(&[]);
+    assert_says(&line, &["<IAAS>"]);
+}
+
+#[test]
+fn missing_overlay_file() {
+    let line = Scratch::new().bad_input(&["warden", "nope.yml"]);
+    assert_says(&line, &["overlay nope.yml", "no such file"]);
+}
+
+#[test]
+fn overlay_yaml_error_names_file_line_and_column() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "broken.yml",
+        "networks:\n- name: postgres1\n  cloud_properties: {security_groups: [a\n",
+    );
+    let line = scratch.bad_input(&["warden", &file]);
+    assert!(
+        line.starts_with("make-manifest: error: broken.yml:4:1: "),
+        "{line}"
+    );
+}
+
+#[test]
+fn overlay_with_a_tab_for_indentation_names_its_position() {
+    let scratch = Scratch::new();
+    let file = scratch.file("tab.yml", "networks:\n\t- name: x\n");
+    let line = scratch.bad_input(&["warden", &file]);
+    assert!(
+        line.starts_with("make-manifest: error: tab.yml:2:1: "),
+        "{line}"
+    );
+}
+
+#[test]
+fn overlay_that_is_not_a_map() {
+    let scratch = Scratch::new();
+    let file = scratch.file("list.yml", "- name: postgres1\n");
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(&line, &["list.yml", "must be a YAML map", "a list"]);
+}
+
+#[test]
+fn overlay_with_two_documents() {
+    let scratch = Scratch::new();
+    let file = scratch.file("two.yml", "a: 1\n---\nb: 2\n");
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(&line, &["two.yml", "more than one document"]);
+}
+
+#[test]
+fn ha_without_vip() {
+    let line = Scratch::new().bad_input(&["warden", "--ha"]);
+    assert_says(&line, &["--ha needs --vip"]);
+}
+
+#[test]
+fn vip_that_is_not_an_ip_address() {
+    let line = Scratch::new().bad_input(&["warden", "--ha", "--vip", "10.244.232"]);
+    assert_says(&line, &["10.244.232", "--vip"]);
+    let line = Scratch::new().bad_input(&["warden", "--ha", "--vip", "db.example"]);
+    assert_says(&line, &["db.example", "--vip"]);
+}
+
+#[test]
+fn vip_that_no_node_can_hold() {
+    let line = Scratch::new().bad_input(&["aws-ec2", "--ha", "--vip", "127.0.0.1"]);
+    assert_says(&line, &["127.0.0.1", "not an address a node can hold"]);
+}
+
+#[test]
+fn vip_without_ha() {
+    let line = Scratch::new().bad_input(&["warden", "--vip", "10.244.232.100"]);
+    assert_says(&line, &["--vip applies only with --ha"]);
+}
+
+#[test]
+fn ha_with_other_than_two_instances() {
+    for n in ["1", "3"] {
+        let line = Scratch::new().bad_input(&[
+            "warden",
+            "--ha",
+            "--vip",
+            "10.244.232.100",
+            "--instances",
+            n,
+        ]);
+        assert_says(&line, &["exactly 2", &format!("--instances {n}")]);
+    }
+}
+
+#[test]
+fn replication_with_one_instance() {
+    let line = Scratch::new().bad_input(&["warden", "--replication", "--instances", "1"]);
+    assert_says(&line, &["at least 2"]);
+}
+
+#[test]
+fn several_instances_without_replication() {
+    let line = Scratch::new().bad_input(&["warden", "--instances", "2"]);
+    assert_says(&line, &["--instances 2 needs --replication"]);
+}
+
+#[test]
+fn vm_type_on_warden() {
+    let line = Scratch::new().bad_input(&["warden", "--vm-type", "m5.large"]);
+    assert_says(&line, &["--vm-type", "warden"]);
+}
+
+#[test]
+fn deployment_name_that_would_break_the_manifest() {
+    let line = Scratch::new().bad_input(&["warden", "-d", "pg: x"]);
+    assert_says(&line, &["--deployment", "pg: x"]);
+}
+
+#[test]
+fn json_with_manifest_on_stdout() {
+    let scratch = Scratch::new();
+    let out = scratch.run(&["warden", "-o", "-", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no manifest when the flags conflict");
+}
+
+// ---- merged results BOSH would reject ----
+
+#[test]
+fn network_named_by_an_instance_group_but_missing_from_the_cloud_config() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "net.yml",
+        "instance_groups:\n- name: postgres\n  networks:\n  - name: postgres2\n",
+    );
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(
+        &line,
+        &[
+            "instance_groups[postgres].networks[1]",
+            "no network `postgres2`",
+            "postgres1",
+        ],
+    );
+}
+
+#[test]
+fn cloud_config_without_networks() {
+    let scratch = Scratch::new();
+    let file = scratch.file("nonet.yml", "networks: ~\n");
+    let line = scratch.bad_input(&["aws-ec2", &file]);
+    assert_says(&line, &["cloud-config: networks", "missing"]);
+}
+
+#[test]
+fn vm_type_the_cloud_config_lacks() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "vm.yml",
+        "instance_groups:\n- name: postgres\n  vm_type: large\n",
+    );
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(
+        &line,
+        &["instance_groups[postgres].vm_type", "no vm_type `large`"],
+    );
+}
+
+#[test]
+fn az_the_network_has_no_subnet_in() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "az.yml",
+        "azs:\n- name: z2\ninstance_groups:\n- name: postgres\n  azs: [z1, z2]\n",
+    );
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(
+        &line,
+        &[
+            "instance_groups[postgres].networks[0]",
+            "azs [z1, z2]",
+            "postgres1",
+        ],
+    );
+}
+
+#[test]
+fn manifest_without_update() {
+    let scratch = Scratch::new();
+    let file = scratch.file("noupdate.yml", "update: ~\n");
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(&line, &["manifest: update", "missing"]);
+}
+
+#[test]
+fn overlay_making_ha_three_nodes() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "three.yml",
+        "instance_groups:\n- name: postgres\n  instances: 3\n",
+    );
+    let line = scratch.bad_input(&["warden", "--ha", "--vip", "10.244.232.100", &file]);
+    assert_says(&line, &["HA runs exactly 2 postgres nodes, not 3"]);
+}
+
+#[test]
+fn overlay_turning_replication_off_in_a_cluster() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "norepl.yml",
+        "instance_groups:\n- name: postgres\n  jobs:\n  - name: postgres\n    properties:\n      postgres:\n        replication: ~\n",
+    );
+    let line = scratch.bad_input(&["warden", "--replication", &file]);
+    assert_says(&line, &["2 nodes without postgres.replication.enabled"]);
+}
+
+#[test]
+fn vip_outside_the_warden_subnet() {
+    let line = Scratch::new().bad_input(&["warden", "--ha", "--vip", "10.0.0.5"]);
+    assert_says(
+        &line,
+        &["10.0.0.5 is outside network `postgres1`", "10.244.232.0/24"],
+    );
+}
+
+#[test]
+fn vip_not_reserved() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "unreserve.yml",
+        "networks:\n- name: postgres1\n  subnets:\n  - range: 10.244.232.0/24\n    gateway: 10.244.232.1\n    azs: [z1]\n",
+    );
+    let line = scratch.bad_input(&["warden", "--ha", "--vip", "10.244.232.100", &file]);
+    assert_says(&line, &["10.244.232.100 must be in `reserved`"]);
+}
+
+#[test]
+fn vip_property_that_is_not_an_address() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "badvip.yml",
+        "instance_groups:\n- name: postgres\n  jobs:\n  - name: vip\n    properties:\n      vip: my-db\n",
+    );
+    let line = scratch.bad_input(&["aws-ec2", "--ha", "--vip", "10.0.16.100", &file]);
+    assert_says(
+        &line,
+        &["jobs[vip].properties.vip", "`my-db` is not an IP address"],
+    );
+}
+
+#[test]
+fn spruce_operator_left_in_the_result() {
+    let scratch = Scratch::new();
+    let file = scratch.file("grab.yml", "meta:\n  x: 1\nname: (( grab meta.x ))\n");
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(
+        &line,
+        &["manifest: name", "(( grab meta.x ))", "spruce operator"],
+    );
+}
+
+#[test]
+fn unsupported_list_operator() {
+    let scratch = Scratch::new();
+    let file = scratch.file("inline.yml", "azs:\n- (( inline ))\n- name: z9\n");
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(&line, &["inline.yml", "azs", "(( inline ))"]);
+}
+
+#[test]
+fn yaml_tags() {
+    let scratch = Scratch::new();
+    let file = scratch.file("tag.yml", "name: !secret pg\n");
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(&line, &["tag.yml: name: YAML tags"]);
+}
+
+#[test]
+fn bad_subnet_range() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "range.yml",
+        "networks:\n- name: postgres1\n  subnets:\n  - range: 10.244.232.0\n    gateway: 10.244.232.1\n    azs: [z1]\n",
+    );
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(&line, &["networks[postgres1].subnets[0].range", "CIDR"]);
+}
+
+// ---- templates ----
+
+#[test]
+fn template_directory_without_the_iaas_template() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.path("tpl")).unwrap();
+    scratch.file("tpl/warden.yml.hbs", "name: x\n");
+    let line = scratch.bad_input(&["aws-ec2", "--templates", "tpl"]);
+    assert_says(&line, &["aws-ec2.yml.hbs", "no such template"]);
+}
+
+#[test]
+fn template_syntax_error_names_the_template() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.path("tpl")).unwrap();
+    scratch.file("tpl/warden.yml.hbs", "name: x\n{{#if ha}}\n");
+    let line = scratch.bad_input(&["warden", "--templates", "tpl"]);
+    assert_says(&line, &["warden.yml.hbs"]);
+}
+
+#[test]
+fn template_naming_an_unknown_value_fails_in_strict_mode() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.path("tpl")).unwrap();
+    scratch.file("tpl/warden.yml.hbs", "name: \"{{deploymnet}}\"\n");
+    let line = scratch.bad_input(&["warden", "--templates", "tpl"]);
+    assert_says(&line, &["warden.yml.hbs", "deploymnet"]);
+}
+
+// ---- an existing output directory is left alone on bad input ----
+
+#[test]
+fn bad_input_leaves_earlier_output_untouched() {
+    let scratch = Scratch::new();
+    scratch.ok(&["warden", "-o", "kept"]);
+    let before = read(&scratch.path("kept/manifest.yml"));
+    let out = scratch.run(&["warden", "-o", "kept", "missing.yml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        read(&scratch.path("kept/manifest.yml")),
+        before,
+        "the old manifest must survive bad input"
+    );
+    let names: Vec<String> = std::fs::read_dir(scratch.path("kept"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "only the two earlier files: {names:?}");
+}
+
+#[test]
+fn unwritable_output_exits_1_and_says_what_was_left() {
+    let scratch = Scratch::new();
+    scratch.file("afile", "not a directory\n");
+    let out = scratch.run(&["warden", "-o", "afile/sub"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a write failure is not bad input: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot create the output directory afile/sub"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn template_rendering_something_that_is_not_yaml() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.path("tpl")).unwrap();
+    scratch.file("tpl/warden.yml.hbs", "name: x\n  bad: [\n");
+    let line = scratch.bad_input(&["warden", "--templates", "tpl"]);
+    assert_says(
+        &line,
+        &["tpl/warden.yml.hbs: its output is not YAML: output line"],
+    );
+}
+
+#[test]
+fn errand_password_that_differs_from_its_users() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "pw.yml",
+        "instance_groups:\n- name: smoke-tests\n  jobs:\n  - name: smoke-tests\n    properties:\n      postgres:\n        smoke-tests:\n          target: {password: other}\n- name: postgres\n  jobs:\n  - name: postgres\n    properties:\n      postgres:\n        users: [{username: smoke-tests, password: mine}]\n",
+    );
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(
+        &line,
+        &[
+            "target.password",
+            "differs from the password of postgres user `smoke-tests`",
+        ],
+    );
+}
