@@ -764,3 +764,23 @@ fn a_vip_that_is_not_an_ip_address_is_refused() {
     );
     assert_render_fails(&manifest, "postgres/0", "'vip' must be an IP address");
 }
+
+// --- make-manifest's output ---------------------------------------------------------
+
+#[test]
+fn every_manifest_make_manifest_writes_renders() {
+    let golden = repo_root().join("make-manifest/tests/golden");
+    let mut rendered = 0;
+    for case in fs::read_dir(&golden).expect("make-manifest golden files") {
+        let path = case.unwrap().path().join("manifest.yml");
+        let text = fs::read_to_string(&path).unwrap();
+        let manifest: Value = serde_yaml::from_str(&text).unwrap();
+        for instance in instances(&manifest) {
+            if let Err(message) = try_render(&manifest, &instance) {
+                panic!("{}: {instance}: {message}", path.display());
+            }
+            rendered += 1;
+        }
+    }
+    assert!(rendered >= 20, "only {rendered} instances rendered");
+}
