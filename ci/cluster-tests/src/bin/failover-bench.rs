@@ -1,0 +1,59 @@
+//! Benchmark: the write gap through the VIP per fault scenario, median of
+//! --runs runs (each on a fresh local cluster), next to the original
+//! release's claim of under 5 s. Needs root, like ci/cluster.
+//!
+//!   cargo run --release -p cluster-tests --bin failover-bench -- [--runs 5] [SCENARIO...]
+
+use std::time::Duration;
+
+use clap::Parser;
+use cluster_tests::scenarios::{run, Scenario};
+use cluster_tests::Cluster;
+
+#[derive(Parser)]
+struct Cli {
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Scenario numbers (1-8, in the order of README's table); all when omitted.
+    scenarios: Vec<usize>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let chosen: Vec<Scenario> = if cli.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        cli.scenarios.iter().map(|n| Scenario::ALL[n - 1]).collect()
+    };
+    let mut rows = Vec::new();
+    for scenario in chosen {
+        let mut gaps = Vec::new();
+        let mut lost = 0;
+        for run_number in 1..=cli.runs {
+            let cluster = Cluster::up(true);
+            let outcome = run(scenario, &cluster);
+            eprintln!("run {run_number}: {outcome}");
+            gaps.extend(outcome.write_gap);
+            lost += outcome.lost.len();
+        }
+        gaps.sort();
+        let median = gaps.get(gaps.len() / 2).copied().unwrap_or(Duration::ZERO);
+        rows.push((scenario.name(), median, gaps, lost));
+    }
+    println!(
+        "{:<52} {:>10} {:>10} {:>6}  runs (s)",
+        "scenario", "median", "original", "lost"
+    );
+    for (name, median, gaps, lost) in rows {
+        let runs: Vec<String> = gaps
+            .iter()
+            .map(|g| format!("{:.2}", g.as_secs_f64()))
+            .collect();
+        println!(
+            "{name:<52} {:>8.2} s {:>10} {lost:>6}  {}",
+            median.as_secs_f64(),
+            "< 5 s",
+            runs.join(" ")
+        );
+    }
+}

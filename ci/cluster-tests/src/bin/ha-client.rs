@@ -1,0 +1,283 @@
+//! `ha-client`: the local cluster's test client, run in the client namespace.
+//!
+//!   ha-client setup   --host H --port P              create the `writes` table
+//!   ha-client write   --host H --port P --out FILE   insert numbered rows every --interval
+//!   ha-client observe --host H ... --out FILE        which backend accepts writes through each haproxy
+//!   ha-client dump    --host H --port P              print the ids present, one per line
+//!   ha-client listen  --address HOST:PORT            a TCP witness: accept and close, until killed
+//!
+//! `write` and `observe` run until SIGTERM/SIGINT and append one line per event
+//! to FILE (flushed at once, so nothing is lost if they are killed):
+//!   write:   `<id> ack|err|unknown <unix ms> [message]`
+//!   observe: `<unix ms> <haproxy host:port> primary|replica|down [<backend address>]`
+//! The user, database and password come from PGUSER, PGDATABASE, PGPASSWORD.
+
+use std::fs::File;
+use std::io::{LineWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use probe::duration::parse_positive_duration;
+use probe::role::connect;
+use probe::{ConnectOptions, Endpoint, Failure, FailureKind, Prober};
+use tokio_postgres::SimpleQueryMessage;
+
+#[derive(Parser)]
+#[command(name = "ha-client", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Target {
+    /// haproxy (or the VIP) to connect through, HOST:PORT; repeatable for observe.
+    #[arg(long = "target", required = true)]
+    targets: Vec<Endpoint>,
+    /// Bound on each connection and each statement.
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
+    timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Setup(Target),
+    Write {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value = "50ms", value_parser = parse_positive_duration)]
+        interval: Duration,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    Observe {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value = "100ms", value_parser = parse_positive_duration)]
+        interval: Duration,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    Dump(Target),
+    Listen {
+        #[arg(long)]
+        address: std::net::SocketAddr,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    probe::log::init("ha-client");
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(target) => setup(&target),
+        Command::Write {
+            target,
+            interval,
+            out,
+        } => write(&target, interval, &out),
+        Command::Observe {
+            target,
+            interval,
+            out,
+        } => observe(&target, interval, &out),
+        Command::Dump(target) => dump(&target),
+        Command::Listen { address } => listen(address),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            probe::logln!("error: {message}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn options(endpoint: &Endpoint, timeout: Duration) -> ConnectOptions {
+    let mut options = ConnectOptions::new(
+        endpoint.clone(),
+        std::env::var("PGUSER").ok(),
+        std::env::var("PGDATABASE").ok(),
+        timeout,
+    )
+    .with_application_name("ha-client");
+    options.set_password(std::env::var("PGPASSWORD").ok());
+    options
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+fn stop_flag() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|err| err.to_string())?;
+    }
+    Ok(stop)
+}
+
+fn run_sql(
+    prober: &Prober,
+    options: &ConnectOptions,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, Failure> {
+    let config = options.client_config();
+    prober.run_bounded(options.connect_timeout * 2, async move {
+        let client = connect(&config).await?;
+        rows(
+            client
+                .simple_query(sql)
+                .await
+                .map_err(|err| probe::role::failure(&err))?,
+        )
+    })
+}
+
+fn rows(messages: Vec<SimpleQueryMessage>) -> Result<Vec<Vec<Option<String>>>, Failure> {
+    Ok(messages
+        .iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
+fn setup(target: &Target) -> Result<(), String> {
+    let prober = Prober::new().map_err(|err| err.to_string())?;
+    let options = options(&target.targets[0], target.timeout);
+    run_sql(&prober, &options, "CREATE TABLE IF NOT EXISTS writes (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
+        .map(|_| ())
+        .map_err(|failure| failure.message)
+}
+
+fn dump(target: &Target) -> Result<(), String> {
+    let prober = Prober::new().map_err(|err| err.to_string())?;
+    let options = options(&target.targets[0], target.timeout);
+    let rows =
+        run_sql(&prober, &options, "SELECT id FROM writes ORDER BY id").map_err(|f| f.message)?;
+    let mut stdout = std::io::stdout().lock();
+    for row in rows {
+        writeln!(stdout, "{}", row[0].as_deref().unwrap_or("")).map_err(|err| err.to_string())?;
+    }
+    Ok(())
+}
+
+/// Inserts ids 1, 2, 3, ... one per interval, over one connection re-established
+/// whenever it breaks, and records each outcome. A statement whose answer never
+/// came (timeout, connection lost) is `unknown`: it may or may not have committed.
+fn write(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), String> {
+    let stop = stop_flag()?;
+    let prober = Prober::new().map_err(|err| err.to_string())?;
+    let options = options(&target.targets[0], target.timeout);
+    let mut log =
+        LineWriter::new(File::create(out).map_err(|err| format!("{}: {err}", out.display()))?);
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut id: u64 = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let started = std::time::Instant::now();
+        id += 1;
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            let config = options.client_config();
+            client = prober
+                .run_bounded(target.timeout, async move { connect(&config).await })
+                .ok();
+        }
+        let outcome = match &client {
+            None => ("err", "cannot connect".to_string()),
+            Some(connected) => {
+                let sql = format!("INSERT INTO writes (id) VALUES ({id})");
+                match prober.run_bounded(target.timeout, async {
+                    connected
+                        .simple_query(&sql)
+                        .await
+                        .map_err(|err| probe::role::failure(&err))
+                }) {
+                    Ok(_) => ("ack", String::new()),
+                    Err(failure) => {
+                        client = None;
+                        let verdict = if failure.kind == FailureKind::Timeout
+                            || failure.kind == FailureKind::Transient
+                        {
+                            "unknown"
+                        } else {
+                            "err"
+                        };
+                        (verdict, failure.message)
+                    }
+                }
+            }
+        };
+        let _ = writeln!(
+            log,
+            "{id} {} {} {}",
+            outcome.0,
+            now_ms(),
+            outcome.1.replace('\n', " ")
+        );
+        if let Some(rest) = interval.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    Ok(())
+}
+
+/// Asks each target which backend answers and whether it accepts writes, once
+/// per interval, each over a fresh connection (as a new client would be routed).
+fn observe(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), String> {
+    let stop = stop_flag()?;
+    let prober = Prober::new().map_err(|err| err.to_string())?;
+    let mut log =
+        LineWriter::new(File::create(out).map_err(|err| format!("{}: {err}", out.display()))?);
+    while !stop.load(Ordering::SeqCst) {
+        let started = std::time::Instant::now();
+        let round = now_ms();
+        for endpoint in &target.targets {
+            let options = options(endpoint, target.timeout);
+            let answer = run_sql(
+                &prober,
+                &options,
+                "SELECT pg_is_in_recovery(), inet_server_addr()",
+            );
+            let line = match answer.as_ref().ok().and_then(|rows| rows.first()) {
+                Some(row) => {
+                    let role = if row[0].as_deref() == Some("f") {
+                        "primary"
+                    } else {
+                        "replica"
+                    };
+                    format!(
+                        "{round} {endpoint} {role} {}",
+                        row[1].as_deref().unwrap_or("?")
+                    )
+                }
+                None => format!("{round} {endpoint} down"),
+            };
+            let _ = writeln!(log, "{line}");
+        }
+        if let Some(rest) = interval.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    Ok(())
+}
+
+/// A witness for pg-monitor: plain TCP reachability is all it offers.
+fn listen(address: std::net::SocketAddr) -> Result<(), String> {
+    let listener =
+        std::net::TcpListener::bind(address).map_err(|err| format!("{address}: {err}"))?;
+    for connection in listener.incoming() {
+        drop(connection);
+    }
+    Ok(())
+}

@@ -1,0 +1,486 @@
+//! Drives the local HA cluster (`ci/cluster`) for the fault scenarios and the
+//! failover benchmark: bring it up, inject a fault while a client writes
+//! through the VIP, and read back what the client saw.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+pub const VIP: &str = "10.244.0.10";
+pub const WRITE_PORT: u16 = 5432;
+pub const VMS: [&str; 2] = ["vm0", "vm1"];
+
+/// The address of a VM on the cluster's bridge.
+pub fn address(vm: &str) -> &'static str {
+    match vm {
+        "vm0" => "10.244.0.2",
+        "vm1" => "10.244.0.3",
+        other => panic!("unknown VM {other}"),
+    }
+}
+
+/// The other VM of the pair.
+pub fn other(vm: &str) -> &'static str {
+    if vm == "vm0" {
+        "vm1"
+    } else {
+        "vm0"
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Milliseconds since the epoch, the clock the client logs with.
+pub fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+/// The cluster, brought up by `up` and taken down (always) when dropped.
+pub struct Cluster {
+    name: String,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// `ci/cluster up` under its own name and directory, so that tests never touch
+    /// a cluster an operator brought up by hand.
+    pub fn up(synchronous: bool) -> Cluster {
+        let cluster = Cluster {
+            name: "pghatest".to_string(),
+            dir: std::env::temp_dir().join("pg-ha-cluster-test"),
+        };
+        // A crashed earlier run may have left one behind.
+        let _ = cluster.run(&["down"]);
+        let mode = if synchronous { "on" } else { "off" };
+        cluster.check(&["up", "--synchronous", mode]);
+        cluster
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(repo_root().join("ci/cluster"));
+        command
+            .args(args)
+            .env("PG_CLUSTER_NAME", &self.name)
+            .env("PG_CLUSTER_DIR", &self.dir);
+        command
+    }
+
+    /// Runs `ci/cluster ARGS`; the output, whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("cannot run ci/cluster")
+    }
+
+    /// Runs `ci/cluster ARGS` and panics with its output unless it succeeds.
+    pub fn check(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "ci/cluster {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+
+    /// A command run in the client namespace.
+    fn in_client(&self, program: &Path) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &format!("{}-client", self.name)])
+            .arg(program)
+            .env("PGUSER", "app")
+            .env("PGDATABASE", "app")
+            .env("PGPASSWORD", "app-secret");
+        command
+    }
+
+    /// Each VM's status (`ci/cluster status --json`).
+    pub fn status(&self) -> BTreeMap<String, Value> {
+        self.check(&["status", "--json"])
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .map(|status| (status["vm"].as_str().unwrap_or("?").to_string(), status))
+            .collect()
+    }
+
+    /// The VMs whose postgres answers as primary.
+    pub fn primaries(&self) -> Vec<String> {
+        self.status()
+            .into_iter()
+            .filter(|(_, status)| status["postgres"]["role"] == "primary")
+            .map(|(vm, _)| vm)
+            .collect()
+    }
+
+    /// The one primary, waiting (bounded) until there is exactly one.
+    pub fn wait_for_single_primary(&self, timeout: Duration) -> String {
+        let mut primaries = Vec::new();
+        wait_until("exactly one primary", timeout, || {
+            primaries = self.primaries();
+            primaries.len() == 1
+        });
+        primaries.remove(0)
+    }
+
+    /// Waits until `vm` is a replica streaming from `primary`.
+    pub fn wait_for_replica_of(&self, vm: &str, primary: &str, timeout: Duration) {
+        let source = format!("{}:6432", address(primary));
+        wait_until(&format!("{vm} to stream from {primary}"), timeout, || {
+            let status = &self.status()[vm]["postgres"];
+            status["role"] == "replica" && status["wal_receiver_source"] == source.as_str()
+        });
+    }
+
+    /// Whether `vm` fenced itself: postgres, haproxy and the monitor all stopped.
+    pub fn fenced(&self, vm: &str) -> bool {
+        let status = &self.status()[vm];
+        ["postgres", "haproxy", "monitor"]
+            .iter()
+            .all(|service| status["services"][service] == "Not monitored")
+    }
+
+    /// The VM holding the VIP, if one does.
+    pub fn vip_holder(&self) -> Option<String> {
+        self.status()
+            .into_iter()
+            .find(|(_, status)| status["holds_vip"] == true)
+            .map(|(vm, _)| vm)
+    }
+
+    pub fn setup_table(&self) {
+        let client = ha_client();
+        let target = format!("{VIP}:{WRITE_PORT}");
+        let output = self
+            .in_client(&client)
+            .args(["setup", "--target", &target, "--timeout", "5s"])
+            .output()
+            .expect("run ha-client setup");
+        assert!(
+            output.status.success(),
+            "setup: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The ids present in the `writes` table, read through the VIP.
+    pub fn stored_ids(&self) -> BTreeSet<u64> {
+        let target = format!("{VIP}:{WRITE_PORT}");
+        let mut stored = None;
+        wait_until("the VIP to answer a read", Duration::from_secs(60), || {
+            let output = self
+                .in_client(&ha_client())
+                .args(["dump", "--target", &target, "--timeout", "5s"])
+                .output()
+                .expect("run ha-client dump");
+            if output.status.success() {
+                let text = String::from_utf8_lossy(&output.stdout).to_string();
+                stored = Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect());
+            }
+            stored.is_some()
+        });
+        stored.unwrap()
+    }
+
+    /// Starts the writer (through the VIP) and the observer (through both haproxies).
+    pub fn start_clients(&self) -> Clients {
+        let dir = tempfile::Builder::new()
+            .prefix("ha-client.")
+            .tempdir()
+            .expect("temp dir");
+        let client = ha_client();
+        let vip = format!("{VIP}:{WRITE_PORT}");
+        let writes = dir.path().join("writes.log");
+        let writer = self
+            .in_client(&client)
+            .args([
+                "write",
+                "--target",
+                &vip,
+                "--interval",
+                "50ms",
+                "--timeout",
+                "1s",
+                "--out",
+            ])
+            .arg(&writes)
+            .spawn()
+            .expect("start the writer");
+        let observations = dir.path().join("observations.log");
+        let mut observe = self.in_client(&client);
+        observe.args([
+            "observe",
+            "--interval",
+            "100ms",
+            "--timeout",
+            "500ms",
+            "--out",
+        ]);
+        observe.arg(&observations);
+        for vm in VMS {
+            observe.args(["--target", &format!("{}:{WRITE_PORT}", address(vm))]);
+        }
+        let observer = observe.spawn().expect("start the observer");
+        Clients {
+            _dir: dir,
+            writer,
+            observer,
+            writes,
+            observations,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+/// The `ha-client` binary, which `ci/cluster up` builds with the release's programs.
+fn ha_client() -> PathBuf {
+    repo_root().join("target/release/ha-client")
+}
+
+/// Polls `condition` every 250 ms; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The writer and observer processes, and their logs.
+pub struct Clients {
+    /// Holds the two logs; removed when the clients are dropped.
+    _dir: tempfile::TempDir,
+    writer: Child,
+    observer: Child,
+    writes: PathBuf,
+    observations: PathBuf,
+}
+
+impl Clients {
+    /// Waits until the writer has had `count` acknowledgements after `since_ms`.
+    pub fn wait_for_acks_after(&self, since_ms: u128, count: usize, timeout: Duration) {
+        wait_until(&format!("{count} acknowledged writes"), timeout, || {
+            self.writes().acked_after(since_ms).len() >= count
+        });
+    }
+
+    pub fn writes(&self) -> WriteLog {
+        WriteLog::parse(&fs::read_to_string(&self.writes).unwrap_or_default())
+    }
+
+    pub fn observations(&self) -> Observations {
+        Observations::parse(&fs::read_to_string(&self.observations).unwrap_or_default())
+    }
+
+    /// Stops both (SIGTERM, they finish their current round) and returns their logs.
+    pub fn stop(mut self) -> (WriteLog, Observations) {
+        for child in [&mut self.writer, &mut self.observer] {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+        (self.writes(), self.observations())
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        for child in [&mut self.writer, &mut self.observer] {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// What the writer saw: for each id, ack / err / unknown, and when.
+#[derive(Debug, Default)]
+pub struct WriteLog {
+    pub outcomes: Vec<(u64, String, u128)>,
+}
+
+impl WriteLog {
+    pub fn parse(text: &str) -> WriteLog {
+        let outcomes = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(' ');
+                let id = fields.next()?.parse().ok()?;
+                let verdict = fields.next()?.to_string();
+                let at = fields.next()?.parse().ok()?;
+                Some((id, verdict, at))
+            })
+            .collect();
+        WriteLog { outcomes }
+    }
+
+    pub fn acked(&self) -> BTreeSet<u64> {
+        self.outcomes
+            .iter()
+            .filter(|(_, v, _)| v == "ack")
+            .map(|(id, _, _)| *id)
+            .collect()
+    }
+
+    pub fn acked_after(&self, since_ms: u128) -> Vec<u64> {
+        self.outcomes
+            .iter()
+            .filter(|(_, v, at)| v == "ack" && *at > since_ms)
+            .map(|(id, _, _)| *id)
+            .collect()
+    }
+
+    /// From the last acknowledged write before `fault_ms` to the first after it.
+    pub fn gap_around(&self, fault_ms: u128) -> Option<Duration> {
+        let acks: Vec<u128> = self
+            .outcomes
+            .iter()
+            .filter(|(_, v, _)| v == "ack")
+            .map(|(_, _, at)| *at)
+            .collect();
+        let before = acks.iter().filter(|at| **at <= fault_ms).max()?;
+        let after = acks.iter().filter(|at| **at > fault_ms).min()?;
+        Some(Duration::from_millis((after - before) as u64))
+    }
+}
+
+/// What the observer saw through each haproxy, round by round.
+#[derive(Debug, Default)]
+pub struct Observations {
+    /// round (ms) -> haproxy -> backend address answering as primary.
+    pub writable: BTreeMap<u128, BTreeMap<String, String>>,
+    pub rounds: usize,
+}
+
+impl Observations {
+    pub fn parse(text: &str) -> Observations {
+        let mut observations = Observations::default();
+        let mut rounds = BTreeSet::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(round) = fields.first().and_then(|f| f.parse::<u128>().ok()) else {
+                continue;
+            };
+            rounds.insert(round);
+            if fields.get(2) == Some(&"primary") {
+                let backend = fields.get(3).unwrap_or(&"?").to_string();
+                observations
+                    .writable
+                    .entry(round)
+                    .or_default()
+                    .insert(fields[1].to_string(), backend);
+            }
+        }
+        observations.rounds = rounds.len();
+        observations
+    }
+
+    /// Rounds in which the haproxies routed writes to two different backends.
+    pub fn split_rounds(&self) -> Vec<(u128, BTreeMap<String, String>)> {
+        self.writable
+            .iter()
+            .filter(|(_, by_haproxy)| by_haproxy.values().collect::<BTreeSet<_>>().len() > 1)
+            .map(|(round, by_haproxy)| (*round, by_haproxy.clone()))
+            .collect()
+    }
+}
+
+/// The verdict of one scenario, printed by the tests and the benchmark.
+#[derive(Debug)]
+pub struct Outcome {
+    pub scenario: String,
+    pub write_gap: Option<Duration>,
+    pub acked: usize,
+    pub lost: Vec<u64>,
+    pub split_rounds: usize,
+    pub new_primary: String,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let gap = self
+            .write_gap
+            .map(|g| format!("{:.2} s", g.as_secs_f64()))
+            .unwrap_or("-".into());
+        write!(
+            f,
+            "{}: write gap {gap}, {} acknowledged, {} acknowledged-but-lost, {} split rounds, primary now {}",
+            self.scenario,
+            self.acked,
+            self.lost.len(),
+            self.split_rounds,
+            self.new_primary
+        )
+    }
+}
+
+/// Compares what was acknowledged with what is stored, after the clients stopped.
+pub fn outcome(
+    scenario: &str,
+    cluster: &Cluster,
+    writes: &WriteLog,
+    observations: &Observations,
+    fault_ms: u128,
+    new_primary: &str,
+) -> Outcome {
+    let stored = cluster.stored_ids();
+    let acked = writes.acked();
+    Outcome {
+        scenario: scenario.to_string(),
+        write_gap: writes.gap_around(fault_ms),
+        acked: acked.len(),
+        lost: acked.difference(&stored).copied().collect(),
+        split_rounds: observations.split_rounds().len(),
+        new_primary: new_primary.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_gap_spans_the_fault() {
+        let log = WriteLog::parse(
+            "1 ack 1000 \n2 ack 1050 \n3 unknown 2050 x\n4 err 2100 y\n5 ack 3050 \n6 ack 3100 \n",
+        );
+        assert_eq!(log.gap_around(1060), Some(Duration::from_millis(2000)));
+        assert_eq!(log.acked(), BTreeSet::from([1, 2, 5, 6]));
+        assert_eq!(log.gap_around(5000), None);
+    }
+
+    #[test]
+    fn two_backends_writable_in_one_round_is_a_split() {
+        let observations = Observations::parse(
+            "100 10.244.0.2:5432 primary 10.244.0.2\n100 10.244.0.3:5432 primary 10.244.0.2\n\
+             200 10.244.0.2:5432 primary 10.244.0.2\n200 10.244.0.3:5432 primary 10.244.0.3\n\
+             300 10.244.0.2:5432 down\n300 10.244.0.3:5432 replica 10.244.0.3\n",
+        );
+        assert_eq!(observations.rounds, 3);
+        let splits = observations.split_rounds();
+        assert_eq!(splits.len(), 1);
+        assert_eq!(splits[0].0, 200);
+    }
+}
+
+pub mod scenarios;
