@@ -589,7 +589,7 @@ fn the_bootstrap_node_wins_the_first_vip_election() {
     assert!(
         second.contains("unicast_src_ip 10.244.0.3") && second.contains("        10.244.0.2\n")
     );
-    assert!(first.contains("pg-vrrp-watch --pidfile /var/vcap/sys/run/vip/haproxy.pid"));
+    assert!(first.contains("script \"/var/vcap/packages/pg-tools/bin/pg-vrrp-watch --pidfile /var/vcap/sys/run/vip/haproxy.pid\""));
 }
 
 #[test]
