@@ -350,17 +350,23 @@ impl WriteLog {
             .collect()
     }
 
-    /// From the last acknowledged write before `fault_ms` to the first after it.
+    /// The write gap the fault caused: the longest time between two consecutive
+    /// acknowledged writes, from the last one before `fault_ms` on. (A dying
+    /// primary may still acknowledge a write or two after the fault, so the
+    /// first acknowledgement after it does not mean the outage is over.)
     pub fn gap_around(&self, fault_ms: u128) -> Option<Duration> {
-        let acks: Vec<u128> = self
+        let mut acks: Vec<u128> = self
             .outcomes
             .iter()
             .filter(|(_, v, _)| v == "ack")
             .map(|(_, _, at)| *at)
             .collect();
-        let before = acks.iter().filter(|at| **at <= fault_ms).max()?;
-        let after = acks.iter().filter(|at| **at > fault_ms).min()?;
-        Some(Duration::from_millis((after - before) as u64))
+        acks.sort();
+        let start = acks.iter().rposition(|at| *at <= fault_ms)?;
+        acks[start..]
+            .windows(2)
+            .map(|pair| Duration::from_millis((pair[1] - pair[0]) as u64))
+            .max()
     }
 }
 
@@ -465,6 +471,8 @@ mod tests {
             "1 ack 1000 \n2 ack 1050 \n3 unknown 2050 x\n4 err 2100 y\n5 ack 3050 \n6 ack 3100 \n",
         );
         assert_eq!(log.gap_around(1060), Some(Duration::from_millis(2000)));
+        // A write acknowledged just after the fault does not end the gap.
+        assert_eq!(log.gap_around(1020), Some(Duration::from_millis(2000)));
         assert_eq!(log.acked(), BTreeSet::from([1, 2, 5, 6]));
         assert_eq!(log.gap_around(5000), None);
     }
