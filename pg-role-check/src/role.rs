@@ -99,6 +99,11 @@ pub struct Status {
     pub wal_receiver_source: Option<String>,
     /// On a primary: how many WAL senders are streaming.
     pub streaming_replicas: Option<i64>,
+    /// On a primary: its `synchronous_standby_names` (empty: asynchronous).
+    pub synchronous_standby_names: Option<String>,
+    /// On a primary: how many streaming standbys are synchronous
+    /// (`sync_state` `sync` or `quorum`), so a commit waits for them.
+    pub synchronous_replicas: Option<i64>,
 }
 
 /// Why an attempt got no role. The kind decides whether retrying can help.
@@ -307,7 +312,11 @@ fn query_for(detail: Detail) -> &'static str {
                (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver \
                  WHERE status = 'streaming'), \
                CASE WHEN NOT r.rec THEN \
-                 (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') END \
+                 (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') END, \
+               CASE WHEN NOT r.rec THEN current_setting('synchronous_standby_names') END, \
+               CASE WHEN NOT r.rec THEN \
+                 (SELECT count(*) FROM pg_stat_replication \
+                   WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END \
              FROM (SELECT pg_is_in_recovery() AS rec) r"
         }
     }
@@ -347,6 +356,8 @@ fn parse_row(columns: &[Option<&str>]) -> Result<Status, Failure> {
         replayed_wal_lsn: lsn(6),
         wal_receiver_source: column(7).map(str::to_string),
         streaming_replicas: column(8).and_then(|text| text.parse().ok()),
+        synchronous_standby_names: column(9).map(str::to_string),
+        synchronous_replicas: column(10).and_then(|text| text.parse().ok()),
     })
 }
 
