@@ -155,8 +155,12 @@ impl fmt::Display for Peer {
 /// Why a promotion is due.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PromoteWhy {
-    /// The peer was not a primary through `retries` checks and is not a replica now.
-    PrimaryGone { primary_gone: Option<Duration> },
+    /// The peer was not a primary through `checks` checks and is not a replica now.
+    PrimaryGone {
+        checks: u32,
+        peer: Peer,
+        primary_gone: Option<Duration>,
+    },
     /// Both nodes are replicas and this one leads (more replayed WAL, or the tie-break).
     BothReplicas { local: Lsn, peer: Lsn },
 }
@@ -268,16 +272,20 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Action::Wait(wait) => wait.fmt(f),
-            Action::Promote(PromoteWhy::PrimaryGone { primary_gone }) => match primary_gone {
-                Some(gone) => write!(
+            Action::Promote(PromoteWhy::PrimaryGone {
+                checks,
+                peer,
+                primary_gone,
+            }) => {
+                write!(
                     f,
-                    "promoting the local replica (primary gone {:.1} s)",
-                    gone.as_secs_f64()
-                ),
-                None => f.write_str(
-                    "promoting the local replica (no primary seen since the monitor started)",
-                ),
-            },
+                    "{peer} ({checks}/{checks}): promoting the local replica "
+                )?;
+                match primary_gone {
+                    Some(gone) => write!(f, "(primary gone {:.1} s)", gone.as_secs_f64()),
+                    None => f.write_str("(no primary seen since the monitor started)"),
+                }
+            }
             Action::Promote(PromoteWhy::BothReplicas { local, peer }) => write!(
                 f,
                 "promoting the local replica: both nodes are replicas and this one leads \
@@ -655,6 +663,8 @@ fn decide_replica(
                 return (Action::Wait(wait), next);
             }
             PromoteWhy::PrimaryGone {
+                checks: count,
+                peer: peer_view.clone(),
                 primary_gone: state
                     .primary_last_seen
                     .map(|seen| obs.now.saturating_duration_since(seen)),
@@ -889,6 +899,8 @@ mod tests {
         assert_eq!(
             action,
             Some(Action::Promote(PromoteWhy::PrimaryGone {
+                checks: 3,
+                peer: Peer::Unreachable("Refused".into()),
                 primary_gone: Some(SECOND * 3)
             }))
         );
@@ -1340,6 +1352,8 @@ mod tests {
     fn every_action_renders_a_log_line() {
         let actions = [
             Action::Promote(PromoteWhy::PrimaryGone {
+                checks: 3,
+                peer: Peer::Unreachable("10.0.0.2:6432: connection refused".into()),
                 primary_gone: Some(SECOND * 3),
             }),
             Action::Fence(FenceWhy::SplitBrain),
@@ -1351,7 +1365,11 @@ mod tests {
             }),
         ];
         let lines: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
-        assert_eq!(lines[0], "promoting the local replica (primary gone 3.0 s)");
+        assert_eq!(
+            lines[0],
+            "peer unreachable: 10.0.0.2:6432: connection refused (3/3): \
+             promoting the local replica (primary gone 3.0 s)"
+        );
         assert!(lines[1].starts_with("SPLIT-BRAIN"));
         assert!(lines[2].contains("asynchronous"));
         assert_eq!(

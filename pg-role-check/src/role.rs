@@ -384,9 +384,25 @@ pub fn failure(err: &tokio_postgres::Error) -> Failure {
             db_error.code().code(),
             db_error.message()
         ),
-        None => err.to_string(),
+        None => with_causes(err),
     };
     Failure { kind, message }
+}
+
+/// The error and its causes: tokio-postgres's own text ("error connecting to
+/// server") leaves out the part a person can act on ("Connection refused").
+fn with_causes(err: &tokio_postgres::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 fn io_source(err: &tokio_postgres::Error) -> Option<&io::Error> {
