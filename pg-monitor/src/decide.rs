@@ -381,7 +381,7 @@ impl fmt::Display for Wait {
             },
             Wait::Paused(action) => write!(
                 f,
-                "failover paused (pause file present): not acting on: {action}"
+                "failover paused (pause file present); withheld: {action}"
             ),
             Wait::Primary(peer) => write!(f, "local node is primary; {peer}"),
             Wait::Isolated {

@@ -400,7 +400,8 @@ fn the_pause_file_withholds_promotion_until_it_is_removed() {
     monitor.wait_log("peer is primary");
 
     primary.kill9();
-    monitor.wait_log("not acting on: promoting the local replica");
+    monitor.wait_log("failover paused (pause file present); withheld: peer unreachable");
+    monitor.wait_log("promoting the local replica (primary gone");
     assert_still_replica(&replica, &monitor);
 
     fs::remove_file(&pause_file).unwrap();
