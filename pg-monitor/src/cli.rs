@@ -82,6 +82,12 @@ pub struct Cli {
     #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
     pub interval: Duration,
 
+    /// Time between checks while a replica counts failed checks of its peer
+    /// (at most --interval): a dead primary is confirmed quickly, while a
+    /// primary the replica still streams from is never counted as gone.
+    #[arg(long, default_value = "250ms", value_parser = parse_positive_duration)]
+    pub retry_interval: Duration,
+
     /// Written with our pid at start, removed on exit.
     #[arg(long)]
     pub pidfile: Option<PathBuf>,

@@ -32,6 +32,8 @@ pub struct Settings {
     pub local: ConnectOptions,
     pub peer: ConnectOptions,
     pub interval: Duration,
+    /// The pause while a replica counts failed peer checks (at most `interval`).
+    pub retry_interval: Duration,
     pub witnesses: Vec<Endpoint>,
     pub pause_file: Option<PathBuf>,
     pub fence_commands: Vec<String>,
@@ -183,7 +185,12 @@ fn watch(settings: &Settings, control: &Control) -> anyhow::Result<Exit> {
                 }
             }
         }
-        if let Some(rest) = settings.interval.checked_sub(tick.elapsed()) {
+        let pause = if state.peer_failures > 0 {
+            settings.retry_interval
+        } else {
+            settings.interval
+        };
+        if let Some(rest) = pause.checked_sub(tick.elapsed()) {
             thread::sleep(rest);
         }
     }
@@ -250,8 +257,8 @@ impl LogLines {
 fn log_start(settings: &Settings) {
     let cfg = &settings.config;
     logln!(
-        "watching: local {} as {}, peer {} as {}, index {} (peer {}), every {:.3} s, \
-         {} checks of at most {:.1} s each before promoting",
+        "watching: local {} as {}, peer {} as {}, index {} (peer {}), every {:.3} s; \
+         {} failed checks {:.3} s apart, each bounded by {:.1} s, before promoting",
         settings.local.endpoint,
         settings.local.user,
         settings.peer.endpoint,
@@ -260,6 +267,7 @@ fn log_start(settings: &Settings) {
         cfg.peer_index,
         settings.interval.as_secs_f64(),
         cfg.retries,
+        settings.retry_interval.as_secs_f64(),
         settings.local.connect_timeout.as_secs_f64()
     );
     let witnesses: Vec<String> = settings.witnesses.iter().map(|w| w.to_string()).collect();

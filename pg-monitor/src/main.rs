@@ -75,6 +75,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         local,
         peer,
         interval: cli.interval,
+        retry_interval: cli.retry_interval.min(cli.interval),
         witnesses: cli.witnesses,
         pause_file: cli.pause_file,
         fence_commands: cli.fence_commands,
