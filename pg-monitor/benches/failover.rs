@@ -26,11 +26,22 @@ fn main() {
 
     if wanted("failover") {
         println!("(a) kill -9 of the primary postmaster -> replica commits a write ({runs} runs)");
-        for (label, extra) in [
-            ("defaults (--interval 1s)", &[][..]),
-            ("--interval 250ms", &["--interval", "250ms"][..]),
+        for (label, extra, interval) in [
+            ("defaults (--interval 1s)", &[][..], Duration::from_secs(1)),
+            (
+                "--interval 250ms",
+                &["--interval", "250ms"][..],
+                Duration::from_millis(250),
+            ),
         ] {
-            let mut times: Vec<f64> = (0..runs).map(|_| failover_seconds(extra)).collect();
+            // A crash lands anywhere between two checks: spread the kills
+            // evenly over one interval after a check (stratified, not random).
+            let mut times: Vec<f64> = (0..runs)
+                .map(|run| {
+                    let offset = interval.mul_f64((run as f64 + 0.5) / runs as f64);
+                    failover_seconds(extra, offset)
+                })
+                .collect();
             let shown: Vec<String> = times.iter().map(|t| format!("{t:.2}")).collect();
             println!(
                 "    {label:<26} median {:.2} s   runs: {}",
@@ -98,17 +109,20 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-/// One failover: seconds from SIGKILL to the first committed write.
-fn failover_seconds(extra: &[&str]) -> f64 {
+/// One failover, killing the primary `offset` after a check: seconds from
+/// SIGKILL to the first committed write.
+fn failover_seconds(extra: &[&str], offset: Duration) -> f64 {
     let (primary, replica) = pair();
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("monitor.log");
     let child = monitor(&replica, &primary, extra, &log);
-    wait_for_log(&log, "peer is primary; replication streams");
     let mut client = replica.connect();
     client
         .batch_execute("SET statement_timeout = '2s'")
         .expect("session setting");
+    // The monitor logs this line right after its first check of the pair.
+    wait_for_log(&log, "peer is primary; replication streams");
+    std::thread::sleep(offset);
 
     let pid = primary.postmaster_pid().expect("primary runs") as libc::pid_t;
     let killed = Instant::now();
@@ -143,7 +157,19 @@ fn failover_seconds(extra: &[&str]) -> f64 {
     seconds
 }
 
-/// utime + stime (+ the reaped children's, for the bash loop) in seconds.
+/// CPU time of all threads of `pid` in seconds, to the nanosecond
+/// (`/proc/PID/task/*/schedstat`, first field); None where schedstat is missing.
+fn thread_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut nanos = 0u64;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(nanos as f64 / 1e9)
+}
+
+/// utime + stime (+ the reaped children's, for the bash loop) in seconds,
+/// in clock ticks (10 ms): enough for bash and its hundreds of children.
 fn cpu_seconds(pid: u32, with_children: bool) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
     let after_name = stat.rsplit_once(')').expect("stat format").1;
@@ -192,10 +218,12 @@ fn steady_state_cpu(window: Duration) {
     // Let both settle past their start-up before measuring.
     std::thread::sleep(Duration::from_secs(3));
 
-    let monitor_before = cpu_seconds(monitor.id(), false);
+    // pg-monitor's threads live as long as it does, so schedstat sees all its time.
+    let monitor_cpu = |pid| thread_cpu_seconds(pid).unwrap_or_else(|| cpu_seconds(pid, false));
+    let monitor_before = monitor_cpu(monitor.id());
     let bash_before = cpu_seconds(bash.id(), true);
     std::thread::sleep(window);
-    let monitor_used = cpu_seconds(monitor.id(), false) - monitor_before;
+    let monitor_used = monitor_cpu(monitor.id()) - monitor_before;
     let bash_used = cpu_seconds(bash.id(), true) - bash_before;
 
     let per_minute = |used: f64| used * 60.0 / window.as_secs_f64();
