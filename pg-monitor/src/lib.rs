@@ -60,11 +60,14 @@ pub fn fence_delay(interval: Duration) -> Duration {
 
 /// Runs until a signal, fencing, or an internal error.
 pub fn run(settings: Settings) -> anyhow::Result<Exit> {
+    // Handlers first: a SIGTERM right after the pidfile appears must not
+    // kill us with the default action and leave the pidfile behind.
+    let signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     let pidfile = match &settings.pidfile {
         Some(path) => Some(Pidfile::create(path)?),
         None => None,
     };
-    let result = run_threads(settings);
+    let result = run_threads(settings, signals);
     drop(pidfile);
     result
 }
@@ -74,9 +77,8 @@ enum Event {
     Ended(anyhow::Result<Exit>),
 }
 
-fn run_threads(settings: Settings) -> anyhow::Result<Exit> {
+fn run_threads(settings: Settings, mut signals: Signals) -> anyhow::Result<Exit> {
     let (events, received) = mpsc::channel();
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     let signal_events = events.clone();
     thread::Builder::new()
         .name("signals".into())
