@@ -652,3 +652,81 @@ fn of_two_replicas_exactly_one_promotes_the_more_advanced_or_lower_index() {
         "replayed: index 1 at {lsn_one}, index 0 at {lsn_zero}; the wrong node promoted"
     );
 }
+
+#[test]
+fn synchronous_strict_keeps_commits_waiting_for_the_replica_until_it_returns() {
+    let (primary, replica) = pair();
+    let peer = FaultProxy::new(&replica.endpoint());
+    let mut args = Args::new(&primary, &peer.endpoint(), 0);
+    args.set("--synchronous", "strict");
+    let monitor = Monitor::start("primary monitor", &args);
+    testkit::wait_for("the replica to become synchronous", PATIENCE, || {
+        primary
+            .query_text("SELECT string_agg(sync_state, ',') FROM pg_stat_replication")
+            .as_deref()
+            == Some("sync")
+    });
+
+    replica.stop("fast");
+    let mut client = primary.connect();
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let result = client.batch_execute("CREATE TABLE during_outage (id int)");
+        let _ = done.send(result.map_err(|err| err.to_string()));
+    });
+    testkit::wait_for("the commit to wait for the replica", PATIENCE, || {
+        primary
+            .query_text("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+            .as_deref()
+            == Some("1")
+    });
+    // Twice --retries checks with the replica gone: `on` would have degraded by now.
+    let seen = peer.accepted();
+    wait_accepted(&peer, seen + 6, &monitor);
+    assert!(
+        finished.try_recv().is_err(),
+        "the commit went through without the replica; log:\n{}",
+        monitor.log()
+    );
+    assert_eq!(
+        primary
+            .query_text("SHOW synchronous_standby_names")
+            .as_deref(),
+        Some("*")
+    );
+    monitor.assert_log_lacks("asynchronous");
+
+    replica.start();
+    let result = finished
+        .recv_timeout(PATIENCE)
+        .expect("the commit should finish once the replica is back");
+    assert_eq!(result, Ok(()));
+}
+
+#[test]
+fn promotion_falls_back_to_pg_ctl_as_the_data_directory_owner() {
+    let (primary, replica) = pair();
+    // A local user that may watch but not call pg_promote(): the fallback must do it.
+    primary.execute("CREATE ROLE watcher LOGIN IN ROLE pg_monitor");
+    testkit::wait_for("the role to reach the replica", PATIENCE, || {
+        replica
+            .query_text("SELECT count(*) FROM pg_roles WHERE rolname = 'watcher'")
+            .as_deref()
+            == Some("1")
+    });
+    let mut args = Args::new(&replica, &primary.endpoint(), 1);
+    args.set("--user", "watcher")
+        .set(
+            "--pg-ctl",
+            testkit::pg_bin().path("pg_ctl").to_str().unwrap(),
+        )
+        .set("--data-dir", replica.data_dir.to_str().unwrap());
+    let monitor = Monitor::start("replica monitor", &args);
+    monitor.wait_log("peer is primary; replication streams");
+
+    primary.kill9();
+    wait_promoted(&replica, &monitor);
+    monitor.wait_log("pg_promote() failed");
+    monitor.wait_log("promoted with pg_ctl");
+    assert_writable(&replica);
+}
