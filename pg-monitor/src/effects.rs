@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use probe::{logln, ConnectOptions, Detail, Endpoint, Failure, FailureKind, Prober, Status};
+use probe::{logln, ConnectOptions, Detail, Endpoint, Failure, Prober, Status};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::decide::Witnesses;
@@ -221,7 +221,8 @@ fn run_bounded(command: &mut Command, timeout: Duration) -> std::io::Result<Outc
             return Ok(Outcome::Exited(status));
         }
         if Instant::now() >= deadline {
-            // The child leads its own group (process_group(0)): -pid names it.
+            // SAFETY: kill(2) on the process group of a child we spawned and
+            // have not reaped; it leads its own group (process_group(0)).
             unsafe {
                 libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
             }
@@ -241,7 +242,7 @@ fn stderr_for_child() -> Stdio {
     }
 }
 
-pub fn is_root() -> bool {
+fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -259,13 +260,5 @@ pub fn pause_file_present(path: &Path) -> bool {
     match std::fs::symlink_metadata(path) {
         Ok(_) => true,
         Err(err) => err.kind() != std::io::ErrorKind::NotFound,
-    }
-}
-
-/// A transient failure standing in for a probe that was not made.
-pub fn not_checked(what: &str) -> Failure {
-    Failure {
-        kind: FailureKind::Transient,
-        message: format!("{what} was not checked"),
     }
 }
