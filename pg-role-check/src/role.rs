@@ -99,6 +99,11 @@ pub struct Status {
     pub wal_receiver_source: Option<String>,
     /// On a primary: how many WAL senders are streaming.
     pub streaming_replicas: Option<i64>,
+    /// On a primary: its `synchronous_standby_names` (empty: asynchronous).
+    pub synchronous_standby_names: Option<String>,
+    /// On a primary: how many streaming standbys are synchronous
+    /// (`sync_state` `sync` or `quorum`), so a commit waits for them.
+    pub synchronous_replicas: Option<i64>,
 }
 
 /// Why an attempt got no role. The kind decides whether retrying can help.
@@ -307,7 +312,11 @@ fn query_for(detail: Detail) -> &'static str {
                (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver \
                  WHERE status = 'streaming'), \
                CASE WHEN NOT r.rec THEN \
-                 (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') END \
+                 (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') END, \
+               CASE WHEN NOT r.rec THEN current_setting('synchronous_standby_names') END, \
+               CASE WHEN NOT r.rec THEN \
+                 (SELECT count(*) FROM pg_stat_replication \
+                   WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END \
              FROM (SELECT pg_is_in_recovery() AS rec) r"
         }
     }
@@ -347,6 +356,8 @@ fn parse_row(columns: &[Option<&str>]) -> Result<Status, Failure> {
         replayed_wal_lsn: lsn(6),
         wal_receiver_source: column(7).map(str::to_string),
         streaming_replicas: column(8).and_then(|text| text.parse().ok()),
+        synchronous_standby_names: column(9).map(str::to_string),
+        synchronous_replicas: column(10).and_then(|text| text.parse().ok()),
     })
 }
 
@@ -373,19 +384,22 @@ pub fn failure(err: &tokio_postgres::Error) -> Failure {
             db_error.code().code(),
             db_error.message()
         ),
-        None => error_chain(err),
+        None => with_causes(err),
     };
     Failure { kind, message }
 }
 
-/// "error connecting to server: Connection refused (os error 111)": the
-/// client's own message names only the step, its source says why.
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// The error and its causes: tokio-postgres's own text ("error connecting to
+/// server") leaves out the part a person can act on ("Connection refused").
+fn with_causes(err: &tokio_postgres::Error) -> String {
     let mut message = err.to_string();
-    let mut source = err.source();
+    let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
         source = cause.source();
     }
     message

@@ -510,6 +510,8 @@ fn json_describes_a_primary_and_its_streaming_replica() {
         .is_some_and(|lsn| lsn.contains('/')));
     assert_eq!(json["received_wal_lsn"], Value::Null);
     assert_eq!(json["streaming_replicas"], 1);
+    assert_eq!(json["synchronous_standby_names"], "");
+    assert_eq!(json["synchronous_replicas"], 0);
     assert!(json["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0));
     assert_eq!(json["error"], Value::Null);
 
@@ -525,6 +527,18 @@ fn json_describes_a_primary_and_its_streaming_replica() {
     assert_eq!(json["wal_receiver_streaming"], true);
     assert_eq!(json["wal_receiver_source"], primary.endpoint());
     assert_eq!(json["streaming_replicas"], Value::Null);
+    assert_eq!(json["synchronous_replicas"], Value::Null);
+
+    // ALTER SYSTEM cannot share a (transaction-wrapped) multi-statement query.
+    primary.execute("ALTER SYSTEM SET synchronous_standby_names = '*'");
+    primary.execute("SELECT pg_reload_conf()");
+    wait_for(
+        "the replica to become synchronous",
+        Duration::from_secs(30),
+        || check_node(primary.port(), &["--json"]).json()["synchronous_replicas"] == 1,
+    );
+    let json = check_node(primary.port(), &["--json"]).json();
+    assert_eq!(json["synchronous_standby_names"], "*");
 }
 
 #[test]

@@ -1,0 +1,264 @@
+//! The effects: probe, check witnesses, promote, fence, set synchronous
+//! commits. Each does one thing, is bounded in time, and logs what it did.
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use probe::{logln, ConnectOptions, Detail, Endpoint, Failure, Prober, Status};
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::decide::Witnesses;
+
+/// One full status of a node (role, WAL positions, replication and
+/// synchronous state) in one bounded round trip.
+pub fn probe_node(prober: &Prober, options: &ConnectOptions) -> Result<Status, Failure> {
+    prober.probe_once(options, Detail::Full)
+}
+
+/// Plain TCP reachability of each witness, all at once, each bounded by `timeout`.
+pub fn probe_witnesses(prober: &Prober, witnesses: &[Endpoint], timeout: Duration) -> Witnesses {
+    let targets: Vec<(String, u16)> = witnesses.iter().map(|w| (w.host.clone(), w.port)).collect();
+    let total = targets.len();
+    let reached = prober
+        .run_bounded(timeout + Duration::from_secs(1), async move {
+            let attempts: Vec<_> = targets
+                .into_iter()
+                .map(|target| {
+                    tokio::spawn(async move {
+                        let connect = tokio::net::TcpStream::connect(target);
+                        matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
+                    })
+                })
+                .collect();
+            let mut reached = 0;
+            for attempt in attempts {
+                if attempt.await.unwrap_or(false) {
+                    reached += 1;
+                }
+            }
+            Ok(reached)
+        })
+        .unwrap_or(0);
+    Witnesses { reached, total }
+}
+
+/// How to promote with `pg_ctl` when `pg_promote()` cannot be used.
+#[derive(Clone, Debug)]
+pub struct PgCtl {
+    pub path: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+/// Promotes the local replica: `SELECT pg_promote(wait => true)`, falling
+/// back to `pg_ctl promote` when configured. Returns how it was done.
+pub fn promote(
+    prober: &Prober,
+    local: &ConnectOptions,
+    fallback: Option<&PgCtl>,
+    timeout: Duration,
+) -> anyhow::Result<&'static str> {
+    let started = Instant::now();
+    let first = match pg_promote(prober, local, timeout) {
+        Ok(true) => {
+            logln!(
+                "promoted with pg_promote() in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok("pg_promote()");
+        }
+        Ok(false) => format!("pg_promote() did not finish within {} s", timeout.as_secs()),
+        Err(failure) => format!("pg_promote() failed: {failure}"),
+    };
+    let Some(pg_ctl) = fallback else {
+        bail!("{first}; no pg_ctl fallback configured (--pg-ctl, --data-dir)");
+    };
+    logln!("{first}; falling back to {} promote", pg_ctl.path.display());
+    pg_ctl_promote(pg_ctl, timeout).with_context(|| first.clone())?;
+    logln!(
+        "promoted with pg_ctl in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok("pg_ctl promote")
+}
+
+fn pg_promote(prober: &Prober, local: &ConnectOptions, timeout: Duration) -> Result<bool, Failure> {
+    let config = local.client_config();
+    let seconds = timeout.as_secs().max(1);
+    let sql = format!("SELECT pg_promote(wait => true, wait_seconds => {seconds})");
+    let promoted = prober.run_bounded(timeout + local.connect_timeout, async move {
+        let client = probe::role::connect(&config).await?;
+        let messages = client
+            .simple_query(&sql)
+            .await
+            .map_err(|err| probe::role::failure(&err))?;
+        Ok(first_value(&messages).as_deref() == Some("t"))
+    })?;
+    Ok(promoted)
+}
+
+/// `pg_ctl promote --wait`, as the data directory's owner when we run as root
+/// (PostgreSQL's files belong to it, and pg_ctl refuses root).
+fn pg_ctl_promote(pg_ctl: &PgCtl, timeout: Duration) -> anyhow::Result<()> {
+    let mut command = Command::new(&pg_ctl.path);
+    command
+        .arg("promote")
+        .arg("--pgdata")
+        .arg(&pg_ctl.data_dir)
+        .args(["--wait", "--timeout", &timeout.as_secs().max(1).to_string()])
+        .stdin(Stdio::null())
+        .stdout(stderr_for_child());
+    if is_root() {
+        let owner = std::fs::metadata(&pg_ctl.data_dir).with_context(|| {
+            format!(
+                "cannot stat the data directory {}",
+                pg_ctl.data_dir.display()
+            )
+        })?;
+        // std drops supplementary groups when it changes the uid of a root child.
+        command.uid(owner.uid()).gid(owner.gid());
+    }
+    let what = format!("{} promote", pg_ctl.path.display());
+    match run_bounded(&mut command, timeout + Duration::from_secs(5))
+        .with_context(|| format!("cannot run {what}"))?
+    {
+        Outcome::Exited(status) if status.success() => Ok(()),
+        Outcome::Exited(status) => Err(anyhow!("{what} {}", describe_status(status))),
+        Outcome::TimedOut => Err(anyhow!(
+            "{what} did not finish within {} s and was killed",
+            timeout.as_secs() + 5
+        )),
+    }
+}
+
+/// Sets `synchronous_standby_names` to `*` (any standby) or empty, with
+/// ALTER SYSTEM (postgresql.auto.conf, so it survives restarts) and a reload.
+pub fn set_synchronous(
+    prober: &Prober,
+    local: &ConnectOptions,
+    synchronous: bool,
+) -> Result<(), Failure> {
+    let config = local.client_config();
+    let value = if synchronous { "*" } else { "" };
+    prober.run_bounded(local.connect_timeout * 2, async move {
+        let client = probe::role::connect(&config).await?;
+        // ALTER SYSTEM refuses to run inside the implicit transaction of a
+        // multi-statement query: two round trips.
+        for sql in [
+            format!("ALTER SYSTEM SET synchronous_standby_names = '{value}'"),
+            "SELECT pg_reload_conf()".to_string(),
+        ] {
+            client
+                .simple_query(&sql)
+                .await
+                .map_err(|err| probe::role::failure(&err))?;
+        }
+        Ok(())
+    })?;
+    logln!("synchronous_standby_names = '{value}' (ALTER SYSTEM, configuration reloaded)");
+    Ok(())
+}
+
+/// Runs each fence command with `/bin/sh -c`, in order, each bounded by
+/// `timeout`, logging each exit. Returns how many succeeded.
+pub fn fence(commands: &[String], timeout: Duration) -> usize {
+    if commands.is_empty() {
+        logln!("no --fence-cmd configured: nothing to run; stopping the monitor");
+        return 0;
+    }
+    let mut succeeded = 0;
+    for (number, command_line) in commands.iter().enumerate() {
+        let label = format!("fence command {}/{}", number + 1, commands.len());
+        logln!("{label}: running `{command_line}`");
+        let started = Instant::now();
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(command_line)
+            .stdin(Stdio::null())
+            .stdout(stderr_for_child());
+        let took = || started.elapsed().as_secs_f64();
+        match run_bounded(&mut command, timeout) {
+            Ok(Outcome::Exited(status)) => {
+                if status.success() {
+                    succeeded += 1;
+                }
+                logln!("{label} {} after {:.1} s", describe_status(status), took());
+            }
+            Ok(Outcome::TimedOut) => logln!(
+                "{label} did not finish within {:.1} s: killed it and its children",
+                timeout.as_secs_f64()
+            ),
+            Err(err) => logln!("{label} could not be started: {err}"),
+        }
+    }
+    succeeded
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "ended".to_string(),
+    }
+}
+
+enum Outcome {
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// Runs `command` in its own process group and kills the whole group if it
+/// outlives `timeout`, so a hung `monit` or shell pipeline cannot hang us.
+fn run_bounded(command: &mut Command, timeout: Duration) -> std::io::Result<Outcome> {
+    let mut child = command.process_group(0).spawn()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Outcome::Exited(status));
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill(2) on the process group of a child we spawned and
+            // have not reaped; it leads its own group (process_group(0)).
+            unsafe {
+                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+            }
+            let _ = child.wait();
+            return Ok(Outcome::TimedOut);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child's stdout goes to our stderr, so its output lands in the monitor's log.
+fn stderr_for_child() -> Stdio {
+    use std::os::fd::AsFd;
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => Stdio::from(fd),
+        Err(_) => Stdio::null(),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
+    messages.iter().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        _ => None,
+    })
+}
+
+/// Whether the pause file exists. An unreadable parent counts as present:
+/// when in doubt, do not fail over.
+pub fn pause_file_present(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => true,
+        Err(err) => err.kind() != std::io::ErrorKind::NotFound,
+    }
+}
