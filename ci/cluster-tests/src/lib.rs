@@ -51,6 +51,7 @@ pub fn now_ms() -> u128 {
 pub struct Cluster {
     name: String,
     dir: PathBuf,
+    synchronous: bool,
 }
 
 impl Cluster {
@@ -60,12 +61,18 @@ impl Cluster {
         let cluster = Cluster {
             name: "pghatest".to_string(),
             dir: std::env::temp_dir().join("pg-ha-cluster-test"),
+            synchronous,
         };
         // A crashed earlier run may have left one behind.
         let _ = cluster.run(&["down"]);
         let mode = if synchronous { "on" } else { "off" };
         cluster.check(&["up", "--synchronous", mode]);
         cluster
+    }
+
+    /// Whether the cluster runs with synchronous replication.
+    pub fn synchronous(&self) -> bool {
+        self.synchronous
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -133,6 +140,13 @@ impl Cluster {
             primaries.len() == 1
         });
         primaries.remove(0)
+    }
+
+    /// Waits until `vm`'s postgres answers in `role`.
+    pub fn wait_for_local_role(&self, vm: &str, role: &str, timeout: Duration) {
+        wait_until(&format!("{vm} to answer as {role}"), timeout, || {
+            self.status()[vm]["postgres"]["role"] == role
+        });
     }
 
     /// Waits until `vm` is a replica streaming from `primary`.

@@ -9,6 +9,10 @@ use crate::{now_ms, other, outcome, wait_until, Cluster, Outcome};
 /// How long any step of a scenario may take before the scenario fails.
 const STEP: Duration = Duration::from_secs(120);
 
+/// How long a replica booted alone is watched for promoting itself: several
+/// times what its monitor needs to give up on a peer.
+const LONE_REPLICA_WATCH: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     KillPostmaster,
