@@ -784,3 +784,23 @@ fn every_manifest_make_manifest_writes_renders() {
     }
     assert!(rendered >= 20, "only {rendered} instances rendered");
 }
+
+#[test]
+fn the_readme_documents_every_property_of_every_job() {
+    let readme = fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    for job_dir in job_dirs() {
+        let spec = spec_of(&job_dir);
+        for name in spec["properties"]
+            .as_mapping()
+            .into_iter()
+            .flat_map(|m| m.keys())
+        {
+            let name = name.as_str().unwrap();
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README.md does not document property `{name}` of {}",
+                job_dir.display()
+            );
+        }
+    }
+}
