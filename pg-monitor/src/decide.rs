@@ -30,6 +30,11 @@ pub struct Config {
     pub peer_index: u32,
     /// Consecutive failed peer checks before a replica promotes.
     pub retries: u32,
+    /// Or: how long the peer may go unseen as primary (`--retries` x
+    /// `--interval`), confirmed by at least one failed check, before a replica
+    /// promotes. A peer behind a cut link makes every check wait out its
+    /// connect timeout; counting such checks would take retries x timeout.
+    pub gone_after: Duration,
     /// `--max-lag-bytes`: the most replayed WAL a promoted replica may lack.
     pub max_lag_bytes: Option<u64>,
     /// How many witnesses are configured (0: the witness rules are off).
@@ -349,7 +354,7 @@ impl fmt::Display for Wait {
             Wait::ReplicationStreams(peer) => write!(
                 f,
                 "{peer}; but the local replica still streams WAL from a primary, \
-                 so the primary is alive: not counting this check"
+                 so the primary is alive: no promotion while it streams"
             ),
             Wait::PeerLeads { local, peer } => write!(
                 f,
@@ -622,8 +627,12 @@ fn decide_replica(
         // Two replicas may stream from each other (cascading), so streaming
         // proves a live primary only when the peer is not a replica.
         (Peer::Replica, _) => {}
+        // The WAL still streams from a primary, so it is alive whatever the
+        // checks say (a busy primary may refuse them): never promote now. The
+        // failures still count, so that once the stream stops the promotion
+        // does not wait for as many fresh checks.
         _ if streaming => {
-            next.peer_failures = 0;
+            next.peer_failures = state.peer_failures.saturating_add(1);
             return (Action::Wait(Wait::ReplicationStreams(peer_view)), next);
         }
         _ => {}
@@ -631,7 +640,10 @@ fn decide_replica(
 
     let count = state.peer_failures.saturating_add(1);
     next.peer_failures = count;
-    if count < cfg.retries {
+    let unseen_long_enough = state
+        .primary_last_seen
+        .is_some_and(|seen| obs.now.saturating_duration_since(seen) >= cfg.gone_after);
+    if count < cfg.retries && !unseen_long_enough {
         let failing = Wait::PeerFailing {
             count,
             retries: cfg.retries,
@@ -717,6 +729,7 @@ mod tests {
             index: 1,
             peer_index: 0,
             retries: 3,
+            gone_after: Duration::from_secs(3),
             max_lag_bytes: None,
             witnesses: 0,
             isolation_timeout: Duration::from_secs(10),
@@ -918,14 +931,43 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_that_still_streams_does_not_count_failed_checks() {
+    fn a_replica_that_still_streams_never_promotes() {
         let obs = observe(Ok(replica(100, true)), Err(failure(FailureKind::Transient)));
         let (action, state) = run(&obs, &State::default(), &config(), 10);
         assert!(
             matches!(action, Action::Wait(Wait::ReplicationStreams(_))),
             "{action:?}"
         );
-        assert_eq!(state.peer_failures, 0);
+        assert_eq!(state.peer_failures, 10, "the failures still count");
+    }
+
+    #[test]
+    fn once_the_stream_stops_failures_counted_while_it_streamed_promote_at_once() {
+        let cfg = config();
+        let streaming = observe(Ok(replica(100, true)), Err(failure(FailureKind::Timeout)));
+        let (_, state) = run(&streaming, &State::default(), &cfg, 2);
+        let stopped = observe(Ok(replica(100, false)), Err(failure(FailureKind::Timeout)));
+        let (action, _) = decide(&stopped, &state, &cfg);
+        assert!(is_promote(&action), "{action:?}");
+    }
+
+    #[test]
+    fn a_peer_unseen_for_retries_intervals_is_gone_after_one_slow_failed_check() {
+        let cfg = config();
+        let start = Instant::now();
+        let seen = observe(Ok(replica(100, true)), Ok(primary(100))).at(start);
+        let (_, state) = decide(&seen, &State::default(), &cfg);
+        // A cut link: the next check waits out its 5 s connect timeout.
+        let timed_out = observe(Ok(replica(100, false)), Err(failure(FailureKind::Timeout)))
+            .at(start + Duration::from_secs(5));
+        let (action, _) = decide(&timed_out, &state, &cfg);
+        assert!(is_promote(&action), "{action:?}");
+        // But not a quick failure right after the primary was seen.
+        let quick =
+            observe(Ok(replica(100, false)), refused()).at(start + Duration::from_millis(300));
+        let (action, state) = decide(&quick, &state, &cfg);
+        assert!(!is_promote(&action), "{action:?}");
+        assert_eq!(state.peer_failures, 1);
     }
 
     // --- step 5: both replicas ---

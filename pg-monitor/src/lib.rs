@@ -201,15 +201,23 @@ fn watch(settings: &Settings, control: &Control) -> anyhow::Result<Exit> {
 /// One tick's observation: the local node, the peer only when the local
 /// node answers, the witnesses only when the decision depends on them.
 fn observe(prober: &Prober, settings: &Settings) -> Observation {
-    let now = Instant::now();
     let paused = settings
         .pause_file
         .as_deref()
         .is_some_and(effects::pause_file_present);
-    let local = effects::probe_node(prober, &settings.local);
+    let mut local = effects::probe_node(prober, &settings.local);
     let peer = local
         .is_ok()
         .then(|| effects::probe_node(prober, &settings.peer));
+    // A failed peer check may have waited out its whole connect timeout:
+    // whether the local replica still streams is asked again, so the decision
+    // sees the stream as it is now, not as it was before the wait.
+    if matches!(peer, Some(Err(_))) {
+        local = effects::probe_node(prober, &settings.local);
+    }
+    // The moment of the answers, not of the questions.
+    let now = Instant::now();
+
     let witnesses = match (&local, &peer) {
         (Ok(local), Some(peer))
             if !settings.witnesses.is_empty() && needs_witnesses(local, peer) =>
