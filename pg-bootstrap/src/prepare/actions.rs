@@ -55,6 +55,9 @@ pub struct Effects<'a> {
 /// (DB_SHUTDOWNED, DB_SHUTDOWNED_IN_RECOVERY), unchanged since PostgreSQL 9.x.
 const CLEAN_STATES: [i32; 2] = [1, 2];
 
+/// How long the processes of a crashed server may take to disappear.
+const CRASHED_SERVER_WAIT: Duration = Duration::from_secs(30);
+
 impl Effects<'_> {
     /// initdb into the staging directory, then swapped into place.
     pub fn init_primary(&self) -> anyhow::Result<Method> {
@@ -164,6 +167,7 @@ impl Effects<'_> {
     ) -> Result<(), Rewind> {
         let data_dir = &self.paths.data_dir;
         if !clean {
+            self.wait_for_crashed_server(data_dir);
             // What pg_rewind would do itself, done first so that its dry run
             // (which skips this step) can judge the recovered directory.
             logln!(
@@ -171,10 +175,14 @@ impl Effects<'_> {
                 data_dir.display()
             );
             let mut single = self.programs.command("postgres");
+            // Its checkpoints must not recycle the WAL pg_rewind reads back
+            // to the last checkpoint before the divergence (with the data
+            // dir's own postgresql.conf, wal_keep_size is often 0).
             single
                 .arg("--single")
                 .arg("-D")
                 .arg(data_dir)
+                .args(["-c", "wal_keep_size=1TB"])
                 .arg("template1");
             process::run(&mut single, "postgres --single", self.limits, self.cancel)
                 .map_err(|err| Rewind::Impossible(err.context("crash recovery failed")))?;
@@ -223,6 +231,24 @@ impl Effects<'_> {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// Waits (bounded) until the processes of a crashed server are gone:
+    /// PostgreSQL refuses to start, in single-user mode too, while they remain.
+    fn wait_for_crashed_server(&self, data_dir: &Path) {
+        let started = Instant::now();
+        let mut logged = false;
+        while let Some(pid) = datadir::leftover_server_process(data_dir) {
+            if started.elapsed() >= CRASHED_SERVER_WAIT || self.cancel.is_set() {
+                logln!("process {pid} of the crashed server is still there after {:.0} s; trying anyway", CRASHED_SERVER_WAIT.as_secs_f64());
+                return;
+            }
+            if !logged {
+                logln!("waiting up to {:.0} s for process {pid} of the crashed server to go away", CRASHED_SERVER_WAIT.as_secs_f64());
+                logged = true;
+            }
+            self.cancel.sleep(Duration::from_millis(200));
+        }
     }
 
     /// Makes sure the source's last checkpoint is on its current timeline:

@@ -125,6 +125,26 @@ fn running_postmaster(data_dir: &Path) -> Option<u32> {
     (cwd == ours).then_some(pid)
 }
 
+/// Whether a process of an earlier server of this data directory is still
+/// around: the pid in postmaster.pid (a zombie counts, as it does for
+/// PostgreSQL's own lock-file check), or any process working in the data
+/// directory (backends outlive a killed postmaster for a moment).
+pub fn leftover_server_process(data_dir: &Path) -> Option<u32> {
+    let lock_pid = fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok());
+    if let Some(pid) = lock_pid {
+        if Path::new(&format!("/proc/{pid}")).exists() && pid != std::process::id() {
+            return Some(pid);
+        }
+    }
+    let ours = fs::canonicalize(data_dir).ok()?;
+    fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        (fs::read_link(entry.path().join("cwd")).ok()? == ours).then_some(pid)
+    })
+}
+
 /// A step that puts the directories back into a known state after a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Repair {
