@@ -69,10 +69,15 @@ impl User {
     }
 }
 
+/// The effective user id of this process.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Whether this process runs as root (and so must not run PostgreSQL itself).
 pub fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    effective_uid() == 0
 }
 
 /// Gives `path` to `owner` (when we run as root and there is an owner).

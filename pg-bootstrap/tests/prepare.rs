@@ -27,23 +27,45 @@ fn a_standalone_node_is_initialized_with_checksums_then_started_as_is() {
     run.expect_code(0, "first boot")
         .expect_decision("init-primary (no data directory; standalone node)");
     let meta = fs::metadata(&site.data_dir).expect("no data directory was made");
-    assert_eq!(meta.permissions().mode() & 0o777, 0o700, "data directory mode");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o700,
+        "data directory mode"
+    );
     if let Some(user) = run_as_user() {
-        assert_eq!(meta.uid(), user.uid, "the data directory belongs to the run-as user");
+        assert_eq!(
+            meta.uid(),
+            user.uid,
+            "the data directory belongs to the run-as user"
+        );
     }
-    assert!(!site.staging().exists(), "the staging directory was left behind");
-    assert!(!site.passfile.exists(), "a standalone node needs no password file");
+    assert!(
+        !site.staging().exists(),
+        "the staging directory was left behind"
+    );
+    assert!(
+        !site.passfile.exists(),
+        "a standalone node needs no password file"
+    );
     let before = inode(&site.data_dir);
 
     site.start();
-    assert_eq!(site.value("SHOW data_checksums"), "on", "pg_rewind needs checksums later");
+    assert_eq!(
+        site.value("SHOW data_checksums"),
+        "on",
+        "pg_rewind needs checksums later"
+    );
     assert_eq!(site.value("SHOW server_encoding"), "UTF8");
     site.stop("fast");
 
     site.prepare(&[])
         .expect_code(0, "second boot")
         .expect_decision("start-standalone");
-    assert_eq!(inode(&site.data_dir), before, "an existing data directory must be left as it is");
+    assert_eq!(
+        inode(&site.data_dir),
+        before,
+        "an existing data directory must be left as it is"
+    );
 }
 
 #[test]
@@ -59,10 +81,15 @@ fn a_running_server_is_refused_and_left_alone() {
         args.extend(["--run-as", &user]);
     }
     let run = Run::of(&mut pg_bootstrap(&args));
-    run.expect_code(3, "prepare on a running server").expect_decision("refuse");
+    run.expect_code(3, "prepare on a running server")
+        .expect_decision("refuse");
     let pid = node.postmaster_pid().expect("the server was stopped");
     assert!(run.stdout.contains(&format!("pid {pid}")), "{}", run.stdout);
-    assert_eq!(node.query_text("SELECT 1").as_deref(), Some("1"), "the server was disturbed");
+    assert_eq!(
+        node.query_text("SELECT 1").as_deref(),
+        Some("1"),
+        "the server was disturbed"
+    );
 }
 
 #[test]
@@ -75,9 +102,18 @@ fn a_replica_node_waits_for_the_primary_then_clones_it_and_streams_with_scram() 
 
     // The replica boots first and waits; the primary starts two seconds later
     // and only then gets its replication role.
-    let waiting = replica.spawn_prepare(&["--replication", "--peer", &primary.endpoint(), "--clone-wait", "60"]);
+    let waiting = replica.spawn_prepare(&[
+        "--replication",
+        "--peer",
+        &primary.endpoint(),
+        "--clone-wait",
+        "60",
+    ]);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(!replica.data_dir.exists(), "the replica cloned before any primary answered");
+    assert!(
+        !replica.data_dir.exists(),
+        "the replica cloned before any primary answered"
+    );
     primary.start();
     primary.provision_replication();
     primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('from the primary')");
@@ -85,19 +121,30 @@ fn a_replica_node_waits_for_the_primary_then_clones_it_and_streams_with_scram() 
     let run = finish(waiting);
     run.expect_code(0, "replica prepare")
         .expect_decision(&format!("clone-from {}", primary.endpoint()));
-    assert!(run.stderr.contains("waiting for a primary to clone from"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("waiting for a primary to clone from"),
+        "{}",
+        run.stderr
+    );
 
     let auto_conf = fs::read_to_string(replica.data_dir.join("postgresql.auto.conf")).unwrap();
     assert!(
         auto_conf.contains(&format!("passfile=''{}''", replica.passfile.display())),
         "primary_conninfo must name the passfile: {auto_conf}"
     );
-    assert!(!auto_conf.contains("password="), "a password reached primary_conninfo: {auto_conf}");
+    assert!(
+        !auto_conf.contains("password="),
+        "a password reached primary_conninfo: {auto_conf}"
+    );
     assert!(replica.data_dir.join("standby.signal").exists());
     let passfile = fs::metadata(&replica.passfile).expect("prepare wrote no password file");
     assert_eq!(passfile.permissions().mode() & 0o777, 0o600);
     if let Some(user) = run_as_user() {
-        assert_eq!(passfile.uid(), user.uid, "the WAL receiver must be able to read the passfile");
+        assert_eq!(
+            passfile.uid(),
+            user.uid,
+            "the WAL receiver must be able to read the passfile"
+        );
     }
 
     replica.start();
@@ -111,12 +158,24 @@ fn a_replica_node_waits_for_the_primary_then_clones_it_and_streams_with_scram() 
 #[test]
 fn a_node_without_data_refuses_when_no_primary_answers_within_clone_wait() {
     let site = Site::new();
-    let run = site.prepare(&["--replication", "--peer", &closed_peer(), "--clone-wait", "2"]);
+    let run = site.prepare(&[
+        "--replication",
+        "--peer",
+        &closed_peer(),
+        "--clone-wait",
+        "2",
+    ]);
     run.expect_code(3, "no primary to clone from")
         .expect_decision("refuse (no data directory, and no peer answered as primary within 2 s");
     assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
-    assert!(!site.data_dir.exists() && !site.staging().exists(), "something was created");
-    assert!(!site.passfile.exists(), "a refusal must change nothing, the passfile included");
+    assert!(
+        !site.data_dir.exists() && !site.staging().exists(),
+        "something was created"
+    );
+    assert!(
+        !site.passfile.exists(),
+        "a refusal must change nothing, the passfile included"
+    );
 }
 
 #[test]
@@ -126,7 +185,14 @@ fn the_bootstrap_node_joins_an_existing_primary_instead_of_starting_a_second_clu
     primary.start();
     primary.provision_replication();
     let bootstrap = Site::new();
-    let flags = ["--replication", "--bootstrap", "--peer", &primary.endpoint(), "--grace", "5"];
+    let flags = [
+        "--replication",
+        "--bootstrap",
+        "--peer",
+        &primary.endpoint(),
+        "--grace",
+        "5",
+    ];
 
     let mut dry = flags.to_vec();
     dry.extend(["--dry-run", "--json"]);
@@ -138,7 +204,10 @@ fn the_bootstrap_node_joins_an_existing_primary_instead_of_starting_a_second_clu
     assert_eq!(json["dry_run"], true);
     assert_eq!(json["observed"]["state"], "absent");
     assert!(json["method"].is_null(), "a dry run did something: {json}");
-    assert!(!bootstrap.data_dir.exists() && !bootstrap.passfile.exists(), "the dry run touched the disk");
+    assert!(
+        !bootstrap.data_dir.exists() && !bootstrap.passfile.exists(),
+        "the dry run touched the disk"
+    );
 
     bootstrap
         .prepare(&flags)
@@ -146,7 +215,10 @@ fn the_bootstrap_node_joins_an_existing_primary_instead_of_starting_a_second_clu
         .expect_decision(&format!("clone-from {}", primary.endpoint()));
     let system_identifier = "SELECT system_identifier FROM pg_control_system()";
     bootstrap.start();
-    assert_eq!(bootstrap.value(system_identifier), primary.value(system_identifier));
+    assert_eq!(
+        bootstrap.value(system_identifier),
+        primary.value(system_identifier)
+    );
     assert!(bootstrap.in_recovery());
 }
 
@@ -162,13 +234,28 @@ fn a_crashed_former_primary_rejoins_its_promoted_peer_with_pg_rewind() {
     old_primary.kill9();
     let directory = inode(&old_primary.data_dir);
 
-    let run = old_primary.prepare(&["--replication", "--peer", &new_primary.endpoint(), "--grace", "5", "--json"]);
+    let run = old_primary.prepare(&[
+        "--replication",
+        "--peer",
+        &new_primary.endpoint(),
+        "--grace",
+        "5",
+        "--json",
+    ]);
     run.expect_code(0, "rejoin");
     let json = run.json();
     assert_eq!(json["decision"], "rejoin", "{json}");
     assert_eq!(json["observed"]["state"], "primary");
-    assert_eq!(json["method"], "rewind", "expected a rewind, not a clone: {json}\n{}", run.stderr);
-    assert!(run.stderr.contains("finishing crash recovery"), "{}", run.stderr);
+    assert_eq!(
+        json["method"], "rewind",
+        "expected a rewind, not a clone: {json}\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("finishing crash recovery"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         inode(&old_primary.data_dir),
         directory,
@@ -177,13 +264,62 @@ fn a_crashed_former_primary_rejoins_its_promoted_peer_with_pg_rewind() {
 
     old_primary.start();
     old_primary.wait_streaming();
-    assert!(old_primary.in_recovery(), "the rejoined node must be a replica");
+    assert!(
+        old_primary.in_recovery(),
+        "the rejoined node must be a replica"
+    );
     new_primary.execute("INSERT INTO t VALUES ('streamed')");
     old_primary.wait_caught_up(&new_primary);
     assert_eq!(
         old_primary.column("SELECT DISTINCT v FROM t ORDER BY v"),
         ["after failover", "before", "streamed"],
         "the rewound node must hold the new primary's history, without its own diverged rows"
+    );
+}
+
+#[test]
+fn a_replica_rebooting_while_its_primary_runs_rejoins_without_a_clone() {
+    let (primary, replica) = pair();
+    primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
+    replica.wait_caught_up(&primary);
+    let directory = inode(&replica.data_dir);
+    let rejoin = [
+        "--replication",
+        "--peer",
+        &primary.endpoint(),
+        "--grace",
+        "5",
+        "--json",
+    ];
+
+    // A clean reboot: pg_rewind confirms there is nothing to rewind.
+    replica.stop("fast");
+    primary.execute("INSERT INTO t VALUES ('while rebooting')");
+    let run = replica.prepare(&rejoin);
+    run.expect_code(0, "clean replica reboot");
+    assert_eq!(run.json()["decision"], "rejoin");
+    assert_eq!(run.json()["method"], "rewind", "{}", run.stderr);
+    replica.start();
+    replica.wait_caught_up(&primary);
+
+    // A crash: a standby cannot finish crash recovery in single-user mode, so
+    // pg_rewind cannot check it; it is pointed at the primary as it is.
+    replica.kill9();
+    primary.execute("INSERT INTO t VALUES ('while crashed')");
+    let run = replica.prepare(&rejoin);
+    run.expect_code(0, "crashed replica");
+    assert_eq!(run.json()["method"], "reconfigure", "{}", run.stderr);
+    assert_eq!(
+        inode(&replica.data_dir),
+        directory,
+        "the replica was cloned afresh"
+    );
+    replica.start();
+    replica.wait_streaming();
+    replica.wait_caught_up(&primary);
+    assert_eq!(
+        rows(&replica),
+        ["before", "while crashed", "while rebooting"]
     );
 }
 
@@ -214,34 +350,70 @@ fn a_fallback_clone_cut_half_way_keeps_the_old_data_dir_and_a_retry_completes_it
 
     // Rewind is impossible (no checksums, no wal_log_hints): prepare falls back
     // to a clone, slowed down so that the link can be cut half-way.
-    let rejoin = old.spawn_prepare(&["--replication", "--peer", &proxy.endpoint(), "--grace", "5", "--clone-max-rate", "1M"]);
+    let rejoin = old.spawn_prepare(&[
+        "--replication",
+        "--peer",
+        &proxy.endpoint(),
+        "--grace",
+        "5",
+        "--clone-max-rate",
+        "1M",
+    ]);
     let staging = old.staging();
-    wait_for("the fallback clone to copy a few megabytes", SERVER_TIMEOUT, || {
-        tree_size(&staging.join("base")) > 2 << 20
-    });
+    wait_for(
+        "the fallback clone to copy a few megabytes",
+        SERVER_TIMEOUT,
+        || tree_size(&staging.join("base")) > 2 << 20,
+    );
     proxy.set_mode(ProxyMode::Reset);
     proxy.cut_open_connections();
     let run = finish(rejoin);
-    run.expect_code(1, "a clone cut half-way").expect_decision("rejoin");
-    assert!(run.stderr.contains("cannot rewind"), "the fallback was not logged: {}", run.stderr);
+    run.expect_code(1, "a clone cut half-way")
+        .expect_decision("rejoin");
     assert!(
-        run.stderr.contains(&format!("the data directory {} was left as it was", old.data_dir.display())),
+        run.stderr.contains("cannot rewind"),
+        "the fallback was not logged: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "the data directory {} was left as it was",
+            old.data_dir.display()
+        )),
         "the error must say what was left: {}",
         run.stderr
     );
     assert!(!staging.exists(), "the partial clone was left behind");
-    assert_eq!(inode(&old.data_dir), directory, "the old data directory was replaced");
+    assert_eq!(
+        inode(&old.data_dir),
+        directory,
+        "the old data directory was replaced"
+    );
 
     old.start();
-    assert!(!old.in_recovery(), "the untouched data directory starts as the primary it was");
+    assert!(
+        !old.in_recovery(),
+        "the untouched data directory starts as the primary it was"
+    );
     assert_eq!(rows(&old), ["before", "diverged"]);
     old.stop("fast");
 
     proxy.set_mode(ProxyMode::Forward);
-    let run = old.prepare(&["--replication", "--peer", &proxy.endpoint(), "--grace", "5", "--json"]);
+    let run = old.prepare(&[
+        "--replication",
+        "--peer",
+        &proxy.endpoint(),
+        "--grace",
+        "5",
+        "--json",
+    ]);
     run.expect_code(0, "the retried rejoin");
     assert_eq!(run.json()["method"], "clone", "{}", run.stderr);
-    assert_ne!(inode(&old.data_dir), directory, "a clone swaps in a new directory");
+    assert_ne!(
+        inode(&old.data_dir),
+        directory,
+        "a clone swaps in a new directory"
+    );
     old.start();
     old.wait_streaming();
     assert!(old.in_recovery());
@@ -260,24 +432,54 @@ fn without_a_primary_peer_each_node_resumes_its_last_role() {
     // `replica` runs on, answering as a replica of a primary that is gone.
 
     let started = Instant::now();
-    let peer_gone = primary.spawn_prepare(&["--replication", "--peer", &closed_peer(), "--grace", "2"]);
-    let was_primary = primary.prepare(&["--replication", "--peer", &replica.endpoint(), "--grace", "2"]);
-    let was_replica = other_replica.prepare(&["--replication", "--peer", &replica.endpoint(), "--grace", "2"]);
+    let peer_gone =
+        primary.spawn_prepare(&["--replication", "--peer", &closed_peer(), "--grace", "2"]);
+    let was_primary = primary.prepare(&[
+        "--replication",
+        "--peer",
+        &replica.endpoint(),
+        "--grace",
+        "2",
+    ]);
+    let was_replica = other_replica.prepare(&[
+        "--replication",
+        "--peer",
+        &replica.endpoint(),
+        "--grace",
+        "2",
+    ]);
     let peer_gone = finish(peer_gone);
-    assert!(started.elapsed() >= Duration::from_secs(2), "the grace period was cut short");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the grace period was cut short"
+    );
 
     peer_gone
         .expect_code(0, "peer unreachable for the whole grace")
         .expect_decision("resume-primary (no peer answered as primary within 2 s");
-    assert!(peer_gone.stdout.contains("unreachable"), "{}", peer_gone.stdout);
+    assert!(
+        peer_gone.stdout.contains("unreachable"),
+        "{}",
+        peer_gone.stdout
+    );
     was_primary
         .expect_code(0, "peer answering as replica, data dir was a primary")
         .expect_decision("resume-primary");
-    assert!(was_primary.stdout.contains(&format!("{} replica", replica.endpoint())), "{}", was_primary.stdout);
+    assert!(
+        was_primary
+            .stdout
+            .contains(&format!("{} replica", replica.endpoint())),
+        "{}",
+        was_primary.stdout
+    );
     was_replica
         .expect_code(0, "peer answering as replica, data dir was a replica")
         .expect_decision("resume-replica");
-    assert!(was_replica.stdout.contains("pg-monitor"), "{}", was_replica.stdout);
+    assert!(
+        was_replica.stdout.contains("pg-monitor"),
+        "{}",
+        was_replica.stdout
+    );
     assert!(other_replica.data_dir.join("standby.signal").exists());
 }
 
@@ -290,11 +492,32 @@ fn both_nodes_booting_at_once_end_with_exactly_one_primary() {
     a.stop("fast");
 
     // Each asks the other, which is not started either.
-    let a_boot = a.spawn_prepare(&["--replication", "--index", "0", "--bootstrap", "--peer", &b.endpoint(), "--grace", "3"]);
-    let b_boot = b.spawn_prepare(&["--replication", "--index", "1", "--peer", &a.endpoint(), "--grace", "3"]);
+    let a_boot = a.spawn_prepare(&[
+        "--replication",
+        "--index",
+        "0",
+        "--bootstrap",
+        "--peer",
+        &b.endpoint(),
+        "--grace",
+        "3",
+    ]);
+    let b_boot = b.spawn_prepare(&[
+        "--replication",
+        "--index",
+        "1",
+        "--peer",
+        &a.endpoint(),
+        "--grace",
+        "3",
+    ]);
     let (a_run, b_run) = (finish(a_boot), finish(b_boot));
-    a_run.expect_code(0, "node a").expect_decision("resume-primary");
-    b_run.expect_code(0, "node b").expect_decision("resume-replica");
+    a_run
+        .expect_code(0, "node a")
+        .expect_decision("resume-primary");
+    b_run
+        .expect_code(0, "node b")
+        .expect_decision("resume-replica");
 
     let b_start = std::thread::spawn(move || {
         b.start();
@@ -320,8 +543,15 @@ fn a_primary_of_another_cluster_is_refused_and_nothing_changes() {
     theirs.provision_replication();
     let directory = inode(&ours.data_dir);
 
-    let run = ours.prepare(&["--replication", "--peer", &theirs.endpoint(), "--grace", "3"]);
-    run.expect_code(3, "peer of another cluster").expect_decision("refuse");
+    let run = ours.prepare(&[
+        "--replication",
+        "--peer",
+        &theirs.endpoint(),
+        "--grace",
+        "3",
+    ]);
+    run.expect_code(3, "peer of another cluster")
+        .expect_decision("refuse");
     assert!(run.stdout.contains("another cluster"), "{}", run.stdout);
     assert_eq!(inode(&ours.data_dir), directory);
     assert!(!ours.passfile.exists(), "a refusal must change nothing");
@@ -337,17 +567,42 @@ fn bad_input_is_refused_in_one_line_and_changes_nothing() {
     let bin = pg_bin().dir.display().to_string();
     let run_as = run_as_user().map(|user| user.name.clone());
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--peer", "127.0.0.1:5432"], "given without --replication"),
-        (vec!["--replication", "--peer", "127.0.0.1:5432"], "needs --replication-password-file"),
         (
-            vec!["--replication", "--peer", "127.0.0.1:5432", "--replication-password-file", "/nonexistent/pw"],
+            vec!["--peer", "127.0.0.1:5432"],
+            "given without --replication",
+        ),
+        (
+            vec!["--replication", "--peer", "127.0.0.1:5432"],
+            "needs --replication-password-file",
+        ),
+        (
+            vec![
+                "--replication",
+                "--peer",
+                "127.0.0.1:5432",
+                "--replication-password-file",
+                "/nonexistent/pw",
+            ],
             "/nonexistent/pw",
         ),
         (
-            vec!["--replication", "--peer", "not a peer", "--replication-password-file", &password_file],
+            vec![
+                "--replication",
+                "--peer",
+                "not a peer",
+                "--replication-password-file",
+                &password_file,
+            ],
             "--peer 'not a peer'",
         ),
-        (vec!["--replication", "--replication-password-file", &password_file], "needs --peer"),
+        (
+            vec![
+                "--replication",
+                "--replication-password-file",
+                &password_file,
+            ],
+            "needs --peer",
+        ),
         (vec!["--pg-bin", "/nonexistent"], "no initdb"),
         (vec!["--clone-max-rate", "fast"], "is not a rate"),
         (vec!["--grace", "soon"], "soon"),
@@ -364,15 +619,32 @@ fn bad_input_is_refused_in_one_line_and_changes_nothing() {
         let run = Run::of(&mut pg_bootstrap(&args));
         run.expect_code(2, &format!("{extra:?}"));
         let first = run.stderr.lines().next().unwrap_or_default();
-        assert!(first.contains(expected), "{extra:?}: expected {expected:?} in the first line, got {:?}", run.stderr);
-        assert!(run.stdout.is_empty(), "{extra:?}: a decision was printed: {}", run.stdout);
+        assert!(
+            first.contains(expected),
+            "{extra:?}: expected {expected:?} in the first line, got {:?}",
+            run.stderr
+        );
+        assert!(
+            run.stdout.is_empty(),
+            "{extra:?}: a decision was printed: {}",
+            run.stdout
+        );
     }
     if run_as.is_some() {
-        let run = Run::of(&mut pg_bootstrap(&["prepare", "--data-dir", &data_dir, "--pg-bin", &bin]));
+        let run = Run::of(&mut pg_bootstrap(&[
+            "prepare",
+            "--data-dir",
+            &data_dir,
+            "--pg-bin",
+            &bin,
+        ]));
         run.expect_code(2, "root without --run-as");
         assert!(run.stderr.contains("--run-as"), "{}", run.stderr);
     }
     for leftover in ["db", "db.staging", "pgpass"] {
-        assert!(!site.root().join(leftover).exists(), "bad input created {leftover}");
+        assert!(
+            !site.root().join(leftover).exists(),
+            "bad input created {leftover}"
+        );
     }
 }

@@ -57,7 +57,12 @@ fn server_log(node: &Node) -> String {
     fs::read_to_string(node.root().join("postgres.log")).expect("cannot read the server log")
 }
 
-fn login(node: &Node, user: &str, password: &str, dbname: &str) -> Result<postgres::Client, postgres::Error> {
+fn login(
+    node: &Node,
+    user: &str,
+    password: &str,
+    dbname: &str,
+) -> Result<postgres::Client, postgres::Error> {
     postgres::Config::new()
         .host("127.0.0.1")
         .port(node.port())
@@ -92,25 +97,42 @@ fn provisioning_creates_roles_databases_extensions_and_the_replication_role() {
     assert!(run.stdout.starts_with("provision: made "), "{}", run.stdout);
 
     let q = |sql: &str| node.query_text(sql).unwrap_or_default();
-    assert_eq!(q("SELECT rolsuper FROM pg_roles WHERE rolname = 'alice'"), "t");
+    assert_eq!(
+        q("SELECT rolsuper FROM pg_roles WHERE rolname = 'alice'"),
+        "t"
+    );
     assert_eq!(
         q("SELECT rolsuper::text || rolcanlogin::text || rolcreatedb::text FROM pg_roles WHERE rolname = 'bob'"),
         "falsetruefalse"
     );
     for role in ["alice", "bob", "replication"] {
-        let stored = q(&format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"));
+        let stored = q(&format!(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"
+        ));
         assert!(
             stored.starts_with("SCRAM-SHA-256$"),
             "{role}: the server stored {stored:?}: it was sent a cleartext password (it hashes those as md5 here)"
         );
     }
-    assert_eq!(q("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'alice'"), "alice");
-    assert_eq!(q("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'bob'"), "bob");
-    assert_eq!(q("SELECT has_database_privilege('bob', 'app', 'CREATE, CONNECT, TEMPORARY')"), "t");
+    assert_eq!(
+        q("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'alice'"),
+        "alice"
+    );
+    assert_eq!(
+        q("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'bob'"),
+        "bob"
+    );
+    assert_eq!(
+        q("SELECT has_database_privilege('bob', 'app', 'CREATE, CONNECT, TEMPORARY')"),
+        "t"
+    );
 
     let mut app = node_db(&node, "app");
     let extensions: Vec<String> = app
-        .query("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", &[])
+        .query(
+            "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|row| row.get(0))
@@ -119,8 +141,14 @@ fn provisioning_creates_roles_databases_extensions_and_the_replication_role() {
 
     // The replication role: streams, reads replication state, rewinds.
     assert_eq!(q("SELECT rolreplication::text || rolsuper::text FROM pg_roles WHERE rolname = 'replication'"), "truefalse");
-    assert_eq!(q("SELECT pg_has_role('replication', 'pg_monitor', 'MEMBER')"), "t");
-    assert_eq!(q("SELECT pg_has_role('replication', 'pg_checkpoint', 'MEMBER')"), "t");
+    assert_eq!(
+        q("SELECT pg_has_role('replication', 'pg_monitor', 'MEMBER')"),
+        "t"
+    );
+    assert_eq!(
+        q("SELECT pg_has_role('replication', 'pg_checkpoint', 'MEMBER')"),
+        "t"
+    );
     for function in [
         "pg_ls_dir(text, boolean, boolean)",
         "pg_stat_file(text, boolean)",
@@ -128,7 +156,9 @@ fn provisioning_creates_roles_databases_extensions_and_the_replication_role() {
         "pg_read_binary_file(text, bigint, bigint, boolean)",
     ] {
         assert_eq!(
-            q(&format!("SELECT has_function_privilege('replication', '{function}', 'EXECUTE')")),
+            q(&format!(
+                "SELECT has_function_privilege('replication', '{function}', 'EXECUTE')"
+            )),
             "t",
             "pg_rewind needs EXECUTE on {function}"
         );
@@ -136,21 +166,31 @@ fn provisioning_creates_roles_databases_extensions_and_the_replication_role() {
 
     // bob logs in with his password and may create tables in app (PostgreSQL 15
     // no longer lets everyone create in schema public).
-    let mut bob = login(&node, "bob", "bob-secret-2", "app").expect("bob cannot log in with his password");
+    let mut bob =
+        login(&node, "bob", "bob-secret-2", "app").expect("bob cannot log in with his password");
     bob.batch_execute("CREATE TABLE bobs (id int); INSERT INTO bobs VALUES (1)")
         .expect("bob cannot create a table in app");
-    let mut replication =
-        login(&node, "replication", "replication-secret-3", "postgres").expect("the replication role cannot log in");
+    let mut replication = login(&node, "replication", "replication-secret-3", "postgres")
+        .expect("the replication role cannot log in");
     replication
         .batch_execute("SELECT count(*) FROM pg_stat_replication; CHECKPOINT")
         .expect("the replication role cannot read replication state or request a checkpoint");
 
     let log = server_log(&node);
     for password in ["alice-secret-1", "bob-secret-2", "replication-secret-3"] {
-        assert!(!log.contains(password), "the server log holds a cleartext password");
-        assert!(!run.stderr.contains(password), "our log holds a cleartext password");
+        assert!(
+            !log.contains(password),
+            "the server log holds a cleartext password"
+        );
+        assert!(
+            !run.stderr.contains(password),
+            "our log holds a cleartext password"
+        );
     }
-    assert!(!log.contains("SCRAM-SHA-256$"), "the server log holds a password verifier");
+    assert!(
+        !log.contains("SCRAM-SHA-256$"),
+        "the server log holds a password verifier"
+    );
 }
 
 fn node_db(node: &Node, dbname: &str) -> postgres::Client {
@@ -185,18 +225,39 @@ fn a_second_run_changes_nothing_and_a_new_password_changes_only_that() {
     let run = provision(node.port(), &spec, &[]);
     run.expect_code(0, "second run");
     assert_eq!(run.stdout, "provision: nothing to change");
-    assert!(!run.stderr.contains("error") && !run.stderr.contains("already exists"), "{}", run.stderr);
-    assert_eq!(catalog_versions(&node), before, "the second run changed the catalog");
+    assert!(
+        !run.stderr.contains("error") && !run.stderr.contains("already exists"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        catalog_versions(&node),
+        before,
+        "the second run changed the catalog"
+    );
     let new_log = &server_log(&node)[log_before..];
-    assert!(!new_log.contains("ERROR"), "the second run caused server errors:\n{new_log}");
+    assert!(
+        !new_log.contains("ERROR"),
+        "the second run caused server errors:\n{new_log}"
+    );
 
     let changed = write_spec(node.root(), &SPEC.replace("bob-secret-2", "bob-secret-new"));
     let run = provision(node.port(), &changed, &["--json"]);
     run.expect_code(0, "password change");
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(json["changes"], serde_json::json!(["set the password of role \"bob\""]), "{json}");
-    assert!(login(&node, "bob", "bob-secret-new", "bob").is_ok(), "the new password does not work");
-    assert!(login(&node, "bob", "bob-secret-2", "bob").is_err(), "the old password still works");
+    assert_eq!(
+        json["changes"],
+        serde_json::json!(["set the password of role \"bob\""]),
+        "{json}"
+    );
+    assert!(
+        login(&node, "bob", "bob-secret-new", "bob").is_ok(),
+        "the new password does not work"
+    );
+    assert!(
+        login(&node, "bob", "bob-secret-2", "bob").is_err(),
+        "the old password still works"
+    );
 }
 
 #[test]
@@ -215,21 +276,31 @@ fn hostile_names_and_passwords_are_quoted_and_the_password_logs_in() {
     let spec = write_spec(node.root(), &spec);
     provision(node.port(), &spec, &[]).expect_code(0, "hostile names");
 
-    let mut client = login(&node, user, password, user).expect("the hostile user cannot log in with its password");
-    let me: String = client.query_one("SELECT current_user::text", &[]).unwrap().get(0);
+    let mut client = login(&node, user, password, user)
+        .expect("the hostile user cannot log in with its password");
+    let me: String = client
+        .query_one("SELECT current_user::text", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(me, user);
-    let mut client = login(&node, user, password, database).expect("no access to the hostile database");
+    let mut client =
+        login(&node, user, password, database).expect("no access to the hostile database");
     client
         .batch_execute("CREATE TABLE t (id int)")
         .expect("the user cannot create in its database");
     assert_eq!(
-        node.query_text("SELECT count(*) FROM pg_database WHERE datname = 'postgres'").as_deref(),
+        node.query_text("SELECT count(*) FROM pg_database WHERE datname = 'postgres'")
+            .as_deref(),
         Some("1")
     );
 
     let again = provision(node.port(), &spec, &[]);
     again.expect_code(0, "second run with hostile names");
-    assert_eq!(again.stdout, "provision: nothing to change", "{}", again.stderr);
+    assert_eq!(
+        again.stdout, "provision: nothing to change",
+        "{}",
+        again.stderr
+    );
 }
 
 #[test]
@@ -240,9 +311,17 @@ fn a_replica_is_skipped_without_changes() {
     let spec = write_spec(primary.root(), SPEC);
     let run = provision(replica.port(), &spec, &[]);
     run.expect_code(0, "provisioning a replica");
-    assert_eq!(run.stdout, format!("provision: skipped: 127.0.0.1:{} is a replica (in recovery)", replica.port()));
     assert_eq!(
-        primary.query_text("SELECT count(*) FROM pg_roles WHERE rolname = 'alice'").as_deref(),
+        run.stdout,
+        format!(
+            "provision: skipped: 127.0.0.1:{} is a replica (in recovery)",
+            replica.port()
+        )
+    );
+    assert_eq!(
+        primary
+            .query_text("SELECT count(*) FROM pg_roles WHERE rolname = 'alice'")
+            .as_deref(),
         Some("0")
     );
 }
@@ -255,10 +334,28 @@ fn a_dry_run_plans_without_changing_anything() {
     run.expect_code(0, "dry run");
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     let changes = json["changes"].as_array().unwrap();
-    assert!(changes.iter().any(|c| c == "create role \"alice\" (superuser)"), "{json}");
-    assert!(changes.iter().any(|c| c == "create extension \"pgcrypto\" in database \"app\""), "{json}");
-    assert_eq!(node.query_text("SELECT count(*) FROM pg_roles WHERE rolname = 'alice'").as_deref(), Some("0"));
-    assert_eq!(node.query_text("SELECT count(*) FROM pg_database WHERE datname = 'app'").as_deref(), Some("0"));
+    assert!(
+        changes
+            .iter()
+            .any(|c| c == "create role \"alice\" (superuser)"),
+        "{json}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c == "create extension \"pgcrypto\" in database \"app\""),
+        "{json}"
+    );
+    assert_eq!(
+        node.query_text("SELECT count(*) FROM pg_roles WHERE rolname = 'alice'")
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        node.query_text("SELECT count(*) FROM pg_database WHERE datname = 'app'")
+            .as_deref(),
+        Some("0")
+    );
 }
 
 #[test]
@@ -268,9 +365,18 @@ fn bad_specs_are_refused_in_one_line_before_connecting() {
     let port = free_port();
     let cases = [
         (None, "cannot read spec"),
-        (Some("users:\n  - username: a\n    password: 'unterminated\n"), "line 4 column 1"),
-        (Some("users:\n  - username: a\n    pasword: x\n"), "unknown field `pasword`"),
-        (Some("users:\n  - username: a\n"), "missing field `password`"),
+        (
+            Some("users:\n  - username: a\n    password: 'unterminated\n"),
+            "line 4 column 1",
+        ),
+        (
+            Some("users:\n  - username: a\n    pasword: x\n"),
+            "unknown field `pasword`",
+        ),
+        (
+            Some("users:\n  - username: a\n"),
+            "missing field `password`",
+        ),
         (
             Some("users:\n  - {username: a, password: x}\ndatabases:\n  - {name: d, users: [b]}\n"),
             "database 'd' lists user 'b', who is not defined under users",
@@ -283,9 +389,22 @@ fn bad_specs_are_refused_in_one_line_before_connecting() {
         };
         let run = provision(port, &spec, &[]);
         run.expect_code(2, expected);
-        assert_eq!(run.stderr.lines().count(), 1, "not one line: {}", run.stderr);
-        assert!(run.stderr.contains(expected), "expected {expected:?} in {:?}", run.stderr);
-        assert!(run.stderr.contains(spec.to_str().unwrap()), "the error must name the file: {}", run.stderr);
+        assert_eq!(
+            run.stderr.lines().count(),
+            1,
+            "not one line: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(expected),
+            "expected {expected:?} in {:?}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(spec.to_str().unwrap()),
+            "the error must name the file: {}",
+            run.stderr
+        );
     }
 }
 

@@ -55,9 +55,6 @@ pub struct Effects<'a> {
 /// (DB_SHUTDOWNED, DB_SHUTDOWNED_IN_RECOVERY), unchanged since PostgreSQL 9.x.
 const CLEAN_STATES: [i32; 2] = [1, 2];
 
-/// How long the processes of a crashed server may take to disappear.
-const CRASHED_SERVER_WAIT: Duration = Duration::from_secs(30);
-
 impl Effects<'_> {
     /// initdb into the staging directory, then swapped into place.
     pub fn init_primary(&self) -> anyhow::Result<Method> {
@@ -128,30 +125,34 @@ impl Effects<'_> {
             })?;
             return Ok(Method::Reconfigure);
         }
-        let rewind_started = match self.rewind(peer, options, asker, clean) {
+        let (why, rewind_started) = match self.rewind(peer, options, asker, clean) {
             Ok(()) => return Ok(Method::Rewind),
-            Err(Rewind::Impossible(why)) => {
-                logln!("cannot rewind to rejoin {peer}: {why:#}; cloning instead (the data directory is kept until the clone is complete)");
-                false
-            }
-            Err(Rewind::Failed(why)) => {
-                logln!(
-                    "pg_rewind failed part-way: {why:#}; the data directory is marked incomplete ({}); cloning instead",
-                    self.paths.rewind_marker.display()
-                );
-                true
-            }
+            Err(Rewind::Impossible(why)) => (why, false),
+            Err(Rewind::Failed(why)) => (why, true),
         };
+        let left = if rewind_started {
+            format!(
+                "pg_rewind had already changed {} and it is marked incomplete by {}: the next prepare clones afresh",
+                self.paths.data_dir.display(),
+                self.paths.rewind_marker.display()
+            )
+        } else {
+            format!(
+                "the data directory {} was left as it was",
+                self.paths.data_dir.display()
+            )
+        };
+        if self.cancel.is_set() {
+            return Err(anyhow!("cannot rejoin {peer}: {why:#} ({left})"));
+        }
+        if rewind_started {
+            logln!(
+                "pg_rewind failed part-way: {why:#}; cloning instead ({left} if the clone fails)"
+            );
+        } else {
+            logln!("cannot rewind to rejoin {peer}: {why:#}; cloning instead (the data directory is kept until the clone is complete)");
+        }
         self.staged_clone(peer).map_err(|err| {
-            let left = if rewind_started {
-                format!(
-                    "pg_rewind had already changed {} and it is marked incomplete by {}: the next prepare clones afresh",
-                    self.paths.data_dir.display(),
-                    self.paths.rewind_marker.display()
-                )
-            } else {
-                format!("the data directory {} was left as it was", self.paths.data_dir.display())
-            };
             anyhow!("cannot rejoin {peer}: the fallback clone failed: {err:#} ({left})")
         })?;
         datadir::clear_rewind_mark(self.paths).context("cannot remove the rewind mark")?;
@@ -167,7 +168,6 @@ impl Effects<'_> {
     ) -> Result<(), Rewind> {
         let data_dir = &self.paths.data_dir;
         if !clean {
-            self.wait_for_crashed_server(data_dir);
             // What pg_rewind would do itself, done first so that its dry run
             // (which skips this step) can judge the recovered directory.
             logln!(
@@ -231,24 +231,6 @@ impl Effects<'_> {
             started.elapsed().as_secs_f64()
         );
         Ok(())
-    }
-
-    /// Waits (bounded) until the processes of a crashed server are gone:
-    /// PostgreSQL refuses to start, in single-user mode too, while they remain.
-    fn wait_for_crashed_server(&self, data_dir: &Path) {
-        let started = Instant::now();
-        let mut logged = false;
-        while let Some(pid) = datadir::leftover_server_process(data_dir) {
-            if started.elapsed() >= CRASHED_SERVER_WAIT || self.cancel.is_set() {
-                logln!("process {pid} of the crashed server is still there after {:.0} s; trying anyway", CRASHED_SERVER_WAIT.as_secs_f64());
-                return;
-            }
-            if !logged {
-                logln!("waiting up to {:.0} s for process {pid} of the crashed server to go away", CRASHED_SERVER_WAIT.as_secs_f64());
-                logged = true;
-            }
-            self.cancel.sleep(Duration::from_millis(200));
-        }
     }
 
     /// Makes sure the source's last checkpoint is on its current timeline:

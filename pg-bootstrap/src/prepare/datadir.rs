@@ -125,24 +125,36 @@ fn running_postmaster(data_dir: &Path) -> Option<u32> {
     (cwd == ours).then_some(pid)
 }
 
-/// Whether a process of an earlier server of this data directory is still
-/// around: the pid in postmaster.pid (a zombie counts, as it does for
-/// PostgreSQL's own lock-file check), or any process working in the data
-/// directory (backends outlive a killed postmaster for a moment).
+/// A process of an earlier, crashed server of this data directory: the
+/// postmaster as a zombie not yet reaped (PostgreSQL's own lock-file check
+/// counts it as alive), or a backend still working in the data directory
+/// (backends outlive a killed postmaster for a moment). A live postmaster is
+/// found by [`observe`] as [`Local::Running`] instead.
 pub fn leftover_server_process(data_dir: &Path) -> Option<u32> {
     let lock_pid = fs::read_to_string(data_dir.join("postmaster.pid"))
         .ok()
         .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok());
-    if let Some(pid) = lock_pid {
-        if Path::new(&format!("/proc/{pid}")).exists() && pid != std::process::id() {
-            return Some(pid);
-        }
+    if let Some(pid) = lock_pid.filter(|&pid| is_zombie(pid)) {
+        return Some(pid);
     }
     let ours = fs::canonicalize(data_dir).ok()?;
-    fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        (fs::read_link(entry.path().join("cwd")).ok()? == ours).then_some(pid)
-    })
+    fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            (fs::read_link(entry.path().join("cwd")).ok()? == ours).then_some(pid)
+        })
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            Some(rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 /// A step that puts the directories back into a known state after a crash.

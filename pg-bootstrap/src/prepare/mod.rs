@@ -274,6 +274,12 @@ impl<'a> Setup<'a> {
             self.paths.data_dir.display(),
             describe(&local)
         );
+        if matches!(
+            local,
+            Local::Primary { .. } | Local::Replica { .. } | Local::Incomplete
+        ) {
+            wait_for_crashed_server(&observed_dir, cancel);
+        }
         let inquiry = decide::inquiry(&local, &self.settings);
         let peers = match inquiry {
             decide::Inquiry::None => Peers::NotAsked,
@@ -356,6 +362,28 @@ impl<'a> Setup<'a> {
     }
 }
 
+/// How long the processes of a crashed server may take to disappear.
+const CRASHED_SERVER_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits (bounded) until the processes of a crashed server are gone:
+/// PostgreSQL refuses to start, pg_ctl and single-user mode alike, while they remain.
+fn wait_for_crashed_server(data_dir: &Path, cancel: &Cancel) {
+    let started = Instant::now();
+    let mut logged = false;
+    while let Some(pid) = datadir::leftover_server_process(data_dir) {
+        let bound = CRASHED_SERVER_WAIT.as_secs_f64();
+        if started.elapsed() >= CRASHED_SERVER_WAIT || cancel.is_set() {
+            logln!("process {pid} of a crashed server is still there after {bound:.0} s; going on");
+            return;
+        }
+        if !logged {
+            logln!("waiting up to {bound:.0} s for process {pid} of a crashed server to go away");
+            logged = true;
+        }
+        cancel.sleep(Duration::from_millis(200));
+    }
+}
+
 fn prober() -> Result<Prober, Stop> {
     Prober::new()
         .map_err(|err| Stop::Failed(anyhow::anyhow!("cannot start the probe runtime: {err}")))
@@ -423,9 +451,13 @@ fn run_as(name: Option<&str>) -> Result<Option<User>, Stop> {
         None => Ok(None),
         Some(name) => {
             let user = User::lookup(name).map_err(|err| usage(format!("--run-as: {err}")))?;
-            if root {
+            if user.uid == 0 {
+                Err(usage(format!(
+                    "--run-as {name}: PostgreSQL refuses to run as root"
+                )))
+            } else if root {
                 Ok(Some(user))
-            } else if user.uid == unsafe { libc::geteuid() } {
+            } else if user.uid == process::effective_uid() {
                 // Already this user: nothing to switch.
                 Ok(None)
             } else {

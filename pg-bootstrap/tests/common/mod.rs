@@ -75,7 +75,10 @@ pub struct Run {
 impl Run {
     pub fn from_output(output: Output) -> Run {
         Run {
-            code: output.status.code().expect("pg-bootstrap was killed by a signal"),
+            code: output
+                .status
+                .code()
+                .expect("pg-bootstrap was killed by a signal"),
             stdout: String::from_utf8_lossy(&output.stdout).trim().to_string(),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         }
@@ -107,8 +110,12 @@ impl Run {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "stdout is not JSON ({err}): {}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
@@ -266,13 +273,20 @@ impl Site {
             .args(["--mode", mode, "--wait", "--timeout", "60", "stop"])
             .output()
             .expect("cannot run pg_ctl");
-        assert!(output.status.success(), "pg_ctl stop failed:\n{}", self.log_tail());
+        assert!(
+            output.status.success(),
+            "pg_ctl stop failed:\n{}",
+            self.log_tail()
+        );
     }
 
     /// Kills the postmaster with SIGKILL, as a crash would.
     pub fn kill9(&self) {
         let pid = self.postmaster_pid().expect("the server is not running");
-        let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         wait_for("the killed postmaster to vanish", SERVER_TIMEOUT, || {
             !testkit::process_alive(pid)
@@ -286,7 +300,11 @@ impl Site {
             .args(["--wait", "--timeout", "60", "promote"])
             .output()
             .expect("cannot run pg_ctl");
-        assert!(output.status.success(), "pg_ctl promote failed:\n{}", self.log_tail());
+        assert!(
+            output.status.success(),
+            "pg_ctl promote failed:\n{}",
+            self.log_tail()
+        );
     }
 
     pub fn postmaster_pid(&self) -> Option<u32> {
@@ -296,8 +314,13 @@ impl Site {
     }
 
     pub fn connect(&self) -> Client {
-        self.try_connect()
-            .unwrap_or_else(|err| panic!("cannot connect to {}: {err}\n{}", self.endpoint(), self.log_tail()))
+        self.try_connect().unwrap_or_else(|err| {
+            panic!(
+                "cannot connect to {}: {err}\n{}",
+                self.endpoint(),
+                self.log_tail()
+            )
+        })
     }
 
     pub fn try_connect(&self) -> Result<Client, postgres::Error> {
@@ -342,30 +365,45 @@ impl Site {
 
     /// Waits until this replica streams from a primary.
     pub fn wait_streaming(&self) {
-        wait_for(&format!("{} to stream", self.endpoint()), SERVER_TIMEOUT, || {
-            self.try_connect()
-                .ok()
-                .and_then(|mut client| client.query_opt("SELECT status FROM pg_stat_wal_receiver", &[]).ok())
-                .flatten()
-                .map(|row| row.get::<_, String>(0) == "streaming")
-                .unwrap_or(false)
-        });
+        wait_for(
+            &format!("{} to stream", self.endpoint()),
+            SERVER_TIMEOUT,
+            || {
+                self.try_connect()
+                    .ok()
+                    .and_then(|mut client| {
+                        client
+                            .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
+                            .ok()
+                    })
+                    .flatten()
+                    .map(|row| row.get::<_, String>(0) == "streaming")
+                    .unwrap_or(false)
+            },
+        );
     }
 
     /// Waits until this replica has replayed everything `primary` wrote so far.
     pub fn wait_caught_up(&self, primary: &Site) {
         let lsn = primary.value("SELECT pg_current_wal_lsn()");
-        wait_for(&format!("{} to replay {lsn}", self.endpoint()), SERVER_TIMEOUT, || {
-            self.try_connect()
-                .ok()
-                .and_then(|mut client| {
-                    client
-                        .query_one(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"), &[])
-                        .ok()
-                })
-                .map(|row| row.get::<_, bool>(0))
-                .unwrap_or(false)
-        });
+        wait_for(
+            &format!("{} to replay {lsn}", self.endpoint()),
+            SERVER_TIMEOUT,
+            || {
+                self.try_connect()
+                    .ok()
+                    .and_then(|mut client| {
+                        client
+                            .query_one(
+                                &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"),
+                                &[],
+                            )
+                            .ok()
+                    })
+                    .map(|row| row.get::<_, bool>(0))
+                    .unwrap_or(false)
+            },
+        );
     }
 
     /// Creates the replication role with `pg-bootstrap provision`, as the ctl script does.
@@ -401,10 +439,21 @@ impl Site {
         let output = command_as_user(&pg_bin().path("initdb"))
             .arg("--pgdata")
             .arg(&self.data_dir)
-            .args(["--encoding", "UTF8", "--locale", "C", "--no-sync", "--no-instructions"])
+            .args([
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+                "--no-sync",
+                "--no-instructions",
+            ])
             .output()
             .expect("cannot run initdb");
-        assert!(output.status.success(), "initdb failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     pub fn log_tail(&self) -> String {
@@ -424,7 +473,9 @@ impl Drop for Site {
                 .output();
         }
         if let Some(pid) = self.postmaster_pid() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }
@@ -441,13 +492,26 @@ pub fn inode(path: &Path) -> u64 {
 pub fn pair() -> (Site, Site) {
     let (primary, replica) = (Site::new(), Site::new());
     primary
-        .prepare(&["--replication", "--bootstrap", "--peer", &replica.endpoint(), "--grace", "0"])
+        .prepare(&[
+            "--replication",
+            "--bootstrap",
+            "--peer",
+            &replica.endpoint(),
+            "--grace",
+            "0",
+        ])
         .expect_code(0, "preparing the bootstrap node")
         .expect_decision("init-primary");
     primary.start();
     primary.provision_replication();
     replica
-        .prepare(&["--replication", "--peer", &primary.endpoint(), "--clone-wait", "30"])
+        .prepare(&[
+            "--replication",
+            "--peer",
+            &primary.endpoint(),
+            "--clone-wait",
+            "30",
+        ])
         .expect_code(0, "preparing the replica")
         .expect_decision(&format!("clone-from {}", primary.endpoint()));
     replica.start();
@@ -457,12 +521,18 @@ pub fn pair() -> (Site, Site) {
 
 /// Waits for a background prepare and collects what it printed.
 pub fn finish(child: Child) -> Run {
-    Run::from_output(child.wait_with_output().expect("cannot wait for pg-bootstrap"))
+    Run::from_output(
+        child
+            .wait_with_output()
+            .expect("cannot wait for pg-bootstrap"),
+    )
 }
 
 /// Total size in bytes of the files under `dir` (0 when it does not exist).
 pub fn tree_size(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .filter_map(Result::ok)
         .map(|entry| match entry.file_type() {
