@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString, OsString};
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -162,7 +162,29 @@ impl Programs {
         if let Some(passfile) = &self.passfile {
             command.env("PGPASSFILE", passfile);
         }
+        die_with_parent(&mut command);
         command
+    }
+}
+
+/// Makes the child die (SIGKILL) if we do: an orphaned pg_basebackup or
+/// pg_rewind would go on writing into a directory the next prepare reuses.
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec (after the
+    // uid/gid change, which would otherwise clear the setting) and calls only
+    // async-signal-safe functions.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the parent exited"));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -176,6 +198,9 @@ pub struct Limits {
 
 /// How many of a child's last stderr lines an error message quotes.
 const TAIL_LINES: usize = 3;
+
+/// How often a child's progress reports are logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs `command` to completion, logging each line it writes to stderr.
 ///
@@ -216,19 +241,46 @@ pub fn run(
     bail!("{what} {code}: {}", lines.join(" / "))
 }
 
-fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<String>>) {
-    for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
-        let line = String::from_utf8_lossy(&line).trim_end().to_string();
-        if line.is_empty() {
-            continue;
+/// Logs what the child writes to stderr, line by line, as it comes. A line
+/// ended by `\r` is a progress report the next one overwrites (pg_rewind
+/// --progress): those are logged at most every [`PROGRESS_EVERY`].
+fn forward_stderr(mut stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<String>>) {
+    let mut line = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let mut progress_logged: Option<Instant> = None;
+    let mut emit = |bytes: &[u8], progress: bool| {
+        let text = String::from_utf8_lossy(bytes).trim().to_string();
+        if text.is_empty() {
+            return;
         }
-        logln!("{line}");
+        if progress {
+            if progress_logged.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+                return;
+            }
+            progress_logged = Some(Instant::now());
+        }
+        logln!("{text}");
         let mut tail = tail.lock().unwrap();
         if tail.len() == TAIL_LINES {
             tail.pop_front();
         }
-        tail.push_back(line);
+        tail.push_back(text);
+    };
+    loop {
+        let read = match stderr.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for &byte in &buffer[..read] {
+            if byte == b'\n' || byte == b'\r' {
+                emit(&line, byte == b'\r');
+                line.clear();
+            } else {
+                line.push(byte);
+            }
+        }
     }
+    emit(&line, false);
 }
 
 /// Waits for `child`, watching for stalls and cancellation.
@@ -335,6 +387,23 @@ mod tests {
     }
 
     #[test]
+    fn progress_reports_are_logged_sparingly() {
+        let mut command = shell().command("sh");
+        command.args(["-c", r"printf '1%%\r2%%\r3%%\rdone\n' >&2; exit 1"]);
+        let error = run(&mut command, "sh", limits(10_000), &Cancel::default()).unwrap_err();
+        // 2% and 3% came within PROGRESS_EVERY of 1%: they are not logged.
+        assert_eq!(error.to_string(), "sh exited 1: 1% / done");
+    }
+
+    #[test]
+    fn a_last_line_without_a_line_break_is_kept() {
+        let mut command = shell().command("sh");
+        command.args(["-c", "printf 'first\\nlast' >&2; exit 1"]);
+        let error = run(&mut command, "sh", limits(10_000), &Cancel::default()).unwrap_err();
+        assert_eq!(error.to_string(), "sh exited 1: first / last");
+    }
+
+    #[test]
     fn the_child_environment_is_clean() {
         std::env::set_var("PGPASSWORD_PROCESS_TEST", "leak");
         let mut command = shell().command("sh");
@@ -360,6 +429,35 @@ mod tests {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the stalled child was not stopped"
+        );
+    }
+
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        // PR_SET_PDEATHSIG fires when the spawning thread ends; in prepare
+        // that is the main thread, so the child dies with the process.
+        let pid = std::thread::spawn(|| {
+            let mut command = shell().command("sleep");
+            command.arg("30");
+            command.spawn().expect("cannot start sleep").id()
+        })
+        .join()
+        .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| {
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true)
+        };
+        while !gone() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            gone(),
+            "the child {pid} outlived the thread that started it"
         );
     }
 

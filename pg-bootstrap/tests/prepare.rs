@@ -434,13 +434,6 @@ fn without_a_primary_peer_each_node_resumes_its_last_role() {
     let started = Instant::now();
     let peer_gone =
         primary.spawn_prepare(&["--replication", "--peer", &closed_peer(), "--grace", "2"]);
-    let was_primary = primary.prepare(&[
-        "--replication",
-        "--peer",
-        &replica.endpoint(),
-        "--grace",
-        "2",
-    ]);
     let was_replica = other_replica.prepare(&[
         "--replication",
         "--peer",
@@ -453,6 +446,14 @@ fn without_a_primary_peer_each_node_resumes_its_last_role() {
         started.elapsed() >= Duration::from_secs(2),
         "the grace period was cut short"
     );
+    // The same data directory once more: prepares on it never overlap.
+    let was_primary = primary.prepare(&[
+        "--replication",
+        "--peer",
+        &replica.endpoint(),
+        "--grace",
+        "2",
+    ]);
 
     peer_gone
         .expect_code(0, "peer unreachable for the whole grace")
@@ -481,6 +482,36 @@ fn without_a_primary_peer_each_node_resumes_its_last_role() {
         was_replica.stdout
     );
     assert!(other_replica.data_dir.join("standby.signal").exists());
+}
+
+#[test]
+fn two_prepares_never_work_on_one_data_directory_at_once() {
+    let site = Site::new();
+    let peer = closed_peer();
+    let flags = [
+        "--replication",
+        "--bootstrap",
+        "--peer",
+        &peer,
+        "--grace",
+        "3",
+    ];
+    let first = site.spawn_prepare(&flags);
+    wait_for("the first prepare to take the lock", SERVER_TIMEOUT, || {
+        site.root().join("db.lock").exists()
+    });
+    let second = site.prepare(&flags);
+    second.expect_code(3, "a second prepare at the same time");
+    assert!(
+        second
+            .stderr
+            .contains("another pg-bootstrap prepare is working on"),
+        "{}",
+        second.stderr
+    );
+    finish(first)
+        .expect_code(0, "the first prepare")
+        .expect_decision("init-primary");
 }
 
 #[test]

@@ -55,6 +55,9 @@ pub struct Effects<'a> {
 /// (DB_SHUTDOWNED, DB_SHUTDOWNED_IN_RECOVERY), unchanged since PostgreSQL 9.x.
 const CLEAN_STATES: [i32; 2] = [1, 2];
 
+/// The coarsest granularity of file modification times on Linux (one jiffy at HZ=100).
+pub const TIMESTAMP_TICK: Duration = Duration::from_millis(10);
+
 impl Effects<'_> {
     /// initdb into the staging directory, then swapped into place.
     pub fn init_primary(&self) -> anyhow::Result<Method> {
@@ -168,8 +171,8 @@ impl Effects<'_> {
     ) -> Result<(), Rewind> {
         let data_dir = &self.paths.data_dir;
         if !clean {
-            // What pg_rewind would do itself, done first so that its dry run
-            // (which skips this step) can judge the recovered directory.
+            // What pg_rewind would do itself, done first so that the
+            // fingerprint below is taken of the recovered directory.
             logln!(
                 "finishing crash recovery of {} in single-user mode",
                 data_dir.display()
@@ -189,36 +192,38 @@ impl Effects<'_> {
         }
         self.wait_for_source_checkpoint(peer, options, asker)
             .map_err(Rewind::Impossible)?;
-        let conninfo = self.conninfo(peer, Some("postgres"));
-        let rewind = |dry_run: bool| {
-            let mut command = self.programs.command("pg_rewind");
-            command
-                .arg("--target-pgdata")
-                .arg(data_dir)
-                .arg(format!("--source-server={conninfo}"));
-            if dry_run {
-                command.arg("--dry-run");
-            }
-            command
-        };
-        logln!(
-            "checking with pg_rewind --dry-run whether {} can rejoin {peer}",
-            data_dir.display()
-        );
-        process::run(
-            &mut rewind(true),
-            "pg_rewind --dry-run",
-            self.limits,
-            self.cancel,
-        )
-        .map_err(Rewind::Impossible)?;
+        // pg_rewind makes all its checks (checksums or wal_log_hints, same
+        // cluster, timelines, the target's WAL) before it writes anything. A
+        // fingerprint of the directory tells afterwards whether a failure
+        // came before any write: then the data directory is as it was.
+        // (Its --dry-run would tell too, but fetches everything it would copy.)
+        let before = datadir::fingerprint(data_dir)
+            .context("cannot read the data directory")
+            .map_err(Rewind::Impossible)?;
+        // File times advance in ticks of up to 10 ms: after this pause, any
+        // write gets a time the fingerprint has not seen.
+        std::thread::sleep(TIMESTAMP_TICK * 2);
         datadir::mark_rewind_started(self.paths)
             .context("cannot write the rewind mark")
             .map_err(Rewind::Impossible)?;
         logln!("rewinding {} to rejoin {peer}", data_dir.display());
         let started = Instant::now();
-        process::run(&mut rewind(false), "pg_rewind", self.limits, self.cancel)
-            .map_err(Rewind::Failed)?;
+        let mut rewind = self.programs.command("pg_rewind");
+        rewind
+            .arg("--target-pgdata")
+            .arg(data_dir)
+            .arg(format!(
+                "--source-server={}",
+                self.conninfo(peer, Some("postgres"))
+            ))
+            .arg("--progress");
+        if let Err(err) = process::run(&mut rewind, "pg_rewind", self.limits, self.cancel) {
+            let untouched = datadir::fingerprint(data_dir).is_ok_and(|after| after == before);
+            if untouched && datadir::clear_rewind_mark(self.paths).is_ok() {
+                return Err(Rewind::Impossible(err));
+            }
+            return Err(Rewind::Failed(err));
+        }
         self.point_at(data_dir, peer)
             .context("cannot write the standby configuration")
             .map_err(Rewind::Failed)?;
@@ -367,7 +372,7 @@ impl Effects<'_> {
 
 /// Why a rewind did not happen: before it touched anything, or part-way.
 enum Rewind {
-    /// Nothing was changed (the dry run or a check refused).
+    /// Nothing was changed (a check refused, or pg_rewind failed before writing).
     Impossible(anyhow::Error),
     /// pg_rewind may have changed the data directory.
     Failed(anyhow::Error),

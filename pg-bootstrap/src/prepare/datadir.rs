@@ -8,10 +8,11 @@
 //! leaves a state [`repairs`] recognises on the next boot, and none of them
 //! loses the last complete data directory.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use probe::logln;
@@ -30,6 +31,8 @@ pub struct Paths {
     pub previous: PathBuf,
     /// Present while a pg_rewind may have left the data directory half-rewound.
     pub rewind_marker: PathBuf,
+    /// Locked while a prepare works on the data directory.
+    pub lock: PathBuf,
 }
 
 impl Paths {
@@ -45,11 +48,37 @@ impl Paths {
             staging: sibling(".staging"),
             previous: sibling(".previous"),
             rewind_marker: sibling(".rewind-incomplete"),
+            lock: sibling(".lock"),
         }
     }
 
     pub fn parent(&self) -> &Path {
         self.data_dir.parent().unwrap_or(Path::new("/"))
+    }
+}
+
+/// Takes the data directory's lock (an exclusive `flock` on `<data dir>.lock`,
+/// released when the returned file is dropped, or when the process dies), so
+/// that two prepares never clone into the same staging directory. `Ok(None)`
+/// when another process holds it.
+pub fn lock(paths: &Paths, owner: Option<&User>) -> io::Result<Option<File>> {
+    ensure_parent(&paths.data_dir, owner)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&paths.lock)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; LOCK_NB makes it fail instead of waiting.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(file));
+    }
+    let error = io::Error::last_os_error();
+    if error.kind() == io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(error)
     }
 }
 
@@ -157,6 +186,37 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Every entry under a directory with its kind, size, inode and modification
+/// time: equal fingerprints mean nothing was created, removed or written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fingerprint(BTreeMap<PathBuf, (u32, u64, u64, i64, i64)>);
+
+/// Takes the fingerprint of `dir` (symbolic links are not followed).
+pub fn fingerprint(dir: &Path) -> io::Result<Fingerprint> {
+    let mut entries = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in fs::read_dir(&current)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            entries.insert(
+                entry.path(),
+                (
+                    meta.mode(),
+                    meta.len(),
+                    meta.ino(),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                ),
+            );
+        }
+    }
+    Ok(Fingerprint(entries))
+}
+
 /// A step that puts the directories back into a known state after a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Repair {
@@ -167,6 +227,20 @@ pub enum Repair {
     RestorePrevious,
     /// The swap completed; the old data directory was not yet removed.
     RemovePrevious,
+}
+
+impl Repair {
+    pub fn describe(&self, paths: &Paths) -> String {
+        match self {
+            Repair::RemoveStaging => format!("remove {}", paths.staging.display()),
+            Repair::RestorePrevious => format!(
+                "restore {} to {}",
+                paths.previous.display(),
+                paths.data_dir.display()
+            ),
+            Repair::RemovePrevious => format!("remove {}", paths.previous.display()),
+        }
+    }
 }
 
 /// The repairs for what a crash may have left beside the data directory.
@@ -494,6 +568,47 @@ mod tests {
             observe(&paths.data_dir, &paths.rewind_marker),
             Local::Primary { .. }
         ));
+    }
+
+    #[test]
+    fn a_fingerprint_changes_with_any_write_creation_or_removal() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("db");
+        fake_data_dir(&dir, "old");
+        let before = fingerprint(&dir).unwrap();
+        assert_eq!(fingerprint(&dir).unwrap(), before, "nothing changed");
+        std::thread::sleep(crate::prepare::actions::TIMESTAMP_TICK * 2);
+        // Same size, so only the modification time can tell.
+        fs::write(dir.join("global/pg_control"), [1u8; 108]).unwrap();
+        let written = fingerprint(&dir).unwrap();
+        assert_ne!(written, before, "a write went unnoticed");
+        fs::write(dir.join("global/new"), "").unwrap();
+        let created = fingerprint(&dir).unwrap();
+        assert_ne!(created, written, "a new file went unnoticed");
+        fs::remove_file(dir.join("label")).unwrap();
+        assert_ne!(
+            fingerprint(&dir).unwrap(),
+            created,
+            "a removal went unnoticed"
+        );
+    }
+
+    #[test]
+    fn only_one_prepare_holds_the_lock() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths_in(root.path());
+        let held = lock(&paths, None)
+            .unwrap()
+            .expect("a free lock was not taken");
+        assert!(
+            lock(&paths, None).unwrap().is_none(),
+            "the lock was taken twice"
+        );
+        drop(held);
+        assert!(
+            lock(&paths, None).unwrap().is_some(),
+            "a released lock stayed held"
+        );
     }
 
     #[test]

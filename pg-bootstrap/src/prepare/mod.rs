@@ -82,23 +82,23 @@ pub fn run(
     announce: &mut dyn FnMut(&Decision),
 ) -> Outcome {
     let started = Instant::now();
+    let undecided = |stop| Outcome {
+        report: None,
+        result: Err(stop),
+    };
     let setup = match Setup::new(config) {
         Ok(setup) => setup,
-        Err(stop) => {
-            return Outcome {
-                report: None,
-                result: Err(stop),
-            }
-        }
+        Err(stop) => return undecided(stop),
+    };
+    // A dry run changes nothing, so it needs no lock.
+    let _lock = match (config.dry_run, setup.lock()) {
+        (true, _) => None,
+        (false, Ok(lock)) => Some(lock),
+        (false, Err(stop)) => return undecided(stop),
     };
     let (local, decision) = match setup.decide(cancel) {
         Ok(found) => found,
-        Err(stop) => {
-            return Outcome {
-                report: None,
-                result: Err(stop),
-            }
-        }
+        Err(stop) => return undecided(stop),
     };
     announce(&decision);
     let mut report = Report {
@@ -244,15 +244,27 @@ impl<'a> Setup<'a> {
         })
     }
 
+    fn lock(&self) -> Result<std::fs::File, Stop> {
+        match datadir::lock(&self.paths, self.owner.as_ref()) {
+            Ok(Some(file)) => Ok(file),
+            Ok(None) => Err(Stop::Refused(format!(
+                "another pg-bootstrap prepare is working on {} (it holds {}); nothing was changed",
+                self.paths.data_dir.display(),
+                self.paths.lock.display()
+            ))),
+            Err(err) => Err(Stop::Failed(anyhow::anyhow!(
+                "cannot lock {}: {err} (nothing was changed)",
+                self.paths.lock.display()
+            ))),
+        }
+    }
+
     /// Repairs, observes, asks the peers and decides.
     fn decide(&self, cancel: &Cancel) -> Result<(Local, Decision), Stop> {
         let repairs = datadir::pending_repairs(&self.paths);
         let observed_dir = if self.config.dry_run {
             for repair in &repairs {
-                logln!(
-                    "dry run: would {repair:?} beside {}",
-                    self.paths.data_dir.display()
-                );
+                logln!("dry run: would {}", repair.describe(&self.paths));
             }
             if repairs.contains(&Repair::RestorePrevious) {
                 self.paths.previous.clone()

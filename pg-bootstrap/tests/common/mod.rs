@@ -147,10 +147,17 @@ pub struct Site {
     pub passfile: PathBuf,
     hba_file: PathBuf,
     pub log_file: PathBuf,
+    /// `name=value` settings added to every start (they override the site's).
+    settings: Vec<String>,
 }
 
 impl Site {
     pub fn new() -> Site {
+        Site::with_settings(&[])
+    }
+
+    /// A site whose server always starts with these extra `name=value` settings.
+    pub fn with_settings(settings: &[&str]) -> Site {
         let root = tempfile::Builder::new()
             .prefix("pgboot.")
             .tempdir()
@@ -180,6 +187,7 @@ impl Site {
             password_file,
             hba_file,
             port: free_port(),
+            settings: settings.iter().map(|s| s.to_string()).collect(),
             root,
         }
     }
@@ -235,7 +243,7 @@ impl Site {
 
     /// Starts postgres on the data dir with the site's settings and waits until it accepts connections.
     pub fn start(&self) {
-        let output = self.pg_ctl_start(&[]);
+        let output = self.pg_ctl_start();
         assert!(
             output.status.success(),
             "pg_ctl start failed: {}\n{}",
@@ -244,7 +252,7 @@ impl Site {
         );
     }
 
-    fn pg_ctl_start(&self, extra_settings: &[&str]) -> Output {
+    fn pg_ctl_start(&self) -> Output {
         let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c hba_file={} \
              -c wal_level=replica -c max_wal_senders=10 -c wal_keep_size=256MB \
@@ -253,7 +261,7 @@ impl Site {
             self.socket_dir.display(),
             self.hba_file.display()
         );
-        for setting in extra_settings {
+        for setting in &self.settings {
             options.push_str(&format!(" -c {setting}"));
         }
         command_as_user(&pg_bin().path("pg_ctl"))
@@ -490,7 +498,12 @@ pub fn inode(path: &Path) -> u64 {
 /// A primary made by `prepare` (bootstrap node, no primary among its peers)
 /// and a replica cloned from it by `prepare`, both started, the replica streaming.
 pub fn pair() -> (Site, Site) {
-    let (primary, replica) = (Site::new(), Site::new());
+    pair_with(&[])
+}
+
+/// [`pair`] with extra settings for both servers.
+pub fn pair_with(settings: &[&str]) -> (Site, Site) {
+    let (primary, replica) = (Site::with_settings(settings), Site::with_settings(settings));
     primary
         .prepare(&[
             "--replication",
