@@ -16,8 +16,8 @@ mod node;
 mod os;
 mod proxy;
 
-pub use node::{Node, NodeOptions};
 pub use node::{process_alive, SUPERUSER};
+pub use node::{Node, NodeOptions};
 pub use os::{chown_to_user, command_as_user, free_port, pg_bin, run_as_user, PgBin, RunAs};
 pub use proxy::{FaultProxy, ProxyMode};
 
