@@ -409,6 +409,35 @@ fn bad_specs_are_refused_in_one_line_before_connecting() {
 }
 
 #[test]
+fn a_failing_statement_is_named_and_a_fixed_spec_picks_up_from_there() {
+    let node = primary();
+    let broken = SPEC.replace("[pgcrypto, citext]", "[pgcrypto, no_such_extension]");
+    let spec = write_spec(node.root(), &broken);
+    let run = provision(node.port(), &spec, &[]);
+    run.expect_code(1, "an extension that does not exist");
+    let error = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        error.contains("cannot create extension \"no_such_extension\" in database \"app\"")
+            && error.contains("0A000")
+            && error.contains("changes were made before this one"),
+        "the error must name the change, the SQLSTATE and what was done: {error}"
+    );
+    let fixed = write_spec(node.root(), SPEC);
+    let run = provision(node.port(), &fixed, &["--json"]);
+    run.expect_code(0, "the fixed spec");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        json["changes"],
+        serde_json::json!([
+            "create extension \"citext\" in database \"app\"",
+            "grant ALL on schema public of database \"app\" to \"alice\"",
+            "grant ALL on schema public of database \"app\" to \"bob\"",
+        ]),
+        "only what the failed run left undone: {json}"
+    );
+}
+
+#[test]
 fn a_server_that_never_answers_is_reported_after_the_wait() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), SPEC);

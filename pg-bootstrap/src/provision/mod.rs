@@ -93,21 +93,20 @@ pub fn run(config: &ProvisionConfig, spec: &Spec) -> Result<Summary, Stop> {
     let options = connect_options(config);
     let server = options.endpoint.to_string();
     let mut client = connect_waiting(&options, config.wait)?;
-    prepare_session(&mut client, &options)?;
-    let mut summary = Summary {
-        server,
-        skipped: false,
-        dry_run: config.dry_run,
-        changes: Vec::new(),
-    };
     let in_recovery: bool = client
         .query_one("SELECT pg_is_in_recovery()", &[])
         .context("cannot ask whether the server is in recovery")?
         .get(0);
+    let mut summary = Summary {
+        server,
+        skipped: in_recovery,
+        dry_run: config.dry_run,
+        changes: Vec::new(),
+    };
     if in_recovery {
-        summary.skipped = true;
         return Ok(summary);
     }
+    prepare_session(&mut client, &options)?;
     let catalog = read_catalog(&mut client, spec).context("cannot read the catalog")?;
     let changes = plan::plan_cluster(spec, &catalog, &|password| scram::verifier(password));
     apply(&mut client, &changes, config.dry_run, &mut summary)?;
@@ -223,7 +222,7 @@ fn apply(
         list(changes, summary);
         return Ok(());
     }
-    for (done, change) in changes.iter().enumerate() {
+    for change in changes {
         if let Err(error) = client.batch_execute(&change.sql()) {
             let cause = match error.as_db_error() {
                 Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
@@ -232,7 +231,7 @@ fn apply(
             return Err(Stop::Failed(anyhow::anyhow!(
                 "cannot {}: {cause} ({} changes were made before this one; a new run picks up from here)",
                 change.describe(),
-                summary.changes.len().max(done)
+                summary.changes.len()
             )));
         }
         logln!("done: {}", change.describe());
