@@ -1,0 +1,16 @@
+//! `pg-bootstrap`: how a PostgreSQL node of the release boots.
+//!
+//! [`prepare`] runs before postgres starts: it decides whether this node
+//! initialises a new cluster, clones a peer, rejoins a peer as its replica, or
+//! resumes the role its data directory last had, and makes the data directory
+//! ready without ever destroying the only copy. [`provision`] runs after
+//! start: roles, databases and extensions on the primary, idempotently.
+//!
+//! Both follow the same shape: pure decisions (`prepare::decide`,
+//! `provision::plan`) with table-driven tests, and small effect functions.
+
+pub mod prepare;
+pub mod process;
+pub mod provision;
+pub mod quote;
+pub mod stop;

@@ -1,0 +1,584 @@
+//! The boot decision: pure functions of what was observed.
+//!
+//! [`inquiry`] says what to ask the peers (nothing, a grace period, or a wait
+//! for a primary to clone from); [`decide`] turns the local data directory and
+//! the peers' answers into one [`Action`] and the reason for it. Nothing here
+//! touches a disk or a network, so each row of the decision table is one unit
+//! test below.
+
+use std::fmt;
+use std::time::Duration;
+
+use probe::Endpoint;
+use serde::Serialize;
+
+/// What the data directory says about this node, before anything is changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Local {
+    /// No data directory, or an empty one.
+    Absent,
+    /// A data directory without standby.signal: it last ran as a primary.
+    Primary { system_identifier: u64 },
+    /// A data directory with standby.signal: it last ran as a replica.
+    Replica { system_identifier: u64 },
+    /// A pg_rewind into it was interrupted; its files are not consistent.
+    Incomplete,
+    /// PostgreSQL is running on it.
+    Running { pid: u32 },
+    /// Not empty, but not a PostgreSQL data directory.
+    Foreign { why: String },
+}
+
+/// The part of the configuration the decision depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub replication: bool,
+    /// This node is BOSH's bootstrap node (`spec.bootstrap`).
+    pub bootstrap: bool,
+    /// How long [`Inquiry::Grace`] lasts.
+    pub grace: Duration,
+    /// How long [`Inquiry::WaitForPrimary`] lasts.
+    pub clone_wait: Duration,
+}
+
+/// What to ask the peers before deciding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inquiry {
+    /// Nothing: the decision does not depend on them.
+    None,
+    /// Ask each peer once a second, for up to `--grace`, whether it is primary.
+    Grace,
+    /// Ask each peer once a second, for up to `--clone-wait`, until one is
+    /// primary: there is nothing local to start from.
+    WaitForPrimary,
+}
+
+impl Inquiry {
+    pub fn bound(self, settings: &Settings) -> Duration {
+        match self {
+            Inquiry::None => Duration::ZERO,
+            Inquiry::Grace => settings.grace,
+            Inquiry::WaitForPrimary => settings.clone_wait,
+        }
+    }
+}
+
+/// What to ask the peers, given the local data directory.
+pub fn inquiry(local: &Local, settings: &Settings) -> Inquiry {
+    if !settings.replication {
+        return Inquiry::None;
+    }
+    match local {
+        Local::Running { .. } | Local::Foreign { .. } => Inquiry::None,
+        // The bootstrap node looks for a primary before it runs initdb: when
+        // its disk was replaced after a failover, the peer holds the data and
+        // a fresh empty primary would be a second, empty cluster.
+        Local::Absent if settings.bootstrap => Inquiry::Grace,
+        Local::Absent | Local::Incomplete => Inquiry::WaitForPrimary,
+        Local::Primary { .. } | Local::Replica { .. } => Inquiry::Grace,
+    }
+}
+
+/// What the peers answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peers {
+    /// They were not asked ([`Inquiry::None`]).
+    NotAsked,
+    /// This peer answered as primary. Its system identifier tells whether it
+    /// serves the same cluster as the local data; `None` when it could not be read.
+    Primary {
+        endpoint: Endpoint,
+        system_identifier: Option<u64>,
+    },
+    /// None answered as primary for `waited`; `seen` says what each last answered.
+    NoPrimary { waited: Duration, seen: String },
+}
+
+/// What prepare does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// initdb (data checksums on); the node starts as primary.
+    InitPrimary,
+    /// A staged pg_basebackup from the peer; the node starts as its replica.
+    CloneFrom(Endpoint),
+    /// pg_rewind against the peer (a staged clone when that is impossible);
+    /// the node starts as its replica.
+    Rejoin(Endpoint),
+    /// Nothing to change: the data dir was a primary and no peer is.
+    ResumePrimary,
+    /// Nothing to change: the data dir was a replica; promotion is pg-monitor's call.
+    ResumeReplica,
+    /// Nothing to change: replication is off.
+    StartStandalone,
+    /// Nothing is changed and postgres must not start: no safe decision.
+    Refuse,
+}
+
+impl Action {
+    /// The first word of the decision line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::InitPrimary => "init-primary",
+            Action::CloneFrom(_) => "clone-from",
+            Action::Rejoin(_) => "rejoin",
+            Action::ResumePrimary => "resume-primary",
+            Action::ResumeReplica => "resume-replica",
+            Action::StartStandalone => "start-standalone",
+            Action::Refuse => "refuse",
+        }
+    }
+
+    pub fn peer(&self) -> Option<&Endpoint> {
+        match self {
+            Action::CloneFrom(peer) | Action::Rejoin(peer) => Some(peer),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.peer() {
+            Some(peer) => write!(f, "{} {peer}", self.name()),
+            None => f.write_str(self.name()),
+        }
+    }
+}
+
+/// An action and why it was chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: String,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "decision: {} ({})", self.action, self.reason)
+    }
+}
+
+fn decision(action: Action, reason: impl Into<String>) -> Decision {
+    Decision {
+        action,
+        reason: reason.into(),
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.0} s", duration.as_secs_f64())
+}
+
+/// The decision table (README, "How a node boots").
+pub fn decide(local: &Local, peers: &Peers, settings: &Settings) -> Decision {
+    use Action::*;
+    match (local, peers) {
+        (Local::Running { pid }, _) => decision(
+            Refuse,
+            format!("postgres is running on this data directory (pid {pid}); prepare runs before it starts"),
+        ),
+        (Local::Foreign { why }, _) => decision(Refuse, why.clone()),
+
+        (Local::Absent, _) if !settings.replication => {
+            decision(InitPrimary, "no data directory; standalone node")
+        }
+        (Local::Absent, Peers::Primary { endpoint, .. }) => decision(
+            CloneFrom(endpoint.clone()),
+            format!("no data directory; {endpoint} answers as primary"),
+        ),
+        (Local::Absent, Peers::NoPrimary { .. } | Peers::NotAsked) if settings.bootstrap => {
+            decision(
+                InitPrimary,
+                "no data directory on the bootstrap node, and no peer answers as primary",
+            )
+        }
+        (Local::Absent, Peers::NotAsked) => {
+            decision(Refuse, "no data directory, and no peer was asked for a primary to clone from")
+        }
+        (Local::Absent, Peers::NoPrimary { waited, seen }) => decision(
+            Refuse,
+            format!(
+                "no data directory, and no peer answered as primary within {} to clone from ({seen})",
+                seconds(*waited)
+            ),
+        ),
+
+        (Local::Incomplete, Peers::Primary { endpoint, .. }) => decision(
+            CloneFrom(endpoint.clone()),
+            format!("an interrupted pg_rewind left this data directory incomplete; {endpoint} answers as primary"),
+        ),
+        (Local::Incomplete, Peers::NoPrimary { waited, seen }) => decision(
+            Refuse,
+            format!(
+                "an interrupted pg_rewind left this data directory incomplete, and no peer answered as primary within {} to clone from ({seen})",
+                seconds(*waited)
+            ),
+        ),
+        (Local::Incomplete, _) => decision(
+            Refuse,
+            "an interrupted pg_rewind left this data directory incomplete, and without replication there is no primary to clone from",
+        ),
+
+        (Local::Primary { .. } | Local::Replica { .. }, _) if !settings.replication => {
+            decision(StartStandalone, "data directory present; standalone node")
+        }
+        (
+            Local::Primary { system_identifier: ours } | Local::Replica { system_identifier: ours },
+            Peers::Primary { endpoint, system_identifier },
+        ) => match system_identifier {
+            Some(theirs) if theirs == ours => {
+                let was = if matches!(local, Local::Primary { .. }) { "primary" } else { "replica" };
+                decision(
+                    Rejoin(endpoint.clone()),
+                    format!("{endpoint} answers as primary; this data directory was a {was}"),
+                )
+            }
+            Some(theirs) => decision(
+                Refuse,
+                format!(
+                    "{endpoint} answers as primary of another cluster (system identifier {theirs}, ours {ours}); \
+                     replacing this data directory with it could destroy the only copy of this cluster"
+                ),
+            ),
+            None => decision(
+                Refuse,
+                format!("{endpoint} answers as primary, but its system identifier could not be read to confirm it serves this cluster"),
+            ),
+        },
+        (Local::Primary { .. }, Peers::NoPrimary { waited, seen }) => decision(
+            ResumePrimary,
+            format!("no peer answered as primary within {} ({seen}); this data directory was a primary", seconds(*waited)),
+        ),
+        (Local::Replica { .. }, Peers::NoPrimary { waited, seen }) => decision(
+            ResumeReplica,
+            format!(
+                "no peer answered as primary within {} ({seen}); this data directory was a replica, and promotion is left to pg-monitor",
+                seconds(*waited)
+            ),
+        ),
+        // Replication on, data present: the peers are always asked (see `inquiry`).
+        (Local::Primary { .. }, Peers::NotAsked) => {
+            decision(ResumePrimary, "this data directory was a primary")
+        }
+        (Local::Replica { .. }, Peers::NotAsked) => {
+            decision(ResumeReplica, "this data directory was a replica")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: u64 = 7_000_000_000_000_000_001;
+    const OTHER: u64 = 7_000_000_000_000_000_002;
+
+    fn settings(replication: bool, bootstrap: bool) -> Settings {
+        Settings {
+            replication,
+            bootstrap,
+            grace: Duration::from_secs(15),
+            clone_wait: Duration::from_secs(300),
+        }
+    }
+
+    fn peer() -> Endpoint {
+        "10.244.0.2:6432".parse().unwrap()
+    }
+
+    fn primary_peer(system_identifier: Option<u64>) -> Peers {
+        Peers::Primary {
+            endpoint: peer(),
+            system_identifier,
+        }
+    }
+
+    fn no_primary() -> Peers {
+        Peers::NoPrimary {
+            waited: Duration::from_secs(15),
+            seen: "10.244.0.2:6432 unreachable".into(),
+        }
+    }
+
+    const WAS_PRIMARY: Local = Local::Primary {
+        system_identifier: OURS,
+    };
+    const WAS_REPLICA: Local = Local::Replica {
+        system_identifier: OURS,
+    };
+
+    /// One row of the table: the local state, the settings, the peers' answer,
+    /// the expected action, and a word the reason must contain.
+    struct Row {
+        local: Local,
+        replication: bool,
+        bootstrap: bool,
+        peers: Peers,
+        action: Action,
+        reason_mentions: &'static str,
+    }
+
+    fn check(rows: &[Row]) {
+        for (number, row) in rows.iter().enumerate() {
+            let got = decide(
+                &row.local,
+                &row.peers,
+                &settings(row.replication, row.bootstrap),
+            );
+            assert_eq!(
+                got.action, row.action,
+                "row {number}: {:?} / {:?}: expected {}, got {got}",
+                row.local, row.peers, row.action
+            );
+            assert!(
+                got.reason.contains(row.reason_mentions),
+                "row {number}: reason {:?} should mention {:?}",
+                got.reason,
+                row.reason_mentions
+            );
+        }
+    }
+
+    #[test]
+    fn no_data_directory_on_a_standalone_node_runs_initdb() {
+        check(&[
+            Row {
+                local: Local::Absent,
+                replication: false,
+                bootstrap: false,
+                peers: Peers::NotAsked,
+                action: Action::InitPrimary,
+                reason_mentions: "standalone",
+            },
+            Row {
+                local: Local::Absent,
+                replication: false,
+                bootstrap: true,
+                peers: Peers::NotAsked,
+                action: Action::InitPrimary,
+                reason_mentions: "standalone",
+            },
+        ]);
+    }
+
+    #[test]
+    fn no_data_directory_on_the_bootstrap_node_runs_initdb_unless_a_peer_is_primary() {
+        check(&[
+            Row {
+                local: Local::Absent,
+                replication: true,
+                bootstrap: true,
+                peers: no_primary(),
+                action: Action::InitPrimary,
+                reason_mentions: "bootstrap",
+            },
+            Row {
+                local: Local::Absent,
+                replication: true,
+                bootstrap: true,
+                peers: primary_peer(Some(OTHER)),
+                action: Action::CloneFrom(peer()),
+                reason_mentions: "answers as primary",
+            },
+        ]);
+    }
+
+    #[test]
+    fn no_data_directory_on_another_node_clones_from_the_primary_or_refuses() {
+        check(&[
+            Row {
+                local: Local::Absent,
+                replication: true,
+                bootstrap: false,
+                peers: primary_peer(None),
+                action: Action::CloneFrom(peer()),
+                reason_mentions: "10.244.0.2:6432",
+            },
+            Row {
+                local: Local::Absent,
+                replication: true,
+                bootstrap: false,
+                peers: no_primary(),
+                action: Action::Refuse,
+                reason_mentions: "no peer answered as primary within 15 s",
+            },
+        ]);
+    }
+
+    #[test]
+    fn data_present_and_a_primary_peer_of_the_same_cluster_means_rejoin() {
+        check(&[
+            Row {
+                local: WAS_PRIMARY,
+                replication: true,
+                bootstrap: false,
+                peers: primary_peer(Some(OURS)),
+                action: Action::Rejoin(peer()),
+                reason_mentions: "was a primary",
+            },
+            Row {
+                local: WAS_REPLICA,
+                replication: true,
+                bootstrap: true,
+                peers: primary_peer(Some(OURS)),
+                action: Action::Rejoin(peer()),
+                reason_mentions: "was a replica",
+            },
+        ]);
+    }
+
+    #[test]
+    fn a_primary_peer_of_another_or_unknown_cluster_is_refused() {
+        check(&[
+            Row {
+                local: WAS_PRIMARY,
+                replication: true,
+                bootstrap: false,
+                peers: primary_peer(Some(OTHER)),
+                action: Action::Refuse,
+                reason_mentions: "another cluster",
+            },
+            Row {
+                local: WAS_REPLICA,
+                replication: true,
+                bootstrap: false,
+                peers: primary_peer(None),
+                action: Action::Refuse,
+                reason_mentions: "could not be read",
+            },
+        ]);
+    }
+
+    #[test]
+    fn no_primary_peer_resumes_the_role_the_data_directory_last_had() {
+        check(&[
+            Row {
+                local: WAS_PRIMARY,
+                replication: true,
+                bootstrap: false,
+                peers: no_primary(),
+                action: Action::ResumePrimary,
+                reason_mentions: "was a primary",
+            },
+            Row {
+                local: WAS_REPLICA,
+                replication: true,
+                bootstrap: true,
+                peers: no_primary(),
+                action: Action::ResumeReplica,
+                reason_mentions: "pg-monitor",
+            },
+        ]);
+    }
+
+    #[test]
+    fn data_present_on_a_standalone_node_starts_as_is() {
+        check(&[
+            Row {
+                local: WAS_PRIMARY,
+                replication: false,
+                bootstrap: false,
+                peers: Peers::NotAsked,
+                action: Action::StartStandalone,
+                reason_mentions: "standalone",
+            },
+            Row {
+                local: WAS_REPLICA,
+                replication: false,
+                bootstrap: true,
+                peers: Peers::NotAsked,
+                action: Action::StartStandalone,
+                reason_mentions: "standalone",
+            },
+        ]);
+    }
+
+    #[test]
+    fn an_incomplete_rewind_is_replaced_by_a_clone_or_refused() {
+        check(&[
+            Row {
+                local: Local::Incomplete,
+                replication: true,
+                bootstrap: false,
+                peers: primary_peer(Some(OURS)),
+                action: Action::CloneFrom(peer()),
+                reason_mentions: "interrupted pg_rewind",
+            },
+            Row {
+                local: Local::Incomplete,
+                replication: true,
+                bootstrap: true,
+                peers: no_primary(),
+                action: Action::Refuse,
+                reason_mentions: "incomplete",
+            },
+            Row {
+                local: Local::Incomplete,
+                replication: false,
+                bootstrap: true,
+                peers: Peers::NotAsked,
+                action: Action::Refuse,
+                reason_mentions: "without replication",
+            },
+        ]);
+    }
+
+    #[test]
+    fn a_running_server_or_a_foreign_directory_is_refused() {
+        check(&[
+            Row {
+                local: Local::Running { pid: 4121 },
+                replication: true,
+                bootstrap: false,
+                peers: Peers::NotAsked,
+                action: Action::Refuse,
+                reason_mentions: "pid 4121",
+            },
+            Row {
+                local: Local::Foreign {
+                    why: "no PG_VERSION".into(),
+                },
+                replication: false,
+                bootstrap: false,
+                peers: Peers::NotAsked,
+                action: Action::Refuse,
+                reason_mentions: "PG_VERSION",
+            },
+        ]);
+    }
+
+    #[test]
+    fn the_peers_are_asked_only_when_replication_is_on_and_the_answer_matters() {
+        let rows = [
+            (Local::Absent, false, false, Inquiry::None),
+            (Local::Absent, true, true, Inquiry::Grace),
+            (Local::Absent, true, false, Inquiry::WaitForPrimary),
+            (Local::Incomplete, true, true, Inquiry::WaitForPrimary),
+            (WAS_PRIMARY, true, false, Inquiry::Grace),
+            (WAS_REPLICA, true, true, Inquiry::Grace),
+            (WAS_PRIMARY, false, true, Inquiry::None),
+            (Local::Running { pid: 1 }, true, false, Inquiry::None),
+        ];
+        for (local, replication, bootstrap, expected) in rows {
+            let got = inquiry(&local, &settings(replication, bootstrap));
+            assert_eq!(
+                got, expected,
+                "{local:?}, replication {replication}, bootstrap {bootstrap}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_decision_line_names_the_action_the_peer_and_the_reason() {
+        let line = decide(
+            &WAS_PRIMARY,
+            &primary_peer(Some(OURS)),
+            &settings(true, false),
+        );
+        assert_eq!(
+            line.to_string(),
+            "decision: rejoin 10.244.0.2:6432 (10.244.0.2:6432 answers as primary; this data directory was a primary)"
+        );
+    }
+}

@@ -1,0 +1,558 @@
+//! `pg-bootstrap prepare`: decide how this node boots and make its data
+//! directory ready, before postgres starts.
+//!
+//! The steps read top to bottom: check the input, repair what a crash left
+//! beside the data directory, observe the data directory, ask the peers what
+//! the decision needs, [`decide`](decide::decide), announce the decision, act.
+
+pub mod actions;
+pub mod datadir;
+pub mod decide;
+pub mod peers;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use probe::{logln, ConnectOptions, Endpoint, Prober};
+use serde::Serialize;
+
+use self::actions::{Effects, Method};
+use self::datadir::{Paths, Repair};
+use self::decide::{Action, Decision, Local, Peers, Settings};
+use self::peers::Asker;
+use crate::process::{self, Cancel, Limits, Programs, User};
+use crate::stop::{usage, Stop};
+
+/// Everything `prepare` is told, as given on the command line.
+#[derive(Clone, Debug)]
+pub struct PrepareConfig {
+    pub data_dir: PathBuf,
+    pub pg_bin: PathBuf,
+    pub run_as: Option<String>,
+    pub index: Option<u32>,
+    pub bootstrap: bool,
+    /// `HOST:PORT`, or `HOST` (then `port` applies).
+    pub peers: Vec<String>,
+    pub port: u16,
+    pub replication: bool,
+    pub grace: Duration,
+    pub clone_wait: Duration,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub replication_user: String,
+    pub replication_password_file: Option<PathBuf>,
+    pub passfile: Option<PathBuf>,
+    pub initdb_locale: String,
+    pub clone_max_rate: Option<String>,
+    pub stall_timeout: Duration,
+    pub dry_run: bool,
+}
+
+/// What prepare decided and did, for `--json` and for callers.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub decision: &'static str,
+    pub peer: Option<String>,
+    pub reason: String,
+    pub data_dir: PathBuf,
+    pub index: Option<u32>,
+    pub bootstrap: bool,
+    pub replication: bool,
+    pub dry_run: bool,
+    /// The data directory as found (after crash repairs).
+    pub observed: Local,
+    /// How the data directory was made ready; absent on a dry run or a failure.
+    pub method: Option<Method>,
+    /// Seconds from start to finish.
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+/// The outcome of a run: the report (once a decision was made) and whether it succeeded.
+pub struct Outcome {
+    pub report: Option<Report>,
+    pub result: Result<(), Stop>,
+}
+
+/// Runs prepare. `announce` is called with the decision as soon as it is
+/// made, before anything is changed, so the operator sees it during a long clone.
+pub fn run(
+    config: &PrepareConfig,
+    cancel: &Cancel,
+    announce: &mut dyn FnMut(&Decision),
+) -> Outcome {
+    let started = Instant::now();
+    let undecided = |stop| Outcome {
+        report: None,
+        result: Err(stop),
+    };
+    let setup = match Setup::new(config) {
+        Ok(setup) => setup,
+        Err(stop) => return undecided(stop),
+    };
+    // A dry run changes nothing, so it needs no lock.
+    let _lock = match (config.dry_run, setup.lock()) {
+        (true, _) => None,
+        (false, Ok(lock)) => Some(lock),
+        (false, Err(stop)) => return undecided(stop),
+    };
+    let (local, decision) = match setup.decide(cancel) {
+        Ok(found) => found,
+        Err(stop) => return undecided(stop),
+    };
+    announce(&decision);
+    let mut report = Report {
+        decision: decision.action.name(),
+        peer: decision.action.peer().map(ToString::to_string),
+        reason: decision.reason.clone(),
+        data_dir: setup.paths.data_dir.clone(),
+        index: config.index,
+        bootstrap: config.bootstrap,
+        replication: config.replication,
+        dry_run: config.dry_run,
+        observed: local.clone(),
+        method: None,
+        seconds: 0.0,
+        error: None,
+    };
+    let result = if decision.action == Action::Refuse {
+        Err(Stop::Refused(format!(
+            "refused: {}; nothing was changed",
+            decision.reason
+        )))
+    } else if config.dry_run {
+        Ok(())
+    } else {
+        setup.act(&decision, &local, cancel).map(|method| {
+            report.method = Some(method);
+        })
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    if let Err(stop) = &result {
+        report.error = Some(stop.to_string());
+    }
+    Outcome {
+        report: Some(report),
+        result,
+    }
+}
+
+/// The checked input: resolved paths, user, peers and password.
+struct Setup<'a> {
+    config: &'a PrepareConfig,
+    paths: Paths,
+    owner: Option<User>,
+    peers: Vec<ConnectOptions>,
+    password: Option<String>,
+    passfile: Option<PathBuf>,
+    programs: Programs,
+    settings: Settings,
+}
+
+impl<'a> Setup<'a> {
+    /// Checks every input before anything is read from the peers or written
+    /// to disk; each problem is a one-line usage error.
+    fn new(config: &'a PrepareConfig) -> Result<Setup<'a>, Stop> {
+        let data_dir = absolute(&config.data_dir, "--data-dir")?;
+        if data_dir.parent().is_none() || data_dir.file_name().is_none() {
+            return Err(usage(format!(
+                "--data-dir {} must name a directory below /",
+                data_dir.display()
+            )));
+        }
+        if !config.peers.is_empty() && !config.replication {
+            return Err(usage(format!(
+                "--peer {} given without --replication: peers are only asked when replication is on",
+                config.peers.join(",")
+            )));
+        }
+        if config.replication && !config.bootstrap && config.peers.is_empty() {
+            return Err(usage(
+                "--replication on a node that is not the bootstrap node needs --peer: it clones from or rejoins a peer",
+            ));
+        }
+        let endpoints = config
+            .peers
+            .iter()
+            .map(|text| parse_peer(text, config.port))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Stop::Usage)?;
+        for program in ["initdb", "pg_basebackup", "pg_rewind", "postgres"] {
+            if !config.pg_bin.join(program).is_file() {
+                return Err(usage(format!(
+                    "--pg-bin {}: no {program} there (expected the PostgreSQL server binaries)",
+                    config.pg_bin.display()
+                )));
+            }
+        }
+        let owner = run_as(config.run_as.as_deref())?;
+        let password = match (&config.replication_password_file, config.replication) {
+            (Some(file), true) => Some(read_password(file)?),
+            (None, true) => {
+                return Err(usage(
+                    "--replication needs --replication-password-file: the replication user's password is read from a file, never a flag",
+                ))
+            }
+            (_, false) => None,
+        };
+        let passfile = if config.replication {
+            let path = match &config.passfile {
+                Some(path) => absolute(path, "--passfile")?,
+                None => data_dir.with_file_name("pgpass"),
+            };
+            if path.starts_with(&data_dir) {
+                return Err(usage(format!(
+                    "--passfile {} is inside the data directory, where a clone or rewind would replace it; put it beside",
+                    path.display()
+                )));
+            }
+            Some(path)
+        } else {
+            None
+        };
+        let mut peers = Vec::new();
+        for endpoint in endpoints {
+            let mut options = ConnectOptions::new(
+                endpoint,
+                Some(config.replication_user.clone()),
+                Some("postgres".into()),
+                config.connect_timeout,
+            )
+            .with_application_name("pg-bootstrap");
+            options.set_password(password.clone());
+            peers.push(options);
+        }
+        let programs = Programs {
+            bin: config.pg_bin.clone(),
+            user: owner.clone(),
+            passfile: passfile.clone(),
+        };
+        Ok(Setup {
+            config,
+            paths: Paths::new(&data_dir),
+            owner,
+            peers,
+            password,
+            passfile,
+            programs,
+            settings: Settings {
+                replication: config.replication,
+                bootstrap: config.bootstrap,
+                grace: config.grace,
+                clone_wait: config.clone_wait,
+            },
+        })
+    }
+
+    fn lock(&self) -> Result<std::fs::File, Stop> {
+        match datadir::lock(&self.paths, self.owner.as_ref()) {
+            Ok(Some(file)) => Ok(file),
+            Ok(None) => Err(Stop::Refused(format!(
+                "another pg-bootstrap prepare is working on {} (it holds {}); nothing was changed",
+                self.paths.data_dir.display(),
+                self.paths.lock.display()
+            ))),
+            Err(err) => Err(Stop::Failed(anyhow::anyhow!(
+                "cannot lock {}: {err} (nothing was changed)",
+                self.paths.lock.display()
+            ))),
+        }
+    }
+
+    /// Repairs, observes, asks the peers and decides.
+    fn decide(&self, cancel: &Cancel) -> Result<(Local, Decision), Stop> {
+        let repairs = datadir::pending_repairs(&self.paths);
+        let observed_dir = if self.config.dry_run {
+            for repair in &repairs {
+                logln!("dry run: would {}", repair.describe(&self.paths));
+            }
+            if repairs.contains(&Repair::RestorePrevious) {
+                self.paths.previous.clone()
+            } else {
+                self.paths.data_dir.clone()
+            }
+        } else {
+            datadir::apply_repairs(&self.paths, &repairs).map_err(|err| {
+                Stop::Failed(anyhow::anyhow!(
+                    "cannot repair what an interrupted run left beside {}: {err}",
+                    self.paths.data_dir.display()
+                ))
+            })?;
+            self.paths.data_dir.clone()
+        };
+        let local = datadir::observe(&observed_dir, &self.paths.rewind_marker);
+        logln!(
+            "data directory {}: {}",
+            self.paths.data_dir.display(),
+            describe(&local)
+        );
+        if matches!(
+            local,
+            Local::Primary { .. } | Local::Replica { .. } | Local::Incomplete
+        ) {
+            wait_for_crashed_server(&observed_dir, cancel);
+        }
+        let inquiry = decide::inquiry(&local, &self.settings);
+        let peers = match inquiry {
+            decide::Inquiry::None => Peers::NotAsked,
+            _ => {
+                let prober = prober()?;
+                let purpose = match inquiry {
+                    decide::Inquiry::WaitForPrimary => "to clone from",
+                    _ => "to rejoin",
+                };
+                self.asker(&prober, cancel)
+                    .look_for_primary(inquiry.bound(&self.settings), purpose)?
+            }
+        };
+        Ok((
+            local.clone(),
+            decide::decide(&local, &peers, &self.settings),
+        ))
+    }
+
+    fn asker<'p>(&'p self, prober: &'p Prober, cancel: &'p Cancel) -> Asker<'p> {
+        Asker {
+            prober,
+            peers: &self.peers,
+            retries: self.config.retries,
+            cancel,
+        }
+    }
+
+    /// Carries out `decision`.
+    fn act(&self, decision: &Decision, local: &Local, cancel: &Cancel) -> Result<Method, Stop> {
+        if let (Some(passfile), Some(password)) = (&self.passfile, &self.password) {
+            datadir::ensure_parent(passfile, self.owner.as_ref())
+                .and_then(|()| {
+                    datadir::write_passfile(passfile, &self.config.replication_user, password, self.owner.as_ref())
+                })
+                .map_err(|err| {
+                    Stop::Failed(anyhow::anyhow!(
+                        "cannot write the password file {}: {err} (the data directory was not touched)",
+                        passfile.display()
+                    ))
+                })?;
+        }
+        let effects = Effects {
+            paths: &self.paths,
+            programs: &self.programs,
+            owner: self.owner.as_ref(),
+            cancel,
+            limits: Limits {
+                stall: self.config.stall_timeout,
+            },
+            locale: &self.config.initdb_locale,
+            max_rate: self.config.clone_max_rate.as_deref(),
+            replication_user: &self.config.replication_user,
+            passfile: self.passfile.as_deref(),
+            connect_timeout: self.config.connect_timeout,
+            checkpoint_wait: self.config.grace,
+        };
+        let method = match &decision.action {
+            Action::InitPrimary => effects.init_primary()?,
+            Action::CloneFrom(peer) => effects.clone_from(peer)?,
+            Action::Rejoin(peer) => {
+                let prober = prober()?;
+                let asker = self.asker(&prober, cancel);
+                let options = self.options_for(peer);
+                let was_primary = matches!(local, Local::Primary { .. });
+                effects.rejoin(peer, &options, &asker, was_primary)?
+            }
+            Action::ResumePrimary | Action::ResumeReplica | Action::StartStandalone => Method::None,
+            Action::Refuse => unreachable!("a refusal is not acted on"),
+        };
+        Ok(method)
+    }
+
+    fn options_for(&self, peer: &Endpoint) -> ConnectOptions {
+        self.peers
+            .iter()
+            .find(|options| &options.endpoint == peer)
+            .cloned()
+            .expect("a decision names one of the peers")
+    }
+}
+
+/// How long the processes of a crashed server may take to disappear.
+const CRASHED_SERVER_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits (bounded) until the processes of a crashed server are gone:
+/// PostgreSQL refuses to start, pg_ctl and single-user mode alike, while they remain.
+fn wait_for_crashed_server(data_dir: &Path, cancel: &Cancel) {
+    let started = Instant::now();
+    let mut logged = false;
+    while let Some(pid) = datadir::leftover_server_process(data_dir) {
+        let bound = CRASHED_SERVER_WAIT.as_secs_f64();
+        if started.elapsed() >= CRASHED_SERVER_WAIT || cancel.is_set() {
+            logln!("process {pid} of a crashed server is still there after {bound:.0} s; going on");
+            return;
+        }
+        if !logged {
+            logln!("waiting up to {bound:.0} s for process {pid} of a crashed server to go away");
+            logged = true;
+        }
+        cancel.sleep(Duration::from_millis(200));
+    }
+}
+
+fn prober() -> Result<Prober, Stop> {
+    Prober::new()
+        .map_err(|err| Stop::Failed(anyhow::anyhow!("cannot start the probe runtime: {err}")))
+}
+
+fn describe(local: &Local) -> String {
+    match local {
+        Local::Absent => "absent or empty".into(),
+        Local::Primary { system_identifier } => {
+            format!("last ran as a primary (system identifier {system_identifier})")
+        }
+        Local::Replica { system_identifier } => {
+            format!("last ran as a replica (system identifier {system_identifier})")
+        }
+        Local::Incomplete => "left incomplete by an interrupted pg_rewind".into(),
+        Local::Running { pid } => format!("in use by a running postgres (pid {pid})"),
+        Local::Foreign { why } => why.clone(),
+    }
+}
+
+fn absolute(path: &Path, flag: &str) -> Result<PathBuf, Stop> {
+    if path.as_os_str().is_empty() {
+        return Err(usage(format!("{flag} is empty")));
+    }
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .map_err(|err| {
+            usage(format!(
+                "{flag} {}: cannot resolve a relative path: {err}",
+                path.display()
+            ))
+        })
+}
+
+/// `HOST:PORT`, or a bare `HOST` on `default_port` (every node listens on the same port).
+pub fn parse_peer(text: &str, default_port: u16) -> Result<Endpoint, String> {
+    let text = text.trim();
+    // A bare IPv6 address has several colons and no brackets: it names no port.
+    let bare_v6 = !text.starts_with('[') && text.matches(':').count() > 1;
+    if !bare_v6 {
+        if let Ok(endpoint) = text.parse::<Endpoint>() {
+            return Ok(endpoint);
+        }
+    }
+    let bare = bare_v6 || !text.contains(':') || (text.starts_with('[') && text.ends_with(']'));
+    let host = text.trim_start_matches('[').trim_end_matches(']');
+    if bare && !host.is_empty() && !host.contains(['/', ' ']) {
+        return Ok(Endpoint {
+            host: host.to_string(),
+            port: default_port,
+        });
+    }
+    Err(format!("--peer '{text}' is not HOST or HOST:PORT"))
+}
+
+fn run_as(name: Option<&str>) -> Result<Option<User>, Stop> {
+    let root = process::running_as_root();
+    match name {
+        None if root => Err(usage(
+            "running as root needs --run-as USER: PostgreSQL refuses to run as root",
+        )),
+        None => Ok(None),
+        Some(name) => {
+            let user = User::lookup(name).map_err(|err| usage(format!("--run-as: {err}")))?;
+            if user.uid == 0 {
+                Err(usage(format!(
+                    "--run-as {name}: PostgreSQL refuses to run as root"
+                )))
+            } else if root {
+                Ok(Some(user))
+            } else if user.uid == process::effective_uid() {
+                // Already this user: nothing to switch.
+                Ok(None)
+            } else {
+                Err(usage(format!(
+                    "--run-as {name}: only root can run programs as another user"
+                )))
+            }
+        }
+    }
+}
+
+/// The replication password: the file's content without its final line break.
+fn read_password(file: &Path) -> Result<String, Stop> {
+    let text = std::fs::read_to_string(file).map_err(|err| {
+        usage(format!(
+            "--replication-password-file {}: {err}",
+            file.display()
+        ))
+    })?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(usage(format!(
+            "--replication-password-file {} is empty",
+            file.display()
+        )));
+    }
+    if password.contains(['\n', '\r', '\0']) {
+        return Err(usage(format!(
+            "--replication-password-file {}: the password holds a line break or NUL, which a libpq password file cannot carry",
+            file.display()
+        )));
+    }
+    Ok(password.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_take_the_default_port_when_they_name_none() {
+        assert_eq!(
+            parse_peer("10.0.0.2", 6432).unwrap().to_string(),
+            "10.0.0.2:6432"
+        );
+        assert_eq!(
+            parse_peer("10.0.0.2:7000", 6432).unwrap().to_string(),
+            "10.0.0.2:7000"
+        );
+        assert_eq!(
+            parse_peer("db-1.example", 5432).unwrap().to_string(),
+            "db-1.example:5432"
+        );
+        assert_eq!(
+            parse_peer("[::1]:7000", 6432).unwrap().to_string(),
+            "[::1]:7000"
+        );
+        assert_eq!(
+            parse_peer("fe80::1", 6432).unwrap().to_string(),
+            "[fe80::1]:6432"
+        );
+    }
+
+    #[test]
+    fn malformed_peers_are_named_in_the_error() {
+        for bad in ["", "10.0.0.2:", "10.0.0.2:99999", "a b", ":5432"] {
+            let error = parse_peer(bad, 6432).unwrap_err();
+            assert!(error.contains("--peer"), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_password_file_loses_only_its_final_line_break() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, " sp ace\\:'\n").unwrap();
+        assert_eq!(read_password(&file).unwrap(), " sp ace\\:'");
+        std::fs::write(&file, "two\nlines\n").unwrap();
+        assert!(read_password(&file).is_err());
+        std::fs::write(&file, "\n").unwrap();
+        assert!(read_password(&file).is_err());
+    }
+}

@@ -1,0 +1,473 @@
+//! Running PostgreSQL's programs (initdb, pg_basebackup, pg_rewind) as the
+//! data's owner, with every wait bounded and every child cleaned up.
+//!
+//! PostgreSQL refuses to run as root, and the BOSH ctl scripts run as root:
+//! each program runs as the `--run-as` user (uid, gid, HOME of that user, no
+//! supplementary groups of ours). A child gets a clean environment so that
+//! nothing of the caller's (PGPASSWORD, PGHOST, a locale) changes what it does;
+//! its password comes from the passfile named in `PGPASSFILE`, never argv.
+
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString, OsString};
+use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use probe::logln;
+
+/// An operating-system user the PostgreSQL programs run as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl User {
+    /// Looks `name` up in the user database (NSS, so not only /etc/passwd).
+    pub fn lookup(name: &str) -> Result<User, String> {
+        let c_name = CString::new(name).map_err(|_| format!("user name {name:?} contains NUL"))?;
+        let mut buffer = vec![0u8; 16 * 1024];
+        // SAFETY: all-zero bytes are a valid `passwd` (null pointers, zero ids).
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; `buffer` outlives the
+        // use of the strings `entry` points into, which are copied below.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                c_name.as_ptr(),
+                &mut entry,
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                &mut found,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "cannot look up user {name:?}: {}",
+                std::io::Error::from_raw_os_error(rc)
+            ));
+        }
+        if found.is_null() {
+            return Err(format!("user {name:?} does not exist"));
+        }
+        // SAFETY: getpwnam_r succeeded, so pw_dir points to a NUL-terminated string in `buffer`.
+        let home = unsafe { CStr::from_ptr(entry.pw_dir) }.to_bytes().to_vec();
+        Ok(User {
+            name: name.to_string(),
+            uid: entry.pw_uid,
+            gid: entry.pw_gid,
+            home: PathBuf::from(OsString::from_vec(home)),
+        })
+    }
+}
+
+/// The effective user id of this process.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether this process runs as root (and so must not run PostgreSQL itself).
+pub fn running_as_root() -> bool {
+    effective_uid() == 0
+}
+
+/// Gives `path` to `owner` (when we run as root and there is an owner).
+pub fn chown_to(path: &Path, owner: Option<&User>) -> std::io::Result<()> {
+    match owner {
+        Some(user) => std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)),
+        None => Ok(()),
+    }
+}
+
+/// Set when SIGTERM, SIGINT or SIGHUP arrives, so long waits and children stop
+/// cleanly (a half-made clone is removed) instead of dying mid-way.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A flag raised by SIGTERM, SIGINT and SIGHUP.
+    pub fn on_signals() -> std::io::Result<Cancel> {
+        let cancel = Cancel::default();
+        for signal in [
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ] {
+            signal_hook::flag::register(signal, Arc::clone(&cancel.0))?;
+        }
+        Ok(cancel)
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `duration`, waking early when cancelled.
+    pub fn sleep(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        while !self.is_set() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// The PostgreSQL programs of one installation and how to run them.
+#[derive(Clone, Debug)]
+pub struct Programs {
+    pub bin: PathBuf,
+    /// The user to switch to; `None` runs them as ourselves.
+    pub user: Option<User>,
+    /// Named in `PGPASSFILE` for every child.
+    pub passfile: Option<PathBuf>,
+}
+
+impl Programs {
+    /// A command for `program` in a clean environment, as the data's owner,
+    /// in a process group of its own so that it can be stopped with its children.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin.join(program));
+        command
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            // English messages, whatever the caller's locale: they end up in our errors.
+            .env("LC_ALL", "C")
+            // The caller's cwd (often /root) may be closed to the data's owner;
+            // initdb fails when it cannot identify its current directory.
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .process_group(0);
+        if let Some(user) = &self.user {
+            command
+                .uid(user.uid)
+                .gid(user.gid)
+                .env("HOME", &user.home)
+                .env("USER", &user.name)
+                .env("LOGNAME", &user.name);
+        } else if let Some(home) = std::env::var_os("HOME") {
+            command.env("HOME", home);
+        }
+        if let Some(passfile) = &self.passfile {
+            command.env("PGPASSFILE", passfile);
+        }
+        die_with_parent(&mut command);
+        command
+    }
+}
+
+/// Makes the child die (SIGKILL) if we do: an orphaned pg_basebackup or
+/// pg_rewind would go on writing into a directory the next prepare reuses.
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec (after the
+    // uid/gid change, which would otherwise clear the setting) and calls only
+    // async-signal-safe functions.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the parent exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Bounds on a child's run.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Stop the child when it has read and written nothing for this long
+    /// (a frozen source server, a black-holed link).
+    pub stall: Duration,
+}
+
+/// How many of a child's last stderr lines an error message quotes.
+const TAIL_LINES: usize = 3;
+
+/// How often a child's progress reports are logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs `command` to completion, logging each line it writes to stderr.
+///
+/// Fails with the program's last stderr lines when it exits non-zero, and stops
+/// it (SIGTERM, then SIGKILL, to its whole process group) when it stalls for
+/// `limits.stall` or when `cancel` is raised.
+pub fn run(
+    command: &mut Command,
+    what: &str,
+    limits: Limits,
+    cancel: &Cancel,
+) -> anyhow::Result<()> {
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let reader = child.stderr.take().map(|stderr| {
+        let tail = Arc::clone(&tail);
+        std::thread::spawn(move || forward_stderr(stderr, &tail))
+    });
+    let outcome = supervise(&mut child, what, limits, cancel);
+    if let Some(reader) = reader {
+        let _ = reader.join();
+    }
+    let status = outcome?;
+    if status.success() {
+        return Ok(());
+    }
+    let lines: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
+    let code = match status.code() {
+        Some(code) => format!("exited {code}"),
+        None => "was killed by a signal".to_string(),
+    };
+    if lines.is_empty() {
+        bail!("{what} {code}")
+    }
+    bail!("{what} {code}: {}", lines.join(" / "))
+}
+
+/// Logs what the child writes to stderr, line by line, as it comes. A line
+/// ended by `\r` is a progress report the next one overwrites (pg_rewind
+/// --progress): those are logged at most every [`PROGRESS_EVERY`].
+fn forward_stderr(mut stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<String>>) {
+    let mut line = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let mut progress_logged: Option<Instant> = None;
+    let mut emit = |bytes: &[u8], progress: bool| {
+        let text = String::from_utf8_lossy(bytes).trim().to_string();
+        if text.is_empty() {
+            return;
+        }
+        if progress {
+            if progress_logged.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+                return;
+            }
+            progress_logged = Some(Instant::now());
+        }
+        logln!("{text}");
+        let mut tail = tail.lock().unwrap();
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(text);
+    };
+    loop {
+        let read = match stderr.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for &byte in &buffer[..read] {
+            if byte == b'\n' || byte == b'\r' {
+                emit(&line, byte == b'\r');
+                line.clear();
+            } else {
+                line.push(byte);
+            }
+        }
+    }
+    emit(&line, false);
+}
+
+/// Waits for `child`, watching for stalls and cancellation.
+fn supervise(
+    child: &mut Child,
+    what: &str,
+    limits: Limits,
+    cancel: &Cancel,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let pid = child.id();
+    let mut last_progress = io_counter(pid);
+    let mut progressed_at = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().context("cannot wait for a child")? {
+            return Ok(status);
+        }
+        if cancel.is_set() {
+            stop_group(child);
+            bail!("{what} was stopped: interrupted by a signal");
+        }
+        let progress = io_counter(pid);
+        if progress != last_progress || progress.is_none() {
+            last_progress = progress;
+            progressed_at = Instant::now();
+        } else if progressed_at.elapsed() >= limits.stall {
+            stop_group(child);
+            return Err(anyhow!(
+                "{what} was stopped: it read and wrote nothing for {:.0} s (is the source server frozen or cut off?)",
+                limits.stall.as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Bytes the process has read and written so far (sockets included), from
+/// /proc/PID/io; `None` where the kernel does not let us read it.
+fn io_counter(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
+    Some(field("rchar:")? + field("wchar:")?)
+}
+
+/// Stops the child's process group: SIGTERM, up to 5 s of grace, then SIGKILL.
+fn stop_group(child: &mut Child) {
+    let group = child.id() as libc::pid_t;
+    // SAFETY: signalling a process group we created (process_group(0) made the
+    // child its leader); a negative pid addresses the group.
+    unsafe { libc::kill(-group, libc::SIGTERM) };
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: as above. Also reaches children that outlived the leader
+    // (pg_basebackup's WAL streamer).
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_found_in_the_user_database() {
+        let root = User::lookup("root").expect("root exists");
+        assert_eq!(root.uid, 0);
+        assert_eq!(root.gid, 0);
+    }
+
+    #[test]
+    fn an_unknown_user_is_named_in_the_error() {
+        let error = User::lookup("no-such-user-pgb").unwrap_err();
+        assert!(error.contains("no-such-user-pgb"), "{error}");
+    }
+
+    fn shell() -> Programs {
+        Programs {
+            bin: PathBuf::from("/bin"),
+            user: None,
+            passfile: None,
+        }
+    }
+
+    fn limits(stall_ms: u64) -> Limits {
+        Limits {
+            stall: Duration::from_millis(stall_ms),
+        }
+    }
+
+    #[test]
+    fn a_failing_program_is_reported_with_its_last_stderr_lines() {
+        let mut command = shell().command("sh");
+        command.args(["-c", "echo first >&2; echo second >&2; exit 3"]);
+        let error = run(&mut command, "sh", limits(10_000), &Cancel::default()).unwrap_err();
+        assert_eq!(error.to_string(), "sh exited 3: first / second");
+    }
+
+    #[test]
+    fn progress_reports_are_logged_sparingly() {
+        let mut command = shell().command("sh");
+        command.args(["-c", r"printf '1%%\r2%%\r3%%\rdone\n' >&2; exit 1"]);
+        let error = run(&mut command, "sh", limits(10_000), &Cancel::default()).unwrap_err();
+        // 2% and 3% came within PROGRESS_EVERY of 1%: they are not logged.
+        assert_eq!(error.to_string(), "sh exited 1: 1% / done");
+    }
+
+    #[test]
+    fn a_last_line_without_a_line_break_is_kept() {
+        let mut command = shell().command("sh");
+        command.args(["-c", "printf 'first\\nlast' >&2; exit 1"]);
+        let error = run(&mut command, "sh", limits(10_000), &Cancel::default()).unwrap_err();
+        assert_eq!(error.to_string(), "sh exited 1: first / last");
+    }
+
+    #[test]
+    fn the_child_environment_is_clean() {
+        std::env::set_var("PGPASSWORD_PROCESS_TEST", "leak");
+        let mut command = shell().command("sh");
+        command.args([
+            "-c",
+            "test -z \"$PGPASSWORD_PROCESS_TEST\" && test \"$LC_ALL\" = C",
+        ]);
+        run(&mut command, "sh", limits(10_000), &Cancel::default())
+            .expect("the child saw the caller's environment");
+    }
+
+    #[test]
+    fn a_stalled_program_is_stopped_with_its_children() {
+        let mut command = shell().command("sh");
+        // The grandchild would outlive a kill of the shell alone.
+        command.args(["-c", "sleep 30 & sleep 30"]);
+        let started = Instant::now();
+        let error = run(&mut command, "sleeper", limits(500), &Cancel::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("read and wrote nothing"),
+            "{error}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stalled child was not stopped"
+        );
+    }
+
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        // PR_SET_PDEATHSIG fires when the spawning thread ends; in prepare
+        // that is the main thread, so the child dies with the process.
+        let pid = std::thread::spawn(|| {
+            let mut command = shell().command("sleep");
+            command.arg("30");
+            command.spawn().expect("cannot start sleep").id()
+        })
+        .join()
+        .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| {
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true)
+        };
+        while !gone() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            gone(),
+            "the child {pid} outlived the thread that started it"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_the_child() {
+        let cancel = Cancel::default();
+        cancel.0.store(true, Ordering::SeqCst);
+        let mut command = shell().command("sh");
+        command.args(["-c", "sleep 30"]);
+        let error = run(&mut command, "sleeper", limits(60_000), &cancel).unwrap_err();
+        assert!(error.to_string().contains("interrupted"), "{error}");
+    }
+}

@@ -1,0 +1,120 @@
+//! Quoting for every language pg-bootstrap writes: SQL, libpq connection
+//! strings, postgresql.conf values and libpq password files.
+//!
+//! Names and passwords come from operators and may contain anything
+//! (quotes, backslashes, semicolons, spaces, unicode); each writer here makes
+//! the text mean exactly itself in its target language.
+
+/// An SQL identifier: `"name"` with `"` doubled.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An SQL string literal that means the same whatever
+/// `standard_conforming_strings` says, as libpq's `PQescapeLiteral` writes it:
+/// quotes doubled, and when a backslash occurs, an `E'...'` literal with
+/// backslashes doubled.
+pub fn literal(text: &str) -> String {
+    let doubled = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", doubled.replace('\\', "\\\\"))
+    } else {
+        format!("'{doubled}'")
+    }
+}
+
+/// One value of a libpq connection string (`key=value`): single-quoted, with
+/// `\` and `'` escaped by a backslash.
+pub fn conninfo_value(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('\'');
+    for c in text.chars() {
+        if c == '\\' || c == '\'' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('\'');
+    quoted
+}
+
+/// A string value in postgresql.conf / postgresql.auto.conf: single-quoted,
+/// with `'` doubled and `\` doubled (the configuration parser reads
+/// backslash escapes), as `pg_basebackup -R` writes it.
+pub fn conf_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// One field of a libpq password file: `:` and `\` escaped with a backslash.
+pub fn passfile_field(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\\' || c == ':' {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_double_their_quotes() {
+        assert_eq!(ident("alice"), "\"alice\"");
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(ident("x; DROP ROLE y; --"), "\"x; DROP ROLE y; --\"");
+        assert_eq!(ident("ünï cödé"), "\"ünï cödé\"");
+    }
+
+    #[test]
+    fn literals_survive_either_string_syntax() {
+        assert_eq!(literal("plain"), "'plain'");
+        assert_eq!(literal("o'brien"), "'o''brien'");
+        assert_eq!(literal(r"back\slash'"), r"E'back\\slash'''");
+    }
+
+    #[test]
+    fn conninfo_values_escape_quotes_and_backslashes() {
+        assert_eq!(conninfo_value("10.0.0.1"), "'10.0.0.1'");
+        assert_eq!(conninfo_value("/path with space"), "'/path with space'");
+        assert_eq!(conninfo_value(r"a'b\c"), r"'a\'b\\c'");
+    }
+
+    #[test]
+    fn conf_strings_double_quotes_and_backslashes() {
+        assert_eq!(
+            conf_string("host='h' passfile='/p'"),
+            "'host=''h'' passfile=''/p'''"
+        );
+        assert_eq!(conf_string(r"a\b"), r"'a\\b'");
+    }
+
+    #[test]
+    fn passfile_fields_escape_colons_and_backslashes() {
+        assert_eq!(passfile_field("pa:ss\\w"), r"pa\:ss\\w");
+        assert_eq!(passfile_field("plain pw"), "plain pw");
+    }
+
+    #[test]
+    fn a_passfile_line_reads_back_as_written() {
+        let password = r"p:a\ss w'o;rd ü";
+        let line = format!(
+            "*:*:*:{}:{}",
+            passfile_field("repl"),
+            passfile_field(password)
+        );
+        let lookup = probe::passfile::Lookup {
+            host: "10.0.0.1",
+            port: 6432,
+            dbname: "replication",
+            user: "repl",
+        };
+        assert_eq!(
+            probe::passfile::match_password(&line, &lookup).as_deref(),
+            Some(password)
+        );
+    }
+}

@@ -1,0 +1,557 @@
+//! Test support for pg-bootstrap: nodes whose data directory pg-bootstrap
+//! itself makes, laid out as on a BOSH VM (config outside the data dir, a
+//! password file beside it), and a way to run the binary with a clean
+//! environment.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+use tempfile::TempDir;
+use testkit::{chown_to_user, command_as_user, free_port, pg_bin, run_as_user, wait_for};
+
+/// The replication user's password in every test: it holds the characters a
+/// passfile and a conninfo must escape.
+pub const REPLICATION_PASSWORD: &str = r"r'e:p\l pw ü";
+
+/// How long a server may take to start, stop or catch up.
+pub const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Variables the binary reads; cleared so the test's environment cannot steer it.
+const VARIABLES: [&str; 28] = [
+    "PGDATA",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGDATABASE",
+    "PGCONNECT_TIMEOUT",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PG_BOOTSTRAP_PG_BIN",
+    "PG_BOOTSTRAP_RUN_AS",
+    "PG_BOOTSTRAP_INDEX",
+    "PG_BOOTSTRAP_BOOTSTRAP",
+    "PG_BOOTSTRAP_PEERS",
+    "PG_BOOTSTRAP_REPLICATION",
+    "PG_BOOTSTRAP_GRACE",
+    "PG_BOOTSTRAP_CLONE_WAIT",
+    "PG_BOOTSTRAP_RETRIES",
+    "PG_BOOTSTRAP_REPLICATION_USER",
+    "PG_BOOTSTRAP_REPLICATION_PASSWORD_FILE",
+    "PG_BOOTSTRAP_PASSFILE",
+    "PG_BOOTSTRAP_INITDB_LOCALE",
+    "PG_BOOTSTRAP_CLONE_MAX_RATE",
+    "PG_BOOTSTRAP_STALL_TIMEOUT",
+    "PG_BOOTSTRAP_SPEC",
+    "PG_BOOTSTRAP_WAIT",
+    "LC_ALL",
+    "LANG",
+];
+
+/// The binary with none of its variables inherited.
+pub fn pg_bootstrap(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pg-bootstrap"));
+    for variable in VARIABLES {
+        command.env_remove(variable);
+    }
+    command.env("HOME", "/nonexistent").args(args);
+    command
+}
+
+/// What a run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from_output(output: Output) -> Run {
+        Run {
+            code: output
+                .status
+                .code()
+                .expect("pg-bootstrap was killed by a signal"),
+            stdout: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        }
+    }
+
+    pub fn of(command: &mut Command) -> Run {
+        Run::from_output(command.output().expect("cannot run pg-bootstrap"))
+    }
+
+    /// Panics unless the run exited with `code`, showing everything it printed.
+    pub fn expect_code(&self, code: i32, what: &str) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "{what}: expected exit {code}, got {}\nstdout: {}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless stdout's decision line starts with `prefix`.
+    pub fn expect_decision(&self, prefix: &str) -> &Run {
+        assert!(
+            self.stdout.starts_with(&format!("decision: {prefix}")),
+            "expected the decision {prefix:?}, got stdout {:?}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "stdout is not JSON ({err}): {}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// The superuser of clusters pg-bootstrap initialises: the user initdb runs as.
+pub fn superuser() -> String {
+    match run_as_user() {
+        Some(user) => user.name.clone(),
+        None => std::env::var("USER").unwrap_or_else(|_| "postgres".into()),
+    }
+}
+
+/// `--run-as USER` when the tests run as root.
+fn run_as_args() -> Vec<String> {
+    match run_as_user() {
+        Some(user) => vec!["--run-as".into(), user.name.clone()],
+        None => vec![],
+    }
+}
+
+/// A node as on a BOSH VM: `db` (the data dir, made by pg-bootstrap),
+/// `pgpass` beside it, the replication password in a 0600 file, and the
+/// server's config (hba, settings) outside the data dir.
+pub struct Site {
+    root: TempDir,
+    pub data_dir: PathBuf,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    pub password_file: PathBuf,
+    pub passfile: PathBuf,
+    hba_file: PathBuf,
+    pub log_file: PathBuf,
+    /// `name=value` settings added to every start (they override the site's).
+    settings: Vec<String>,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        Site::with_settings(&[])
+    }
+
+    /// A site whose server always starts with these extra `name=value` settings.
+    pub fn with_settings(settings: &[&str]) -> Site {
+        let root = tempfile::Builder::new()
+            .prefix("pgboot.")
+            .tempdir()
+            .expect("cannot create a temp dir");
+        chown_to_user(root.path());
+        let socket_dir = root.path().join("run");
+        fs::create_dir(&socket_dir).unwrap();
+        chown_to_user(&socket_dir);
+        let password_file = root.path().join("replication.password");
+        fs::write(&password_file, format!("{REPLICATION_PASSWORD}\n")).unwrap();
+        let hba_file = root.path().join("pg_hba.conf");
+        // Only the superuser is trusted; the replication user proves its
+        // password with SCRAM for everything, as between BOSH VMs.
+        let hba = format!(
+            "local all all trust\n\
+             host all {su} 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n\
+             host replication all 127.0.0.1/32 scram-sha-256\n",
+            su = superuser()
+        );
+        fs::write(&hba_file, hba).unwrap();
+        Site {
+            data_dir: root.path().join("db"),
+            passfile: root.path().join("pgpass"),
+            log_file: root.path().join("postgres.log"),
+            socket_dir,
+            password_file,
+            hba_file,
+            port: free_port(),
+            settings: settings.iter().map(|s| s.to_string()).collect(),
+            root,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn staging(&self) -> PathBuf {
+        self.root.path().join("db.staging")
+    }
+
+    /// `pg-bootstrap prepare` for this site with `extra` flags.
+    pub fn prepare_command(&self, extra: &[&str]) -> Command {
+        let port = self.port.to_string();
+        let mut args: Vec<String> = vec![
+            "prepare".into(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+            "--pg-bin".into(),
+            pg_bin().dir.display().to_string(),
+            "--port".into(),
+            port,
+            "--replication-password-file".into(),
+            self.password_file.display().to_string(),
+            "--passfile".into(),
+            self.passfile.display().to_string(),
+            "--connect-timeout".into(),
+            "2".into(),
+        ];
+        args.extend(run_as_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        pg_bootstrap(&refs)
+    }
+
+    pub fn prepare(&self, extra: &[&str]) -> Run {
+        Run::of(&mut self.prepare_command(extra))
+    }
+
+    /// Starts prepare in the background (its output is collected at the end).
+    pub fn spawn_prepare(&self, extra: &[&str]) -> Child {
+        self.prepare_command(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start pg-bootstrap")
+    }
+
+    /// Starts postgres on the data dir with the site's settings and waits until it accepts connections.
+    pub fn start(&self) {
+        let output = self.pg_ctl_start();
+        assert!(
+            output.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.log_tail()
+        );
+    }
+
+    fn pg_ctl_start(&self) -> Output {
+        let mut options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c hba_file={} \
+             -c wal_level=replica -c max_wal_senders=10 -c wal_keep_size=256MB \
+             -c hot_standby=on -c fsync=off -c shared_buffers=16MB -c max_connections=30",
+            self.port,
+            self.socket_dir.display(),
+            self.hba_file.display()
+        );
+        for setting in &self.settings {
+            options.push_str(&format!(" -c {setting}"));
+        }
+        command_as_user(&pg_bin().path("pg_ctl"))
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .arg("--log")
+            .arg(&self.log_file)
+            .args(["-o", &options, "--wait", "--timeout", "60", "start"])
+            .output()
+            .expect("cannot run pg_ctl")
+    }
+
+    pub fn stop(&self, mode: &str) {
+        let output = command_as_user(&pg_bin().path("pg_ctl"))
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .args(["--mode", mode, "--wait", "--timeout", "60", "stop"])
+            .output()
+            .expect("cannot run pg_ctl");
+        assert!(
+            output.status.success(),
+            "pg_ctl stop failed:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Kills the postmaster with SIGKILL, as a crash would.
+    pub fn kill9(&self) {
+        let pid = self.postmaster_pid().expect("the server is not running");
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for("the killed postmaster to vanish", SERVER_TIMEOUT, || {
+            !testkit::process_alive(pid)
+        });
+    }
+
+    pub fn promote(&self) {
+        let output = command_as_user(&pg_bin().path("pg_ctl"))
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .args(["--wait", "--timeout", "60", "promote"])
+            .output()
+            .expect("cannot run pg_ctl");
+        assert!(
+            output.status.success(),
+            "pg_ctl promote failed:\n{}",
+            self.log_tail()
+        );
+    }
+
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        let pid = text.lines().next()?.trim().parse().ok()?;
+        testkit::process_alive(pid).then_some(pid)
+    }
+
+    pub fn connect(&self) -> Client {
+        self.try_connect().unwrap_or_else(|err| {
+            panic!(
+                "cannot connect to {}: {err}\n{}",
+                self.endpoint(),
+                self.log_tail()
+            )
+        })
+    }
+
+    pub fn try_connect(&self) -> Result<Client, postgres::Error> {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(&superuser())
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(10))
+            .connect(NoTls)
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.connect()
+            .batch_execute(sql)
+            .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+
+    /// The first column of every row of `sql`, as text.
+    pub fn column(&self, sql: &str) -> Vec<String> {
+        self.connect()
+            .simple_query(sql)
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+            .iter()
+            .filter_map(|message| match message {
+                postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn value(&self, sql: &str) -> String {
+        self.column(sql)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("{sql} returned no row"))
+    }
+
+    pub fn in_recovery(&self) -> bool {
+        self.value("SELECT pg_is_in_recovery()") == "t"
+    }
+
+    /// Waits until this replica streams from a primary.
+    pub fn wait_streaming(&self) {
+        wait_for(
+            &format!("{} to stream", self.endpoint()),
+            SERVER_TIMEOUT,
+            || {
+                self.try_connect()
+                    .ok()
+                    .and_then(|mut client| {
+                        client
+                            .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
+                            .ok()
+                    })
+                    .flatten()
+                    .map(|row| row.get::<_, String>(0) == "streaming")
+                    .unwrap_or(false)
+            },
+        );
+    }
+
+    /// Waits until this replica has replayed everything `primary` wrote so far.
+    pub fn wait_caught_up(&self, primary: &Site) {
+        let lsn = primary.value("SELECT pg_current_wal_lsn()");
+        wait_for(
+            &format!("{} to replay {lsn}", self.endpoint()),
+            SERVER_TIMEOUT,
+            || {
+                self.try_connect()
+                    .ok()
+                    .and_then(|mut client| {
+                        client
+                            .query_one(
+                                &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"),
+                                &[],
+                            )
+                            .ok()
+                    })
+                    .map(|row| row.get::<_, bool>(0))
+                    .unwrap_or(false)
+            },
+        );
+    }
+
+    /// Creates the replication role with `pg-bootstrap provision`, as the ctl script does.
+    pub fn provision_replication(&self) {
+        let spec = self.root.path().join("provision.yml");
+        fs::write(
+            &spec,
+            format!(
+                "replication:\n  username: replication\n  password: {}\n",
+                serde_json::to_string(REPLICATION_PASSWORD).unwrap()
+            ),
+        )
+        .unwrap();
+        let port = self.port.to_string();
+        let su = superuser();
+        Run::of(&mut pg_bootstrap(&[
+            "provision",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--host",
+            self.socket_dir.to_str().unwrap(),
+            "--port",
+            &port,
+            "--user",
+            &su,
+        ]))
+        .expect_code(0, "provisioning the replication role");
+    }
+
+    /// Initialises the data dir with initdb directly, without data checksums,
+    /// as the original release did: pg_rewind cannot work on it.
+    pub fn initdb_without_checksums(&self) {
+        let output = command_as_user(&pg_bin().path("initdb"))
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .args([
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+                "--no-sync",
+                "--no-instructions",
+            ])
+            .output()
+            .expect("cannot run initdb");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log_file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if self.postmaster_pid().is_some() {
+            let _ = command_as_user(&pg_bin().path("pg_ctl"))
+                .arg("--pgdata")
+                .arg(&self.data_dir)
+                .args(["--mode", "immediate", "--wait", "--timeout", "30", "stop"])
+                .output();
+        }
+        if let Some(pid) = self.postmaster_pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// The inode of `path`: the same inode means the same directory, not a replacement.
+pub fn inode(path: &Path) -> u64 {
+    fs::metadata(path)
+        .unwrap_or_else(|err| panic!("cannot stat {}: {err}", path.display()))
+        .ino()
+}
+
+/// A primary made by `prepare` (bootstrap node, no primary among its peers)
+/// and a replica cloned from it by `prepare`, both started, the replica streaming.
+pub fn pair() -> (Site, Site) {
+    pair_with(&[])
+}
+
+/// [`pair`] with extra settings for both servers.
+pub fn pair_with(settings: &[&str]) -> (Site, Site) {
+    let (primary, replica) = (Site::with_settings(settings), Site::with_settings(settings));
+    primary
+        .prepare(&[
+            "--replication",
+            "--bootstrap",
+            "--peer",
+            &replica.endpoint(),
+            "--grace",
+            "0",
+        ])
+        .expect_code(0, "preparing the bootstrap node")
+        .expect_decision("init-primary");
+    primary.start();
+    primary.provision_replication();
+    replica
+        .prepare(&[
+            "--replication",
+            "--peer",
+            &primary.endpoint(),
+            "--clone-wait",
+            "30",
+        ])
+        .expect_code(0, "preparing the replica")
+        .expect_decision(&format!("clone-from {}", primary.endpoint()));
+    replica.start();
+    replica.wait_streaming();
+    (primary, replica)
+}
+
+/// Waits for a background prepare and collects what it printed.
+pub fn finish(child: Child) -> Run {
+    Run::from_output(
+        child
+            .wait_with_output()
+            .expect("cannot wait for pg-bootstrap"),
+    )
+}
+
+/// Total size in bytes of the files under `dir` (0 when it does not exist).
+pub fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_size(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
