@@ -17,6 +17,8 @@ fn scenario(scenario: Scenario, synchronous: bool) -> Outcome {
     let cluster = Cluster::up(synchronous);
     let outcome = run(scenario, &cluster);
     println!("{outcome}");
+    report(&outcome, synchronous);
+
     assert_eq!(
         outcome.split_rounds, 0,
         "{}: both nodes accepted writes through the haproxies at the same moment",
@@ -86,4 +88,26 @@ fn both_vms_restarted_replica_first_end_with_one_primary() {
 #[test]
 fn a_split_brain_fences_both_nodes_and_bin_recover_restores_the_pair() {
     scenario(Scenario::SplitBrain, true);
+}
+
+#[test]
+fn the_smoke_tests_errand_passes_against_the_pair() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::up(true);
+    let output = cluster.check(&["smoke-tests"]);
+    assert!(output.contains("smoke tests passed"), "errand output:\n{output}");
+}
+
+/// Appends the outcome to `fault-matrix.txt` in cargo's test temp dir, which
+/// ci/test prints after the tests: the lost-write counts are reported, not
+/// buried in captured test output.
+fn report(outcome: &Outcome, synchronous: bool) {
+    use std::io::Write;
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-matrix.txt");
+    let mode = if synchronous { "synchronous" } else { "asynchronous" };
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{mode}: {outcome}");
+    }
 }
