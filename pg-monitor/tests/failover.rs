@@ -5,26 +5,15 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use testkit::{FaultProxy, Node, ProxyMode};
+use testkit::{clean_command, FaultProxy, Node, ProxyMode};
 
 /// Generous bound for anything a test waits for; never a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(90);
-
-const LIBPQ_VARS: [&str; 8] = [
-    "PGHOST",
-    "PGPORT",
-    "PGUSER",
-    "PGDATABASE",
-    "PGCONNECT_TIMEOUT",
-    "PGPASSWORD",
-    "PGPASSFILE",
-    "PGSERVICE",
-];
 
 /// A running `pg-monitor` with its own temp dir (log, pidfile, markers);
 /// killed (by pid) if a test ends while it still runs.
@@ -45,12 +34,8 @@ impl Monitor {
 
     fn start_in(name: &str, args: &Args, dir: tempfile::TempDir) -> Monitor {
         let log = fs::File::create(dir.path().join("monitor.log")).expect("cannot create the log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pg-monitor"));
-        for var in LIBPQ_VARS {
-            command.env_remove(var);
-        }
+        let mut command = clean_command(Path::new(env!("CARGO_BIN_EXE_pg-monitor")), &[]);
         command
-            .env("HOME", "/nonexistent")
             .args(&args.0)
             .arg("--pidfile")
             .arg(dir.path().join("monitor.pid"))

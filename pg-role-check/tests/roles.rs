@@ -2,22 +2,12 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use testkit::{wait_for, FaultProxy, Node, NodeOptions, ProxyMode};
-
-const LIBPQ_VARS: [&str; 8] = [
-    "PGHOST",
-    "PGPORT",
-    "PGUSER",
-    "PGDATABASE",
-    "PGCONNECT_TIMEOUT",
-    "PGPASSWORD",
-    "PGPASSFILE",
-    "PGSERVICE",
-];
+use testkit::{clean_command, wait_for, FaultProxy, Node, NodeOptions, ProxyMode};
 
 struct Run {
     code: i32,
@@ -34,11 +24,8 @@ impl Run {
 
 /// A command for the binary with no libpq variables inherited from the test's environment.
 fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pg-role-check"));
-    for var in LIBPQ_VARS {
-        command.env_remove(var);
-    }
-    command.env("HOME", "/nonexistent").args(args);
+    let mut command = clean_command(Path::new(env!("CARGO_BIN_EXE_pg-role-check")), &[]);
+    command.args(args);
     command
 }
 

@@ -97,7 +97,10 @@ fn the_smoke_tests_errand_passes_against_the_pair() {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let cluster = Cluster::up(true);
     let output = cluster.check(&["smoke-tests"]);
-    assert!(output.contains("smoke tests passed"), "errand output:\n{output}");
+    assert!(
+        output.contains("smoke tests passed"),
+        "errand output:\n{output}"
+    );
 }
 
 /// Appends the outcome to `fault-matrix.txt` in cargo's test temp dir, which
@@ -106,8 +109,16 @@ fn the_smoke_tests_errand_passes_against_the_pair() {
 fn report(outcome: &Outcome, synchronous: bool) {
     use std::io::Write;
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-matrix.txt");
-    let mode = if synchronous { "synchronous" } else { "asynchronous" };
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    let mode = if synchronous {
+        "synchronous"
+    } else {
+        "asynchronous"
+    };
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(file, "{mode}: {outcome}");
     }
 }

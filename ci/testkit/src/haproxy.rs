@@ -6,7 +6,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-use crate::node::process_alive;
+use crate::server::process_alive;
 
 /// The haproxy binary: `HAPROXY_BIN`, else Debian's /usr/sbin/haproxy.
 pub fn haproxy_bin() -> PathBuf {

@@ -16,12 +16,16 @@ mod haproxy;
 mod node;
 mod os;
 mod proxy;
+mod server;
 
 pub use haproxy::{haproxy_bin, Haproxy};
-pub use node::{process_alive, SUPERUSER};
-pub use node::{Node, NodeOptions};
-pub use os::{chown_to_user, command_as_user, free_port, pg_bin, run_as_user, PgBin, RunAs};
+pub use node::{Node, NodeOptions, SUPERUSER};
+pub use os::{
+    chown_to_user, clean_command, command_as_user, free_port, pg_bin, run_as_user, PgBin, RunAs,
+    LIBPQ_VARIABLES,
+};
 pub use proxy::{FaultProxy, ProxyMode};
+pub use server::{process_alive, Server, SERVER_TIMEOUT};
 
 use std::time::{Duration, Instant};
 

@@ -1,22 +1,17 @@
 //! One throwaway PostgreSQL server: a primary, or a streaming replica of one.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
 
-use postgres::{Client, NoTls};
 use tempfile::TempDir;
 
 use crate::os::{chown_to_user, command_as_user, free_port, pg_bin};
-use crate::wait_for;
+use crate::server::Server;
 
 /// The superuser every test node is created with.
 pub const SUPERUSER: &str = "postgres";
-
-/// How long a server may take to start or stop before a test fails.
-const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Extra settings and hba lines for a node.
 #[derive(Clone, Debug, Default)]
@@ -44,13 +39,19 @@ impl NodeOptions {
 }
 
 /// A PostgreSQL server in a temp dir on a loopback port. Dropping it stops the
-/// server (immediate shutdown) and deletes its files.
+/// server (immediate shutdown) and deletes its files. Everything a
+/// [`Server`] does (stop, kill9, promote, connect, ...) works on a node.
 pub struct Node {
+    // Declared first so it is dropped first: the server stops before its files go.
+    server: Server,
     root: TempDir,
-    pub data_dir: PathBuf,
-    pub socket_dir: PathBuf,
-    port: AtomicU16,
-    log_file: PathBuf,
+}
+
+impl Deref for Node {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 impl Node {
@@ -131,23 +132,14 @@ impl Node {
         let socket_dir = root.path().join("socket");
         fs::create_dir(&socket_dir).expect("cannot create the socket dir");
         chown_to_user(&socket_dir);
-        Node {
-            data_dir: root.path().join("data"),
-            log_file: root.path().join("postgres.log"),
+        let server = Server::new(
+            root.path().join("data"),
             socket_dir,
-            root,
-            port: AtomicU16::new(free_port()),
-        }
-    }
-
-    /// The port the server listens on (loopback only).
-    pub fn port(&self) -> u16 {
-        self.port.load(Ordering::SeqCst)
-    }
-
-    /// `127.0.0.1:<port>`, as the release's tools take nodes.
-    pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port())
+            root.path().join("postgres.log"),
+            free_port(),
+            SUPERUSER,
+        );
+        Node { server, root }
     }
 
     /// The temp dir holding this node's files; gone when the node is dropped.
@@ -206,7 +198,7 @@ impl Node {
             if self.try_start(true).status.success() {
                 return;
             }
-            self.port.store(free_port(), Ordering::SeqCst);
+            self.set_port(free_port());
         }
         panic!(
             "cannot start postgres in {}:\n{}",
@@ -238,123 +230,17 @@ impl Node {
 
     fn try_start(&self, wait: bool) -> Output {
         let options = format!("-p {} -k {}", self.port(), self.socket_dir.display());
-        let mut command = command_as_user(&pg_bin().path("pg_ctl"));
-        command
-            .arg("--pgdata")
-            .arg(&self.data_dir)
-            .arg("--log")
-            .arg(&self.log_file)
-            .args(["-o", &options, "--timeout", "60"])
-            .arg(if wait { "--wait" } else { "--no-wait" })
-            .arg("start");
-        command.output().expect("cannot run pg_ctl")
-    }
-
-    /// Stops the server with the given shutdown mode (`smart`, `fast`, `immediate`).
-    pub fn stop(&self, mode: &str) {
-        let output = self.pg_ctl(&["--mode", mode, "--wait", "--timeout", "60", "stop"]);
-        assert!(
-            output.status.success(),
-            "pg_ctl stop failed:\n{}",
-            self.log_tail()
-        );
-    }
-
-    /// Kills the postmaster with SIGKILL, as a crash would, and waits until it is gone.
-    pub fn kill9(&self) {
-        let pid = self.postmaster_pid().expect("the server is not running");
-        let status = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .expect("cannot run kill");
-        assert!(status.success(), "kill -KILL {pid} failed");
-        wait_for("the killed postmaster to vanish", SERVER_TIMEOUT, || {
-            !process_alive(pid)
-        });
-    }
-
-    /// Promotes a replica and waits until it accepts writes.
-    pub fn promote(&self) {
-        let output = self.pg_ctl(&["--wait", "--timeout", "60", "promote"]);
-        assert!(
-            output.status.success(),
-            "pg_ctl promote failed:\n{}",
-            self.log_tail()
-        );
-    }
-
-    /// The postmaster's pid from postmaster.pid, if the server runs.
-    pub fn postmaster_pid(&self) -> Option<u32> {
-        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        let pid = text.lines().next()?.trim().parse().ok()?;
-        process_alive(pid).then_some(pid)
-    }
-
-    /// A client connected as the superuser over TCP.
-    pub fn connect(&self) -> Client {
-        self.try_connect()
-            .unwrap_or_else(|err| panic!("cannot connect to {}: {err}", self.endpoint()))
-    }
-
-    pub fn try_connect(&self) -> Result<Client, postgres::Error> {
-        postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port())
-            .user(SUPERUSER)
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(10))
-            .connect(NoTls)
-    }
-
-    /// Runs SQL statements as the superuser, panicking on error.
-    pub fn execute(&self, sql: &str) {
-        self.connect()
-            .batch_execute(sql)
-            .unwrap_or_else(|err| panic!("{sql}: {err}"));
-    }
-
-    /// The first column of the first row of `sql`, as text (NULL → None).
-    pub fn query_text(&self, sql: &str) -> Option<String> {
-        let rows = self
-            .connect()
-            .simple_query(sql)
-            .unwrap_or_else(|err| panic!("{sql}: {err}"));
-        rows.iter().find_map(|message| match message {
-            postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
-            _ => None,
-        })?
-    }
-
-    /// Waits until this replica's WAL receiver streams.
-    pub fn wait_streaming(&self) {
-        wait_for("the replica to stream", SERVER_TIMEOUT, || {
-            self.try_connect()
-                .ok()
-                .and_then(|mut client| {
-                    client
-                        .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
-                        .ok()
-                })
-                .flatten()
-                .map(|row| row.get::<_, String>(0) == "streaming")
-                .unwrap_or(false)
-        });
-    }
-
-    /// The last lines of the server log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log_file).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    fn pg_ctl(&self, args: &[&str]) -> Output {
-        command_as_user(&pg_bin().path("pg_ctl"))
-            .arg("--pgdata")
-            .arg(&self.data_dir)
-            .args(args)
-            .output()
-            .expect("cannot run pg_ctl")
+        let log = self.log_file.display().to_string();
+        self.pg_ctl(&[
+            "--log",
+            &log,
+            "-o",
+            &options,
+            "--timeout",
+            "60",
+            if wait { "--wait" } else { "--no-wait" },
+            "start",
+        ])
     }
 
     fn run_checked(&self, command: &mut Command, what: &str) {
@@ -367,30 +253,5 @@ impl Node {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if self.postmaster_pid().is_some() {
-            let _ = self.pg_ctl(&["--mode", "immediate", "--wait", "--timeout", "30", "stop"]);
-        }
-        if let Some(pid) = self.postmaster_pid() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-pub fn process_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
     }
 }

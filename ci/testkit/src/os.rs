@@ -121,3 +121,27 @@ pub fn free_port() -> u16 {
         .expect("cannot bind a loopback port")
         .port()
 }
+
+/// The libpq variables a program under test reads: removed from its
+/// environment so the test machine's own settings cannot steer it.
+pub const LIBPQ_VARIABLES: [&str; 8] = [
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGDATABASE",
+    "PGCONNECT_TIMEOUT",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+];
+
+/// A command for `program` without the libpq variables or `extra` ones, and
+/// with a HOME that holds no `.pgpass`.
+pub fn clean_command(program: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    for variable in LIBPQ_VARIABLES.iter().chain(extra) {
+        command.env_remove(variable);
+    }
+    command.env("HOME", "/nonexistent");
+    command
+}

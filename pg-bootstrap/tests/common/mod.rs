@@ -6,33 +6,25 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
-use postgres::{Client, NoTls};
 use tempfile::TempDir;
-use testkit::{chown_to_user, command_as_user, free_port, pg_bin, run_as_user, wait_for};
+pub use testkit::SERVER_TIMEOUT;
+use testkit::{
+    chown_to_user, clean_command, command_as_user, free_port, pg_bin, run_as_user, wait_for, Server,
+};
 
 /// The replication user's password in every test: it holds the characters a
 /// passfile and a conninfo must escape.
 pub const REPLICATION_PASSWORD: &str = r"r'e:p\l pw ü";
 
-/// How long a server may take to start, stop or catch up.
-pub const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Variables the binary reads; cleared so the test's environment cannot steer it.
-const VARIABLES: [&str; 28] = [
+/// Variables the binary reads besides libpq's; cleared so the test's
+/// environment cannot steer it.
+const VARIABLES: [&str; 20] = [
     "PGDATA",
-    "PGHOST",
-    "PGPORT",
-    "PGUSER",
-    "PGDATABASE",
-    "PGCONNECT_TIMEOUT",
-    "PGPASSWORD",
-    "PGPASSFILE",
-    "PGSERVICE",
     "PG_BOOTSTRAP_PG_BIN",
     "PG_BOOTSTRAP_RUN_AS",
     "PG_BOOTSTRAP_INDEX",
@@ -56,11 +48,8 @@ const VARIABLES: [&str; 28] = [
 
 /// The binary with none of its variables inherited.
 pub fn pg_bootstrap(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pg-bootstrap"));
-    for variable in VARIABLES {
-        command.env_remove(variable);
-    }
-    command.env("HOME", "/nonexistent").args(args);
+    let mut command = clean_command(Path::new(env!("CARGO_BIN_EXE_pg-bootstrap")), &VARIABLES);
+    command.args(args);
     command
 }
 
@@ -139,16 +128,22 @@ fn run_as_args() -> Vec<String> {
 /// `pgpass` beside it, the replication password in a 0600 file, and the
 /// server's config (hba, settings) outside the data dir.
 pub struct Site {
+    // Declared first so it is dropped first: the server stops before its files go.
+    server: Server,
     root: TempDir,
-    pub data_dir: PathBuf,
-    pub socket_dir: PathBuf,
-    pub port: u16,
     pub password_file: PathBuf,
     pub passfile: PathBuf,
     hba_file: PathBuf,
-    pub log_file: PathBuf,
     /// `name=value` settings added to every start (they override the site's).
     settings: Vec<String>,
+}
+
+/// Stop, kill9, promote, connect, query... as for any test server.
+impl Deref for Site {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 impl Site {
@@ -179,14 +174,18 @@ impl Site {
             su = superuser()
         );
         fs::write(&hba_file, hba).unwrap();
-        Site {
-            data_dir: root.path().join("db"),
-            passfile: root.path().join("pgpass"),
-            log_file: root.path().join("postgres.log"),
+        let server = Server::new(
+            root.path().join("db"),
             socket_dir,
+            root.path().join("postgres.log"),
+            free_port(),
+            &superuser(),
+        );
+        Site {
+            server,
+            passfile: root.path().join("pgpass"),
             password_file,
             hba_file,
-            port: free_port(),
             settings: settings.iter().map(|s| s.to_string()).collect(),
             root,
         }
@@ -196,17 +195,13 @@ impl Site {
         self.root.path()
     }
 
-    pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
     pub fn staging(&self) -> PathBuf {
         self.root.path().join("db.staging")
     }
 
     /// `pg-bootstrap prepare` for this site with `extra` flags.
     pub fn prepare_command(&self, extra: &[&str]) -> Command {
-        let port = self.port.to_string();
+        let port = self.port().to_string();
         let mut args: Vec<String> = vec![
             "prepare".into(),
             "--data-dir".into(),
@@ -257,107 +252,24 @@ impl Site {
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c hba_file={} \
              -c wal_level=replica -c max_wal_senders=10 -c wal_keep_size=256MB \
              -c hot_standby=on -c fsync=off -c shared_buffers=16MB -c max_connections=30",
-            self.port,
+            self.port(),
             self.socket_dir.display(),
             self.hba_file.display()
         );
         for setting in &self.settings {
             options.push_str(&format!(" -c {setting}"));
         }
-        command_as_user(&pg_bin().path("pg_ctl"))
-            .arg("--pgdata")
-            .arg(&self.data_dir)
-            .arg("--log")
-            .arg(&self.log_file)
-            .args(["-o", &options, "--wait", "--timeout", "60", "start"])
-            .output()
-            .expect("cannot run pg_ctl")
-    }
-
-    pub fn stop(&self, mode: &str) {
-        let output = command_as_user(&pg_bin().path("pg_ctl"))
-            .arg("--pgdata")
-            .arg(&self.data_dir)
-            .args(["--mode", mode, "--wait", "--timeout", "60", "stop"])
-            .output()
-            .expect("cannot run pg_ctl");
-        assert!(
-            output.status.success(),
-            "pg_ctl stop failed:\n{}",
-            self.log_tail()
-        );
-    }
-
-    /// Kills the postmaster with SIGKILL, as a crash would.
-    pub fn kill9(&self) {
-        let pid = self.postmaster_pid().expect("the server is not running");
-        let status = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        wait_for("the killed postmaster to vanish", SERVER_TIMEOUT, || {
-            !testkit::process_alive(pid)
-        });
-    }
-
-    pub fn promote(&self) {
-        let output = command_as_user(&pg_bin().path("pg_ctl"))
-            .arg("--pgdata")
-            .arg(&self.data_dir)
-            .args(["--wait", "--timeout", "60", "promote"])
-            .output()
-            .expect("cannot run pg_ctl");
-        assert!(
-            output.status.success(),
-            "pg_ctl promote failed:\n{}",
-            self.log_tail()
-        );
-    }
-
-    pub fn postmaster_pid(&self) -> Option<u32> {
-        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        let pid = text.lines().next()?.trim().parse().ok()?;
-        testkit::process_alive(pid).then_some(pid)
-    }
-
-    pub fn connect(&self) -> Client {
-        self.try_connect().unwrap_or_else(|err| {
-            panic!(
-                "cannot connect to {}: {err}\n{}",
-                self.endpoint(),
-                self.log_tail()
-            )
-        })
-    }
-
-    pub fn try_connect(&self) -> Result<Client, postgres::Error> {
-        postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(&superuser())
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(10))
-            .connect(NoTls)
-    }
-
-    pub fn execute(&self, sql: &str) {
-        self.connect()
-            .batch_execute(sql)
-            .unwrap_or_else(|err| panic!("{sql}: {err}"));
-    }
-
-    /// The first column of every row of `sql`, as text.
-    pub fn column(&self, sql: &str) -> Vec<String> {
-        self.connect()
-            .simple_query(sql)
-            .unwrap_or_else(|err| panic!("{sql}: {err}"))
-            .iter()
-            .filter_map(|message| match message {
-                postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                _ => None,
-            })
-            .collect()
+        let log = self.log_file.display().to_string();
+        self.pg_ctl(&[
+            "--log",
+            &log,
+            "-o",
+            &options,
+            "--wait",
+            "--timeout",
+            "60",
+            "start",
+        ])
     }
 
     pub fn value(&self, sql: &str) -> String {
@@ -369,26 +281,6 @@ impl Site {
 
     pub fn in_recovery(&self) -> bool {
         self.value("SELECT pg_is_in_recovery()") == "t"
-    }
-
-    /// Waits until this replica streams from a primary.
-    pub fn wait_streaming(&self) {
-        wait_for(
-            &format!("{} to stream", self.endpoint()),
-            SERVER_TIMEOUT,
-            || {
-                self.try_connect()
-                    .ok()
-                    .and_then(|mut client| {
-                        client
-                            .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
-                            .ok()
-                    })
-                    .flatten()
-                    .map(|row| row.get::<_, String>(0) == "streaming")
-                    .unwrap_or(false)
-            },
-        );
     }
 
     /// Waits until this replica has replayed everything `primary` wrote so far.
@@ -425,7 +317,7 @@ impl Site {
             ),
         )
         .unwrap();
-        let port = self.port.to_string();
+        let port = self.port().to_string();
         let su = superuser();
         Run::of(&mut pg_bootstrap(&[
             "provision",
@@ -462,29 +354,6 @@ impl Site {
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log_file).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        if self.postmaster_pid().is_some() {
-            let _ = command_as_user(&pg_bin().path("pg_ctl"))
-                .arg("--pgdata")
-                .arg(&self.data_dir)
-                .args(["--mode", "immediate", "--wait", "--timeout", "30", "stop"])
-                .output();
-        }
-        if let Some(pid) = self.postmaster_pid() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
     }
 }
 
