@@ -96,9 +96,18 @@ fn a_running_server_is_refused_and_left_alone() {
 fn a_replica_node_waits_for_the_primary_then_clones_it_and_streams_with_scram() {
     let (primary, replica) = (Site::new(), Site::new());
     primary
-        .prepare(&["--replication", "--bootstrap", "--peer", &replica.endpoint(), "--grace", "1"])
+        .prepare(&[
+            "--replication",
+            "--bootstrap",
+            "--peer",
+            &replica.endpoint(),
+            "--grace",
+            "1",
+        ])
         .expect_code(0, "preparing the bootstrap node")
-        .expect_decision("init-primary (no data directory on the bootstrap node, and no peer answers as primary)");
+        .expect_decision(
+            "init-primary (no data directory on the bootstrap node, and no peer answers at all)",
+        );
 
     // The replica boots first and waits; the primary starts two seconds later
     // and only then gets its replication role.
@@ -678,4 +687,26 @@ fn bad_input_is_refused_in_one_line_and_changes_nothing() {
             "bad input created {leftover}"
         );
     }
+}
+
+#[test]
+fn the_bootstrap_node_without_data_refuses_while_its_peers_answer_as_replicas() {
+    let (primary, replica) = pair();
+    primary.stop("fast");
+    // The bootstrap node lost its disk; its replica still holds the data.
+    let replacement = Site::new();
+    let run = replacement.prepare(&[
+        "--replication",
+        "--bootstrap",
+        "--peer",
+        &replica.endpoint(),
+        "--grace",
+        "2",
+    ]);
+    run.expect_code(3, "an empty bootstrap node beside a replica")
+        .expect_decision("refuse (no data directory on the bootstrap node");
+    assert!(
+        !replacement.data_dir.exists() && !replacement.staging().exists(),
+        "an empty cluster was created beside the replica"
+    );
 }

@@ -109,7 +109,9 @@ pub fn observe(dir: &Path, rewind_marker: &Path) -> Local {
         return Local::Running { pid };
     }
     if rewind_marker.exists() {
-        return Local::Incomplete;
+        return Local::Incomplete {
+            system_identifier: system_identifier(dir).ok(),
+        };
     }
     let system_identifier = match system_identifier(dir) {
         Ok(id) => id,
@@ -191,14 +193,16 @@ fn is_zombie(pid: u32) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Fingerprint(BTreeMap<PathBuf, (u32, u64, u64, i64, i64)>);
 
-/// Takes the fingerprint of `dir` (symbolic links are not followed).
+/// Takes the fingerprint of `dir`, following symbolic links.
 pub fn fingerprint(dir: &Path) -> io::Result<Fingerprint> {
     let mut entries = BTreeMap::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {
         for entry in fs::read_dir(&current)? {
             let entry = entry?;
-            let meta = entry.metadata()?;
+            // Followed through links: pg_wal and pg_tblspc/* may live elsewhere,
+            // and pg_rewind writes there too.
+            let meta = fs::metadata(entry.path())?;
             if meta.is_dir() {
                 pending.push(entry.path());
             }
@@ -243,25 +247,47 @@ impl Repair {
     }
 }
 
+/// What stands at the data directory's path when repairs are considered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InPlace {
+    /// Nothing, or an empty directory.
+    Nothing,
+    /// A PostgreSQL data directory (PG_VERSION and pg_control).
+    DataDirectory,
+    /// Something else, e.g. files an operator put there.
+    SomethingElse,
+}
+
 /// The repairs for what a crash may have left beside the data directory.
-pub fn repairs(data_dir_in_place: bool, staging: bool, previous: bool) -> Vec<Repair> {
+/// `previous` (the data directory a swap moved aside) is removed only when a
+/// real data directory replaced it: otherwise it may be the only copy.
+pub fn repairs(in_place: InPlace, staging: bool, previous: bool) -> Vec<Repair> {
     let mut steps = Vec::new();
     if staging {
         steps.push(Repair::RemoveStaging);
     }
-    if previous {
-        steps.push(if data_dir_in_place {
-            Repair::RemovePrevious
-        } else {
-            Repair::RestorePrevious
-        });
+    match (previous, in_place) {
+        (true, InPlace::DataDirectory) => steps.push(Repair::RemovePrevious),
+        (true, InPlace::Nothing) => steps.push(Repair::RestorePrevious),
+        // Neither copy is touched; the data directory is then refused as foreign.
+        (true, InPlace::SomethingElse) | (false, _) => {}
     }
     steps
 }
 
 /// The repairs needed at `paths` right now.
 pub fn pending_repairs(paths: &Paths) -> Vec<Repair> {
-    let in_place = matches!(is_empty_dir(&paths.data_dir), Ok(false));
+    let data_dir = &paths.data_dir;
+    let in_place = match is_empty_dir(data_dir) {
+        Ok(false)
+            if data_dir.join("PG_VERSION").is_file()
+                && data_dir.join("global/pg_control").is_file() =>
+        {
+            InPlace::DataDirectory
+        }
+        Ok(false) => InPlace::SomethingElse,
+        _ => InPlace::Nothing,
+    };
     repairs(
         in_place,
         fs::symlink_metadata(&paths.staging).is_ok(),
@@ -549,7 +575,9 @@ mod tests {
         fs::write(&paths.rewind_marker, "").unwrap();
         assert_eq!(
             observe(&paths.data_dir, &paths.rewind_marker),
-            Local::Incomplete
+            Local::Incomplete {
+                system_identifier: Some(42)
+            }
         );
     }
 
@@ -613,14 +641,17 @@ mod tests {
 
     #[test]
     fn repairs_follow_the_state_a_crash_left() {
+        use InPlace::*;
         use Repair::*;
-        assert_eq!(repairs(true, false, false), vec![]);
-        assert_eq!(repairs(true, true, false), vec![RemoveStaging]);
+        assert_eq!(repairs(DataDirectory, false, false), vec![]);
+        assert_eq!(repairs(DataDirectory, true, false), vec![RemoveStaging]);
         assert_eq!(
-            repairs(false, true, true),
+            repairs(Nothing, true, true),
             vec![RemoveStaging, RestorePrevious]
         );
-        assert_eq!(repairs(true, false, true), vec![RemovePrevious]);
+        assert_eq!(repairs(DataDirectory, false, true), vec![RemovePrevious]);
+        // Stray files where the data directory should be: the moved-aside copy may be the only one.
+        assert_eq!(repairs(SomethingElse, false, true), vec![]);
     }
 
     #[test]

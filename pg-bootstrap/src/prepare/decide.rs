@@ -22,8 +22,10 @@ pub enum Local {
     Primary { system_identifier: u64 },
     /// A data directory with standby.signal: it last ran as a replica.
     Replica { system_identifier: u64 },
-    /// A pg_rewind into it was interrupted; its files are not consistent.
-    Incomplete,
+    /// A pg_rewind into it was interrupted; its files are not consistent. The
+    /// system identifier, when pg_control is still readable, says which cluster
+    /// it belonged to.
+    Incomplete { system_identifier: Option<u64> },
     /// PostgreSQL is running on it.
     Running { pid: u32 },
     /// Not empty, but not a PostgreSQL data directory.
@@ -75,7 +77,7 @@ pub fn inquiry(local: &Local, settings: &Settings) -> Inquiry {
         // its disk was replaced after a failover, the peer holds the data and
         // a fresh empty primary would be a second, empty cluster.
         Local::Absent if settings.bootstrap => Inquiry::Grace,
-        Local::Absent | Local::Incomplete => Inquiry::WaitForPrimary,
+        Local::Absent | Local::Incomplete { .. } => Inquiry::WaitForPrimary,
         Local::Primary { .. } | Local::Replica { .. } => Inquiry::Grace,
     }
 }
@@ -91,8 +93,14 @@ pub enum Peers {
         endpoint: Endpoint,
         system_identifier: Option<u64>,
     },
-    /// None answered as primary for `waited`; `seen` says what each last answered.
-    NoPrimary { waited: Duration, seen: String },
+    /// None answered as primary for `waited`; `seen` says what each last
+    /// answered. `answered`: some peer answered at all (as a replica, or
+    /// starting), so it holds data of this deployment.
+    NoPrimary {
+        waited: Duration,
+        seen: String,
+        answered: bool,
+    },
 }
 
 /// What prepare does.
@@ -166,6 +174,10 @@ fn decision(action: Action, reason: impl Into<String>) -> Decision {
     }
 }
 
+fn describe_identifier(identifier: Option<u64>) -> String {
+    identifier.map_or("unreadable".to_string(), |id| id.to_string())
+}
+
 fn seconds(duration: Duration) -> String {
     format!("{:.0} s", duration.as_secs_f64())
 }
@@ -187,16 +199,27 @@ pub fn decide(local: &Local, peers: &Peers, settings: &Settings) -> Decision {
             CloneFrom(endpoint.clone()),
             format!("no data directory; {endpoint} answers as primary"),
         ),
+        (Local::Absent, Peers::NoPrimary { answered: true, waited, seen }) if settings.bootstrap => {
+            decision(
+                Refuse,
+                format!(
+                    "no data directory on the bootstrap node, and no peer answered as primary within {}, \
+                     but peers do answer ({seen}): they hold this deployment's data, and an empty primary \
+                     beside them would split it; once one of them is primary this node clones from it",
+                    seconds(*waited)
+                ),
+            )
+        }
         (Local::Absent, Peers::NoPrimary { .. } | Peers::NotAsked) if settings.bootstrap => {
             decision(
                 InitPrimary,
-                "no data directory on the bootstrap node, and no peer answers as primary",
+                "no data directory on the bootstrap node, and no peer answers at all",
             )
         }
         (Local::Absent, Peers::NotAsked) => {
             decision(Refuse, "no data directory, and no peer was asked for a primary to clone from")
         }
-        (Local::Absent, Peers::NoPrimary { waited, seen }) => decision(
+        (Local::Absent, Peers::NoPrimary { waited, seen, .. }) => decision(
             Refuse,
             format!(
                 "no data directory, and no peer answered as primary within {} to clone from ({seen})",
@@ -204,18 +227,33 @@ pub fn decide(local: &Local, peers: &Peers, settings: &Settings) -> Decision {
             ),
         ),
 
-        (Local::Incomplete, Peers::Primary { endpoint, .. }) => decision(
+        (
+            Local::Incomplete { system_identifier: Some(ours) },
+            Peers::Primary { endpoint, system_identifier: Some(theirs) },
+        ) if theirs == ours => decision(
             CloneFrom(endpoint.clone()),
             format!("an interrupted pg_rewind left this data directory incomplete; {endpoint} answers as primary"),
         ),
-        (Local::Incomplete, Peers::NoPrimary { waited, seen }) => decision(
+        (Local::Incomplete { system_identifier }, Peers::Primary { endpoint, system_identifier: theirs }) => {
+            decision(
+                Refuse,
+                format!(
+                    "an interrupted pg_rewind left this data directory incomplete, and {endpoint} answers as \
+                     primary, but it cannot be confirmed to serve the same cluster (system identifier {}, ours {}): \
+                     replacing this data directory with it could destroy what is left of this cluster",
+                    describe_identifier(*theirs),
+                    describe_identifier(*system_identifier)
+                ),
+            )
+        }
+        (Local::Incomplete { .. }, Peers::NoPrimary { waited, seen, .. }) => decision(
             Refuse,
             format!(
                 "an interrupted pg_rewind left this data directory incomplete, and no peer answered as primary within {} to clone from ({seen})",
                 seconds(*waited)
             ),
         ),
-        (Local::Incomplete, _) => decision(
+        (Local::Incomplete { .. }, _) => decision(
             Refuse,
             "an interrupted pg_rewind left this data directory incomplete, and without replication there is no primary to clone from",
         ),
@@ -246,11 +284,11 @@ pub fn decide(local: &Local, peers: &Peers, settings: &Settings) -> Decision {
                 format!("{endpoint} answers as primary, but its system identifier could not be read to confirm it serves this cluster"),
             ),
         },
-        (Local::Primary { .. }, Peers::NoPrimary { waited, seen }) => decision(
+        (Local::Primary { .. }, Peers::NoPrimary { waited, seen, .. }) => decision(
             ResumePrimary,
             format!("no peer answered as primary within {} ({seen}); this data directory was a primary", seconds(*waited)),
         ),
-        (Local::Replica { .. }, Peers::NoPrimary { waited, seen }) => decision(
+        (Local::Replica { .. }, Peers::NoPrimary { waited, seen, .. }) => decision(
             ResumeReplica,
             format!(
                 "no peer answered as primary within {} ({seen}); this data directory was a replica, and promotion is left to pg-monitor",
@@ -298,8 +336,21 @@ mod tests {
         Peers::NoPrimary {
             waited: Duration::from_secs(15),
             seen: "10.244.0.2:6432 unreachable".into(),
+            answered: false,
         }
     }
+
+    fn only_replicas() -> Peers {
+        Peers::NoPrimary {
+            waited: Duration::from_secs(15),
+            seen: "10.244.0.3:6432 replica".into(),
+            answered: true,
+        }
+    }
+
+    const INCOMPLETE: Local = Local::Incomplete {
+        system_identifier: Some(OURS),
+    };
 
     const WAS_PRIMARY: Local = Local::Primary {
         system_identifier: OURS,
@@ -360,6 +411,18 @@ mod tests {
                 reason_mentions: "standalone",
             },
         ]);
+    }
+
+    #[test]
+    fn no_data_directory_on_the_bootstrap_node_runs_initdb_only_if_no_peer_answers() {
+        check(&[Row {
+            local: Local::Absent,
+            replication: true,
+            bootstrap: true,
+            peers: only_replicas(),
+            action: Action::Refuse,
+            reason_mentions: "hold this deployment's data",
+        }]);
     }
 
     #[test]
@@ -495,10 +558,34 @@ mod tests {
     }
 
     #[test]
+    fn an_incomplete_rewind_is_never_replaced_by_another_clusters_data() {
+        check(&[
+            Row {
+                local: INCOMPLETE,
+                replication: true,
+                bootstrap: false,
+                peers: primary_peer(Some(OTHER)),
+                action: Action::Refuse,
+                reason_mentions: "cannot be confirmed to serve the same cluster",
+            },
+            Row {
+                local: Local::Incomplete {
+                    system_identifier: None,
+                },
+                replication: true,
+                bootstrap: false,
+                peers: primary_peer(Some(OURS)),
+                action: Action::Refuse,
+                reason_mentions: "ours unreadable",
+            },
+        ]);
+    }
+
+    #[test]
     fn an_incomplete_rewind_is_replaced_by_a_clone_or_refused() {
         check(&[
             Row {
-                local: Local::Incomplete,
+                local: INCOMPLETE,
                 replication: true,
                 bootstrap: false,
                 peers: primary_peer(Some(OURS)),
@@ -506,7 +593,7 @@ mod tests {
                 reason_mentions: "interrupted pg_rewind",
             },
             Row {
-                local: Local::Incomplete,
+                local: INCOMPLETE,
                 replication: true,
                 bootstrap: true,
                 peers: no_primary(),
@@ -514,7 +601,7 @@ mod tests {
                 reason_mentions: "incomplete",
             },
             Row {
-                local: Local::Incomplete,
+                local: INCOMPLETE,
                 replication: false,
                 bootstrap: true,
                 peers: Peers::NotAsked,
@@ -554,7 +641,7 @@ mod tests {
             (Local::Absent, false, false, Inquiry::None),
             (Local::Absent, true, true, Inquiry::Grace),
             (Local::Absent, true, false, Inquiry::WaitForPrimary),
-            (Local::Incomplete, true, true, Inquiry::WaitForPrimary),
+            (INCOMPLETE, true, true, Inquiry::WaitForPrimary),
             (WAS_PRIMARY, true, false, Inquiry::Grace),
             (WAS_REPLICA, true, true, Inquiry::Grace),
             (WAS_PRIMARY, false, true, Inquiry::None),

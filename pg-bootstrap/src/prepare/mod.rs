@@ -288,7 +288,7 @@ impl<'a> Setup<'a> {
         );
         if matches!(
             local,
-            Local::Primary { .. } | Local::Replica { .. } | Local::Incomplete
+            Local::Primary { .. } | Local::Replica { .. } | Local::Incomplete { .. }
         ) {
             wait_for_crashed_server(&observed_dir, cancel);
         }
@@ -410,7 +410,8 @@ fn describe(local: &Local) -> String {
         Local::Replica { system_identifier } => {
             format!("last ran as a replica (system identifier {system_identifier})")
         }
-        Local::Incomplete => "left incomplete by an interrupted pg_rewind".into(),
+        Local::Incomplete { .. } => "left incomplete by an interrupted pg_rewind".into(),
+
         Local::Running { pid } => format!("in use by a running postgres (pid {pid})"),
         Local::Foreign { why } => why.clone(),
     }

@@ -40,9 +40,12 @@ impl Asker<'_> {
             return Ok(Peers::NoPrimary {
                 waited: Duration::ZERO,
                 seen: "no peers given".into(),
+                answered: false,
             });
         }
         let mut unidentified: Option<Endpoint> = None;
+        // Whether any peer answered at all (as a replica, or starting) during the wait.
+        let mut answered = false;
         let mut last_logged: Option<(Instant, String)> = None;
         loop {
             let round_started = Instant::now();
@@ -75,8 +78,12 @@ impl Asker<'_> {
                             }
                         }
                     }
-                    Ok(status) => seen.push(format!("{endpoint} {}", status.role)),
+                    Ok(status) => {
+                        answered = true;
+                        seen.push(format!("{endpoint} {}", status.role))
+                    }
                     Err(failure) if failure.kind == FailureKind::Starting => {
+                        answered = true;
                         seen.push(format!("{endpoint} starting"))
                     }
                     Err(failure) => {
@@ -95,6 +102,7 @@ impl Asker<'_> {
                     None => Peers::NoPrimary {
                         waited,
                         seen: summary,
+                        answered,
                     },
                 });
             }

@@ -204,8 +204,12 @@ fn prepare_session(client: &mut Client, options: &ConnectOptions) -> Result<(), 
     }
     client
         .batch_execute(
+            // synchronous_commit = local: a commit never waits for a replica
+            // that may be down (pg-monitor's strict mode would otherwise hold
+            // the node's start forever); statement_timeout bounds the rest.
             "SET log_statement = 'none'; SET log_min_duration_statement = -1; \
-             SET log_min_error_statement = 'panic'; SET lock_timeout = '60s'",
+             SET log_min_error_statement = 'panic'; SET lock_timeout = '60s'; \
+             SET statement_timeout = '300s'; SET synchronous_commit = 'local'",
         )
         .context("cannot configure the session")?;
     Ok(())
