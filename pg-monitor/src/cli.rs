@@ -103,8 +103,9 @@ pub struct Cli {
     pub fence_timeout: Duration,
 
     /// While this file exists, never promote or fence (maintenance mode).
-    #[arg(long)]
-    pub pause_file: Option<PathBuf>,
+    /// Repeatable: any one of the files pauses failover.
+    #[arg(long = "pause-file", value_name = "PATH")]
+    pub pause_files: Vec<PathBuf>,
 
     /// Do not promote a replica whose replayed WAL is more than this many
     /// bytes behind the last primary position it saw.

@@ -10,7 +10,7 @@ pub mod decide;
 pub mod effects;
 mod process;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -35,7 +35,7 @@ pub struct Settings {
     /// The pause while a replica counts failed peer checks (at most `interval`).
     pub retry_interval: Duration,
     pub witnesses: Vec<Endpoint>,
-    pub pause_file: Option<PathBuf>,
+    pub pause_files: Vec<PathBuf>,
     pub fence_commands: Vec<String>,
     pub fence_timeout: Duration,
     pub pg_ctl: Option<PgCtl>,
@@ -201,10 +201,7 @@ fn watch(settings: &Settings, control: &Control) -> anyhow::Result<Exit> {
 /// One tick's observation: the local node, the peer only when the local
 /// node answers, the witnesses only when the decision depends on them.
 fn observe(prober: &Prober, settings: &Settings) -> Observation {
-    let paused = settings
-        .pause_file
-        .as_deref()
-        .is_some_and(effects::pause_file_present);
+    let paused = paused_by(settings).is_some();
     let mut local = effects::probe_node(prober, &settings.local);
     let peer = local
         .is_ok()
@@ -295,10 +292,11 @@ fn log_start(settings: &Settings) {
                 cfg.isolation_timeout.as_secs_f64()
             )
         },
-        settings
-            .pause_file
-            .as_ref()
-            .map_or("none".to_string(), |path| path.display().to_string()),
+        if settings.pause_files.is_empty() {
+            "none".to_string()
+        } else {
+            list_paths(&settings.pause_files)
+        },
         settings.fence_commands.len()
     );
     if settings.fence_commands.is_empty() {
@@ -306,15 +304,32 @@ fn log_start(settings: &Settings) {
     }
 }
 
-fn log_pause_change(settings: &Settings, paused: bool) {
-    let path = settings
-        .pause_file
-        .as_ref()
+/// The first pause file that exists, if any.
+fn paused_by(settings: &Settings) -> Option<&Path> {
+    settings
+        .pause_files
+        .iter()
+        .map(PathBuf::as_path)
+        .find(|path| effects::pause_file_present(path))
+}
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths
+        .iter()
         .map(|path| path.display().to_string())
-        .unwrap_or_default();
-    if paused {
-        logln!("failover paused: {path} exists; no promotion or fencing until it is removed");
-    } else {
-        logln!("failover resumed: {path} is gone");
+        .collect();
+    names.join(", ")
+}
+
+fn log_pause_change(settings: &Settings, paused: bool) {
+    match paused_by(settings) {
+        Some(path) if paused => logln!(
+            "failover paused: {} exists; no promotion or fencing until it is removed",
+            path.display()
+        ),
+        _ => logln!(
+            "failover resumed: no pause file exists ({})",
+            list_paths(&settings.pause_files)
+        ),
     }
 }

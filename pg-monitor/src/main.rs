@@ -79,7 +79,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         interval: cli.interval,
         retry_interval: cli.retry_interval.min(cli.interval),
         witnesses: cli.witnesses,
-        pause_file: cli.pause_file,
+        pause_files: cli.pause_files,
         fence_commands: cli.fence_commands,
         fence_timeout: cli.fence_timeout,
         pg_ctl,

@@ -804,3 +804,24 @@ fn the_readme_documents_every_property_of_every_job() {
         }
     }
 }
+
+#[test]
+fn the_manifests_failover_pause_is_set_and_lifted_at_each_monitor_start() {
+    let paused = with_postgres("ha", &["postgres", "replication", "pause_failover"], "true");
+    let monitor = render(&paused, "postgres/0").file("postgres", "bin/monitor");
+    assert!(
+        monitor.contains("touch \"$RUN_DIR/failover.paused-by-manifest\""),
+        "{monitor}"
+    );
+    let running = render(&example("ha"), "postgres/0").file("postgres", "bin/monitor");
+    assert!(
+        running.contains("rm -f \"$RUN_DIR/failover.paused-by-manifest\""),
+        "{running}"
+    );
+    for monitor in [monitor, running] {
+        assert!(monitor.contains("--pause-file /var/vcap/store/postgres/failover.paused"));
+        assert!(
+            monitor.contains("--pause-file /var/vcap/sys/run/postgres/failover.paused-by-manifest")
+        );
+    }
+}
