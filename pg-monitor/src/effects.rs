@@ -162,7 +162,36 @@ pub fn set_synchronous(
     Ok(())
 }
 
+/// Makes the local primary stop taking writes at once, before the fence
+/// commands run: `default_transaction_read_only` (persisted with ALTER
+/// SYSTEM, so a restart does not undo it; bin/recover resets it) and the
+/// client sessions ended. In a split-brain, the node an operator discards
+/// later must not acknowledge writes in the seconds until it is fenced.
+pub fn refuse_writes(prober: &Prober, local: &ConnectOptions) -> Result<(), Failure> {
+    let config = local.client_config();
+    prober.run_bounded(local.connect_timeout * 2, async move {
+        let client = probe::role::connect(&config).await?;
+        for sql in [
+            "ALTER SYSTEM SET default_transaction_read_only = on",
+            "SELECT pg_reload_conf()",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        ] {
+            client
+                .simple_query(sql)
+                .await
+                .map_err(|err| probe::role::failure(&err))?;
+        }
+        Ok(())
+    })?;
+    logln!(
+        "local node now refuses writes (default_transaction_read_only = on, client sessions ended)"
+    );
+    Ok(())
+}
+
 /// Runs each fence command with `/bin/sh -c`, in order, each bounded by
+
 /// `timeout`, logging each exit. Returns how many succeeded.
 pub fn fence(commands: &[String], timeout: Duration) -> usize {
     if commands.is_empty() {

@@ -165,7 +165,12 @@ fn watch(settings: &Settings, control: &Control) -> anyhow::Result<Exit> {
                     return Ok(Exit::Stopped("signal"));
                 }
                 if *why == decide::FenceWhy::SplitBrain {
+                    // Writes stop now; the fence commands follow after the delay.
+                    if let Err(failure) = effects::refuse_writes(&prober, &settings.local) {
+                        logln!("error: cannot make the local node refuse writes: {failure}; fencing anyway");
+                    }
                     let delay = fence_delay(settings.interval);
+
                     logln!(
                         "waiting {:.1} s so the peer's monitor sees the split-brain too",
                         delay.as_secs_f64()

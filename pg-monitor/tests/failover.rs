@@ -370,6 +370,19 @@ fn split_brain_runs_the_fence_commands_on_both_monitors_in_order() {
         "monitor b: log:\n{}",
         monitor_b.log()
     );
+    // Before fencing, both stopped taking writes: neither may acknowledge one
+    // that the operator's recovery would then discard.
+    for node in [&a, &b] {
+        let refused = node
+            .connect()
+            .batch_execute("CREATE TABLE after_split (x int)");
+        let code = refused.err().and_then(|err| err.code().cloned());
+        assert_eq!(
+            code.as_ref().map(|c| c.code()),
+            Some("25006"),
+            "a write after the split-brain was not refused as read-only"
+        );
+    }
 }
 
 #[test]
