@@ -191,7 +191,6 @@ pub fn refuse_writes(prober: &Prober, local: &ConnectOptions) -> Result<(), Fail
 }
 
 /// Runs each fence command with `/bin/sh -c`, in order, each bounded by
-
 /// `timeout`, logging each exit. Returns how many succeeded.
 pub fn fence(commands: &[String], timeout: Duration) -> usize {
     if commands.is_empty() {
