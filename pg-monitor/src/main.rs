@@ -58,7 +58,6 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         peer_index,
         retries: cli.retries,
         gone_after: cli.interval * cli.retries,
-
         max_lag_bytes: cli.max_lag_bytes,
         witnesses: cli.witnesses.len(),
         isolation_timeout: cli.isolation_timeout,
