@@ -8,7 +8,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
-use common::{finish, inode, pair, pg_bootstrap, tree_size, Run, Site, SERVER_TIMEOUT};
+use common::{finish, inode, pair, pg_bootstrap, tree_size, Run, Site};
+use testkit::SERVER_TIMEOUT;
 use testkit::{free_port, pg_bin, run_as_user, wait_for, FaultProxy, Node, ProxyMode};
 
 /// A loopback port nothing listens on.

@@ -229,18 +229,7 @@ impl Node {
     }
 
     fn try_start(&self, wait: bool) -> Output {
-        let options = format!("-p {} -k {}", self.port(), self.socket_dir.display());
-        let log = self.log_file.display().to_string();
-        self.pg_ctl(&[
-            "--log",
-            &log,
-            "-o",
-            &options,
-            "--timeout",
-            "60",
-            if wait { "--wait" } else { "--no-wait" },
-            "start",
-        ])
+        self.pg_ctl_start("", wait)
     }
 
     fn run_checked(&self, command: &mut Command, what: &str) {

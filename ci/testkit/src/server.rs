@@ -72,6 +72,27 @@ impl Server {
             .expect("cannot run pg_ctl")
     }
 
+    /// `pg_ctl start` on the server's port and socket dir with extra `postgres`
+    /// options, logging to its log file; waits for connections when `wait`.
+    pub fn pg_ctl_start(&self, extra_options: &str, wait: bool) -> Output {
+        let options = format!(
+            "-p {} -k {} {extra_options}",
+            self.port(),
+            self.socket_dir.display()
+        );
+        let log = self.log_file.display().to_string();
+        self.pg_ctl(&[
+            "--log",
+            &log,
+            "-o",
+            &options,
+            "--timeout",
+            "60",
+            if wait { "--wait" } else { "--no-wait" },
+            "start",
+        ])
+    }
+
     /// Stops the server with the given shutdown mode (`smart`, `fast`, `immediate`).
     pub fn stop(&self, mode: &str) {
         let output = self.pg_ctl(&["--mode", mode, "--wait", "--timeout", "60", "stop"]);
@@ -163,6 +184,31 @@ impl Server {
             SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
             _ => None,
         })?
+    }
+
+    /// The first column of the first row of `sql`, panicking if there is none.
+    pub fn value(&self, sql: &str) -> String {
+        self.column(sql)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("{sql} returned no row"))
+    }
+
+    /// Waits until this replica has replayed everything `primary` wrote so far.
+    pub fn wait_caught_up(&self, primary: &Server) {
+        let lsn = primary.value("SELECT pg_current_wal_lsn()");
+        let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+        wait_for(
+            &format!("{} to replay {lsn}", self.endpoint()),
+            SERVER_TIMEOUT,
+            || {
+                self.try_connect()
+                    .ok()
+                    .and_then(|mut client| client.query_one(&caught_up, &[]).ok())
+                    .map(|row| row.get::<_, bool>(0))
+                    .unwrap_or(false)
+            },
+        );
     }
 
     /// Waits until this replica's WAL receiver streams.

@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use tempfile::TempDir;
-pub use testkit::SERVER_TIMEOUT;
 use testkit::{
-    chown_to_user, clean_command, command_as_user, free_port, pg_bin, run_as_user, wait_for, Server,
+    chown_to_user, clean_command, command_as_user, free_port, pg_bin, run_as_user, Server,
 };
 
 /// The replication user's password in every test: it holds the characters a
@@ -249,61 +248,19 @@ impl Site {
 
     fn pg_ctl_start(&self) -> Output {
         let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c hba_file={} \
+            "-c listen_addresses=127.0.0.1 -c hba_file={} \
              -c wal_level=replica -c max_wal_senders=10 -c wal_keep_size=256MB \
              -c hot_standby=on -c fsync=off -c shared_buffers=16MB -c max_connections=30",
-            self.port(),
-            self.socket_dir.display(),
             self.hba_file.display()
         );
         for setting in &self.settings {
             options.push_str(&format!(" -c {setting}"));
         }
-        let log = self.log_file.display().to_string();
-        self.pg_ctl(&[
-            "--log",
-            &log,
-            "-o",
-            &options,
-            "--wait",
-            "--timeout",
-            "60",
-            "start",
-        ])
-    }
-
-    pub fn value(&self, sql: &str) -> String {
-        self.column(sql)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("{sql} returned no row"))
+        self.server.pg_ctl_start(&options, true)
     }
 
     pub fn in_recovery(&self) -> bool {
         self.value("SELECT pg_is_in_recovery()") == "t"
-    }
-
-    /// Waits until this replica has replayed everything `primary` wrote so far.
-    pub fn wait_caught_up(&self, primary: &Site) {
-        let lsn = primary.value("SELECT pg_current_wal_lsn()");
-        wait_for(
-            &format!("{} to replay {lsn}", self.endpoint()),
-            SERVER_TIMEOUT,
-            || {
-                self.try_connect()
-                    .ok()
-                    .and_then(|mut client| {
-                        client
-                            .query_one(
-                                &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"),
-                                &[],
-                            )
-                            .ok()
-                    })
-                    .map(|row| row.get::<_, bool>(0))
-                    .unwrap_or(false)
-            },
-        );
     }
 
     /// Creates the replication role with `pg-bootstrap provision`, as the ctl script does.
