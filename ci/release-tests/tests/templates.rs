@@ -169,18 +169,22 @@ fn render_all(name: &str) -> Vec<(String, Rendered)> {
         .collect()
 }
 
-fn syntax_check(shell: &str, path: &Path) {
-    let output = Command::new(shell)
-        .arg("-n")
-        .arg(path)
+/// Runs `command` and panics with `what` and its output unless it succeeds.
+fn assert_succeeds(command: &mut Command, what: &str) {
+    let output = command
         .output()
-        .expect("run the shell");
+        .unwrap_or_else(|err| panic!("{what}: cannot run it: {err}"));
     assert!(
         output.status.success(),
-        "{shell} -n {}: {}",
-        path.display(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+fn syntax_check(shell: &str, path: &Path) {
+    let what = format!("{shell} -n {}", path.display());
+    assert_succeeds(Command::new(shell).arg("-n").arg(path), &what);
 }
 
 #[test]
@@ -369,13 +373,7 @@ fn chown_tree(path: &Path) {
 fn run_as_vcap(program: &str, configure: impl FnOnce(&mut Command)) {
     let mut command = testkit::command_as_user(&testkit::pg_bin().path(program));
     configure(&mut command);
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{program} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeds(&mut command, program);
 }
 
 #[test]
@@ -481,17 +479,12 @@ fn clustered_nodes_know_every_peer_and_run_no_monitor() {
 #[test]
 fn haproxy_accepts_the_rendered_config() {
     for (instance, node) in render_all("ha") {
-        let output = Command::new(testkit::haproxy_bin())
+        let mut check = Command::new(testkit::haproxy_bin());
+        check
             .arg("-c")
             .arg("-f")
-            .arg(node.path("vip", "config/haproxy.cfg"))
-            .output()
-            .expect("run haproxy");
-        assert!(
-            output.status.success(),
-            "{instance}: haproxy -c: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .arg(node.path("vip", "config/haproxy.cfg"));
+        assert_succeeds(&mut check, &format!("{instance}: haproxy -c"));
     }
 }
 
@@ -567,15 +560,9 @@ fn keepalived_accepts_the_rendered_config() {
              && keepalived --config-test -f {}",
             resolved.display()
         );
-        let output = Command::new("unshare")
-            .args(["--mount", "--net", "sh", "-c", &script])
-            .output()
-            .expect("run unshare (util-linux) and keepalived");
-        assert!(
-            output.status.success(),
-            "{instance}: keepalived --config-test: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut test = Command::new("unshare");
+        test.args(["--mount", "--net", "sh", "-c", &script]);
+        assert_succeeds(&mut test, &format!("{instance}: keepalived --config-test"));
     }
 }
 
