@@ -1,191 +1,119 @@
 #!/usr/bin/env ruby
 # frozen_string_literal: true
 
-# Renders a BOSH release's job templates for one instance of a deployment, the
-# way the BOSH director does, so that tests and the local cluster use the
-# release's real templates.
+# Renders a BOSH release's job templates for one instance of a deployment with
+# the director's own template library (Bosh::Common::Template, from
+# ../shared/tools/bosh-common/lib or BOSH_COMMON_LIB), so that tests and the
+# local cluster render exactly as the director does.
 #
 #   ci/render/render.rb --release release --manifest ci/deployments/ha.yml \
 #                       --instance postgres/0 --out DIR
+#   ci/render/render.rb --release postgres-dev.tgz ...    (jobs from a release tarball)
 #   ci/render/render.rb --release release --manifest M --list
 #
 # For each job of the instance it writes DIR/<job>/<destination> for every
-# template in the job's spec (files under bin/ are made executable, as the
-# BOSH agent does). What the director provides is emulated:
+# template in the job's spec, and DIR/<job>/monit (files under bin/ are
+# executable). Evaluation is the library's: EvaluationContext with ERB's
+# trim mode '-', the job's properties bound as the director binds them
+# (PropertyHelper#copy_property over the spec, defaults included).
 #
-# - properties: only those declared in the job spec, each from the manifest's
-#   job properties or else the spec default; `p(name)`, `p(name, default)`,
-#   `p([names...])`, `if_p(*names) { } .else { }`;
-# - `spec`: index, address, ip, bootstrap, name, id, az, deployment, networks,
-#   job.name;
-# - links: `link(name)`, `if_link(name) { } .else { }`, with `instances`
-#   (address, index, bootstrap, id, az, name), `p`, `if_p`; resolved by
-#   explicit `consumes: {name: {from: ...}}`, else by link type, preferring a
-#   provider in the same instance group;
-# - ERB with trim_mode '-'.
+# What the library leaves to the director's deployment planner is done here,
+# for the manifests the tests use: instance addresses (the network's
+# static_ips in order, else 10.244.<group number>.<index + 2>), ids, azs,
+# bootstrap (index 0), and links (explicit `consumes: {name: {from: ...}}`,
+# else by type, preferring a provider in the same instance group; the link's
+# properties are the provider's, bound the same way and filtered by its
+# `provides` declaration).
 #
-# Instance addresses are the network's static_ips in order, else
-# 10.244.<group number>.<index + 2>. Exit status 1 with one line naming the
-# instance, job and template on any rendering error.
+# Exit status 1 with one line naming the instance, job and template on any
+# rendering error (never the receiver Ruby appends to a NameError, which would
+# print every property, passwords included).
+
+BOSH_COMMON_LIB = ENV.fetch('BOSH_COMMON_LIB') { File.expand_path('../../../shared/tools/bosh-common/lib', __dir__) }
+$LOAD_PATH.unshift(BOSH_COMMON_LIB)
 
 require 'erb'
 require 'fileutils'
 require 'optparse'
-require 'ostruct'
+require 'tmpdir'
 require 'yaml'
+begin
+  require 'bosh/common'
+  require 'bosh/common/template'
+rescue LoadError => e
+  warn "render: cannot load the director's template library from #{BOSH_COMMON_LIB} " \
+       "(set BOSH_COMMON_LIB; it needs Debian's ruby-activesupport): #{e.message}"
+  exit 1
+end
 
 module Render
   class Error < StandardError; end
 
-  # Raised by p() for a property that is neither set nor defaulted.
-  class UnknownProperty < Error
-    def initialize(names)
-      super("Can't find property '#{Array(names).join("', or '")}'")
+  extend Bosh::Common::Template::PropertyHelper
+
+  # The job's view of the properties: each one its spec declares, from the
+  # manifest or else the spec's default, as the director binds them.
+  def self.bind_properties(job_spec, given)
+    (job_spec['properties'] || {}).each_with_object({}) do |(name, definition), bound|
+      copy_property(bound, given || {}, name, (definition || {})['default'])
     end
   end
 
-  # Looks up a dotted name ("a.b.c") in nested hashes; nil when absent.
-  def self.dig(hash, name)
-    name.split('.').reduce(hash) do |node, key|
-      return nil unless node.is_a?(Hash) && node.key?(key)
-
-      node[key]
-    end
-  end
-
-  def self.assign(hash, name, value)
-    *parents, last = name.split('.')
-    node = parents.reduce(hash) { |h, key| h[key] ||= {} }
-    node[last] = value
-  end
-
-  # The properties a job sees: declared ones only, manifest value or default.
-  def self.effective_properties(spec, given)
-    (spec['properties'] || {}).each_with_object({}) do |(name, definition), result|
-      value = dig(given || {}, name)
-      value = (definition || {})['default'] if value.nil?
-      assign(result, name, deep_copy(value)) unless value.nil?
-    end
-  end
-
-  # The first line of an error, without the receiver that Ruby's NameError
-  # appends ("... for #<Render::Context ...>"): it would print every property,
-  # passwords included.
+  # The first line of an error, without the receiver Ruby appends to a NameError.
   def self.first_line(error)
-    error.message.lines.first.to_s.sub(/ for #<.*/m, '').strip
+    error.message.lines.first.to_s.sub(/ for #<.*/m, '').sub(/ for an instance of .*/m, '').strip
   end
 
-  def self.deep_copy(value)
-    Marshal.load(Marshal.dump(value))
-  end
+  # Job specs and templates, from a release directory or a release tarball.
+  class JobSource
+    def self.open(path)
+      return new(path) if File.directory?(path)
+      raise Error, "no release at #{path}" unless File.file?(path)
 
-  # `if_p` / `if_link` return one of these so `.else { }` can follow.
-  class ActiveElseBlock
-    def initialize(context)
-      @context = context
-    end
-
-    def else
-      yield
-    end
-
-    def else_if_p(*names, &block)
-      @context.if_p(*names, &block)
-    end
-  end
-
-  class InactiveElseBlock
-    def else; end
-
-    def else_if_p(*_names)
-      InactiveElseBlock.new
-    end
-  end
-
-  # Property access shared by the template context and links.
-  module PropertyLookup
-    def p(*args)
-      names = Array(args[0])
-      names.each do |name|
-        value = Render.dig(@properties, name)
-        return value unless value.nil?
+      dir = Dir.mktmpdir('render-release.')
+      at_exit { FileUtils.rm_rf(dir) }
+      system('tar', '-xzf', path, '-C', dir, 'jobs', exception: true)
+      Dir[File.join(dir, 'jobs', '*.tgz')].each do |tgz|
+        job_dir = tgz.delete_suffix('.tgz')
+        FileUtils.mkdir_p(job_dir)
+        system('tar', '-xzf', tgz, '-C', job_dir, exception: true)
+        # A release tarball's job.MF is the job's spec.
+        FileUtils.mv(File.join(job_dir, 'job.MF'), File.join(job_dir, 'spec'))
       end
-      return args[1] if args.length == 2
-
-      raise UnknownProperty, names
+      new(dir)
+    rescue RuntimeError => e
+      raise Error, "cannot read the jobs of #{path}: #{e.message}"
     end
 
-    def if_p(*names)
-      values = names.map { |name| Render.dig(@properties, name) }
-      return ActiveElseBlock.new(self) if values.any?(&:nil?)
-
-      yield(*values)
-      InactiveElseBlock.new
-    end
-  end
-
-  LinkInstance = Struct.new(:name, :index, :id, :az, :address, :bootstrap, keyword_init: true)
-
-  class Link
-    include PropertyLookup
-    attr_reader :instances, :properties
-
-    def initialize(instances, properties)
-      @instances = instances
-      @properties = properties
+    def initialize(dir)
+      @dir = dir
+      @specs = {}
     end
 
-    def address
-      @instances.first&.address
+    def spec(job_name)
+      @specs[job_name] ||= begin
+        path = File.join(job_dir(job_name), 'spec')
+        raise Error, "no job '#{job_name}' in #{@dir}/jobs" unless File.exist?(path)
+
+        YAML.safe_load_file(path, aliases: true)
+      end
+    end
+
+    def job_dir(job_name)
+      File.join(@dir, 'jobs', job_name)
     end
   end
 
-  # The object templates are evaluated against.
-  class Context
-    include PropertyLookup
-    attr_reader :spec, :properties
-
-    def initialize(spec, properties, links)
-      @spec = spec
-      @properties = properties
-      @links = links
-    end
-
-    def link(name)
-      @links.fetch(name) { raise Error, "Can't find link '#{name}'" }
-    end
-
-    def if_link(name)
-      return ActiveElseBlock.new(self) unless @links.key?(name)
-
-      yield @links[name]
-      InactiveElseBlock.new
-    end
-
-    def evaluate(template_text, path)
-      erb = ERB.new(template_text, trim_mode: '-')
-      erb.filename = path
-      erb.result(binding)
-    end
-  end
-
-  # A deployment manifest plus the release's job specs.
+  # A deployment manifest, planned as far as rendering needs.
   class Deployment
-    def initialize(release_dir, manifest)
-      @release_dir = release_dir
+    def initialize(jobs, manifest)
+      @jobs = jobs
       @manifest = manifest
       @groups = manifest.fetch('instance_groups')
     end
 
     def instance_names
       @groups.flat_map { |group| (0...group.fetch('instances')).map { |i| "#{group['name']}/#{i}" } }
-    end
-
-    def job_spec(job_name)
-      path = File.join(@release_dir, 'jobs', job_name, 'spec')
-      raise Error, "no job '#{job_name}' in #{@release_dir}/jobs" unless File.exist?(path)
-
-      YAML.safe_load(File.read(path), aliases: true)
     end
 
     # Renders every template of every job of `instance` ("group/index") into out_dir.
@@ -196,52 +124,53 @@ module Render
       raise Error, "#{instance}: the group has #{group['instances']} instances" unless index < group['instances']
 
       group.fetch('jobs').each { |job| render_job(group, index, job, out_dir) }
+    rescue ArgumentError => e
+      raise Error, "#{instance}: #{e.message}"
     end
 
     private
 
     def render_job(group, index, job, out_dir)
-      spec = job_spec(job['name'])
-      properties = Render.effective_properties(spec, job['properties'])
-      context = Context.new(instance_spec(group, index, job), properties, links_for(group, job, spec))
-      (spec['templates'] || {}).each do |source, destination|
-        render_template(context, group, index, job['name'], source, destination, out_dir)
+      job_spec = @jobs.spec(job['name'])
+      context = template_spec(group, index, job, job_spec)
+      (job_spec['templates'] || {}).each do |source, destination|
+        render_file(context, File.join('templates', source), destination, out_dir, "#{group['name']}/#{index} job #{job['name']} template #{source}")
       end
-      render_monit(context, group, index, job['name'], out_dir)
+      render_file(context, 'monit', 'monit', out_dir, "#{group['name']}/#{index} job #{job['name']} monit") \
+        if File.exist?(File.join(@jobs.job_dir(job['name']), 'monit'))
     end
 
-    # The job's monit file is an ERB template too.
-    def render_monit(context, group, index, job_name, out_dir)
-      path = File.join(@release_dir, 'jobs', job_name, 'monit')
-      return unless File.exist?(path)
-
-      text = context.evaluate(File.read(path), path)
-      File.write(File.join(out_dir, job_name, 'monit'), text)
-    rescue StandardError, ScriptError => e
-      raise Error, "#{group['name']}/#{index} job #{job_name} monit: #{Render.first_line(e)}"
-    end
-
-    def render_template(context, group, index, job_name, source, destination, out_dir)
-      path = File.join(@release_dir, 'jobs', job_name, 'templates', source)
-      text = context.evaluate(File.read(path), path)
-      target = File.join(out_dir, job_name, destination)
-      FileUtils.mkdir_p(File.join(out_dir, job_name))
+    def render_file(spec_hash, source, destination, out_dir, what)
+      job = spec_hash['job']['name']
+      path = File.join(@jobs.job_dir(job), source)
+      context = Bosh::Common::Template::EvaluationContext.new(spec_hash, nil)
+      erb = ERB.new(File.read(path), trim_mode: '-')
+      erb.filename = path
+      text = erb.result(context.get_binding)
+      target = File.join(out_dir, job, destination)
       FileUtils.mkdir_p(File.dirname(target))
       File.write(target, text)
       File.chmod(destination.start_with?('bin/') ? 0o755 : 0o644, target)
     rescue StandardError, ScriptError => e
-      raise Error, "#{group['name']}/#{index} job #{job_name} template #{source}: #{Render.first_line(e)}"
+      raise Error, "#{what}: #{Render.first_line(e)}"
     end
 
-    def instance_spec(group, index, job)
+    # The hash the director hands EvaluationContext for one job of one instance.
+    def template_spec(group, index, job, job_spec)
       address = address_of(group, index)
-      network = (group['networks'] || [{ 'name' => 'default' }]).first['name']
-      OpenStruct.new(
-        name: group['name'], index: index, id: instance_id(group, index), az: az_of(group, index),
-        address: address, ip: address, bootstrap: index.zero?, deployment: @manifest['name'],
-        networks: OpenStruct.new(network => OpenStruct.new(ip: address, default: %w[dns gateway])),
-        job: OpenStruct.new(name: job['name'])
-      )
+      {
+        'deployment' => @manifest['name'], 'name' => group['name'], 'index' => index,
+        'id' => instance_id(group, index), 'az' => az_of(group, index), 'bootstrap' => index.zero?,
+        'address' => address, 'ip' => address,
+        'networks' => { network_of(group) => { 'ip' => address, 'default' => %w[dns gateway] } },
+        'job' => { 'name' => job['name'] },
+        'properties' => Render.bind_properties(job_spec, job['properties']),
+        'links' => links_for(group, job, job_spec),
+      }
+    end
+
+    def network_of(group)
+      (group['networks'] || [{ 'name' => 'default' }]).first['name']
     end
 
     def address_of(group, index)
@@ -258,8 +187,8 @@ module Render
       azs[index % azs.length]
     end
 
-    def links_for(group, job, spec)
-      (spec['consumes'] || []).each_with_object({}) do |consumed, links|
+    def links_for(group, job, job_spec)
+      (job_spec['consumes'] || []).each_with_object({}) do |consumed, links|
         provider = link_provider(group, job, consumed)
         links[consumed['name']] = provider if provider
       end
@@ -276,14 +205,14 @@ module Render
 
         raise Error, "job #{job['name']}: no provider for link '#{consumed['name']}' (type #{consumed['type']})"
       end
-      build_link(chosen)
+      link_spec(chosen)
     end
 
-    # Every [group, job, provides-definition] that provides `type` (or is named `from`).
+    # Every provider of `type` (or the one named `from`): its group, job and provides entry.
     def providers_of(type, from)
       @groups.flat_map do |group|
         group.fetch('jobs').flat_map do |job|
-          (job_spec(job['name'])['provides'] || []).filter_map do |provided|
+          (@jobs.spec(job['name'])['provides'] || []).filter_map do |provided|
             alias_name = ((job['provides'] || {})[provided['name']] || {})['as'] || provided['name']
             matches = from ? alias_name == from : provided['type'] == type
             { group: group, job: job, provided: provided } if matches
@@ -292,27 +221,30 @@ module Render
       end
     end
 
-    def build_link(chosen)
+    # A link as the director hands it to EvaluationContext.
+    def link_spec(chosen)
       group = chosen[:group]
-      job = chosen[:job]
-      all = Render.effective_properties(job_spec(job['name']), job['properties'])
+      bound = Render.bind_properties(@jobs.spec(chosen[:job]['name']), chosen[:job]['properties'])
       shared = (chosen[:provided]['properties'] || []).each_with_object({}) do |name, result|
-        value = Render.dig(all, name)
-        Render.assign(result, name, value) unless value.nil?
+        Render.copy_property(result, bound, name)
       end
-      instances = (0...group['instances']).map do |i|
-        LinkInstance.new(name: group['name'], index: i, id: instance_id(group, i), az: az_of(group, i),
-                         address: address_of(group, i), bootstrap: i.zero?)
-      end
-      Link.new(instances, shared)
+      {
+        'deployment_name' => @manifest['name'], 'instance_group' => group['name'],
+        'default_network' => network_of(group), 'domain' => 'bosh',
+        'properties' => shared,
+        'instances' => (0...group['instances']).map do |i|
+          { 'name' => group['name'], 'index' => i, 'id' => instance_id(group, i), 'az' => az_of(group, i),
+            'address' => address_of(group, i), 'bootstrap' => i.zero? }
+        end,
+      }
     end
   end
 
   def self.main(argv)
     options = { release: 'release' }
     OptionParser.new do |o|
-      o.banner = 'usage: render.rb --release DIR --manifest FILE (--instance GROUP/INDEX --out DIR | --list)'
-      o.on('--release DIR') { |v| options[:release] = v }
+      o.banner = 'usage: render.rb --release DIR|TARBALL --manifest FILE (--instance GROUP/INDEX --out DIR | --list)'
+      o.on('--release PATH') { |v| options[:release] = v }
       o.on('--manifest FILE') { |v| options[:manifest] = v }
       o.on('--instance NAME') { |v| options[:instance] = v }
       o.on('--out DIR') { |v| options[:out] = v }
@@ -320,8 +252,8 @@ module Render
     end.parse!(argv)
     raise Error, '--manifest is required' unless options[:manifest]
 
-    manifest = YAML.safe_load(File.read(options[:manifest]), aliases: true)
-    deployment = Deployment.new(options[:release], manifest)
+    manifest = YAML.safe_load_file(options[:manifest], aliases: true)
+    deployment = Deployment.new(JobSource.open(options[:release]), manifest)
     if options[:list]
       puts deployment.instance_names
     else

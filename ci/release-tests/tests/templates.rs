@@ -557,7 +557,8 @@ fn keepalived_accepts_the_rendered_config() {
              && mkdir -p /var/vcap/packages/pg-tools/bin \
              && cp /bin/true /var/vcap/packages/pg-tools/bin/pg-vrrp-watch \
              && ip link add vip0 type veth peer name vip1 \
-             && keepalived --config-test -f {}",
+             && {} --config-test -f {}",
+            testkit::keepalived_bin().display(),
             resolved.display()
         );
         let mut test = Command::new("unshare");

@@ -1,4 +1,5 @@
-//! A real haproxy for tests, from a config the test writes.
+//! A real haproxy for tests, from a config the test writes; where the
+//! haproxy and keepalived binaries are.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,11 +9,20 @@ use tempfile::TempDir;
 
 use crate::server::process_alive;
 
-/// The haproxy binary: `HAPROXY_BIN`, else Debian's /usr/sbin/haproxy.
+/// The haproxy binary: `HAPROXY_BIN` (ci/test sets the release's package), else
+/// Debian's /usr/sbin/haproxy.
 pub fn haproxy_bin() -> PathBuf {
     std::env::var_os("HAPROXY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/haproxy"))
+}
+
+/// The keepalived binary: `KEEPALIVED_BIN` (ci/test sets the release's
+/// package), else Debian's /usr/sbin/keepalived.
+pub fn keepalived_bin() -> PathBuf {
+    std::env::var_os("KEEPALIVED_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/keepalived"))
 }
 
 /// A daemonized haproxy running `config`; killed (SIGTERM, by pid) when dropped.

@@ -18,7 +18,7 @@ mod os;
 mod proxy;
 mod server;
 
-pub use haproxy::{haproxy_bin, Haproxy};
+pub use haproxy::{haproxy_bin, keepalived_bin, Haproxy};
 pub use node::{Node, NodeOptions, SUPERUSER};
 pub use os::{
     chown_to_user, clean_command, command_as_user, free_port, pg_bin, run_as_user, PgBin, RunAs,

@@ -293,25 +293,35 @@ impl Site {
     /// Initialises the data dir with initdb directly, without data checksums,
     /// as the original release did: pg_rewind cannot work on it.
     pub fn initdb_without_checksums(&self) {
-        let output = command_as_user(&pg_bin().path("initdb"))
-            .arg("--pgdata")
-            .arg(&self.data_dir)
-            .args([
-                "--encoding",
-                "UTF8",
-                "--locale",
-                "C",
-                "--no-sync",
-                "--no-instructions",
-            ])
-            .output()
-            .expect("cannot run initdb");
+        let mut initdb = command_as_user(&pg_bin().path("initdb"));
+        initdb.arg("--pgdata").arg(&self.data_dir).args([
+            "--encoding",
+            "UTF8",
+            "--locale",
+            "C",
+            "--no-sync",
+            "--no-instructions",
+        ]);
+        // From PostgreSQL 18 on, initdb turns checksums on unless told not to.
+        if initdb_knows("--no-data-checksums") {
+            initdb.arg("--no-data-checksums");
+        }
+        let output = initdb.output().expect("cannot run initdb");
         assert!(
             output.status.success(),
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// Whether this PostgreSQL's initdb has `option` (its --help lists it).
+fn initdb_knows(option: &str) -> bool {
+    let help = Command::new(pg_bin().path("initdb"))
+        .arg("--help")
+        .output()
+        .expect("cannot run initdb --help");
+    String::from_utf8_lossy(&help.stdout).contains(option)
 }
 
 /// The inode of `path`: the same inode means the same directory, not a replacement.
