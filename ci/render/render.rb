@@ -8,7 +8,8 @@
 #
 #   ci/render/render.rb --release release --manifest ci/deployments/ha.yml \
 #                       --instance postgres/0 --out DIR
-#   ci/render/render.rb --release postgres-dev.tgz ...    (jobs from a release tarball)
+#   ci/render/render.rb --release postgres-dev.tgz ...    (jobs from a release tarball,
+#                                                          or from one unpacked)
 #   ci/render/render.rb --release release --manifest M --list
 #
 # For each job of the instance it writes DIR/<job>/<destination> for every
@@ -66,15 +67,22 @@ module Render
 
   # Job specs and templates, from a release directory or a release tarball.
   class JobSource
+    # PATH: a release directory (jobs/NAME/spec), a release tarball, or an
+    # unpacked release tarball (jobs/NAME.tgz).
     def self.open(path)
-      return new(path) if File.directory?(path)
-      raise Error, "no release at #{path}" unless File.file?(path)
+      if File.file?(path)
+        unpacked = scratch_dir
+        system('tar', '-xzf', path, '-C', unpacked, '--wildcards', '*jobs/*.tgz', exception: true)
+        path = unpacked
+      end
+      raise Error, "no release at #{path}" unless File.directory?(path)
 
-      dir = Dir.mktmpdir('render-release.')
-      at_exit { FileUtils.rm_rf(dir) }
-      system('tar', '-xzf', path, '-C', dir, 'jobs', exception: true)
-      Dir[File.join(dir, 'jobs', '*.tgz')].each do |tgz|
-        job_dir = tgz.delete_suffix('.tgz')
+      tarballs = Dir[File.join(path, 'jobs', '*.tgz')]
+      return new(path) if tarballs.empty?
+
+      dir = scratch_dir
+      tarballs.each do |tgz|
+        job_dir = File.join(dir, 'jobs', File.basename(tgz, '.tgz'))
         FileUtils.mkdir_p(job_dir)
         system('tar', '-xzf', tgz, '-C', job_dir, exception: true)
         # A release tarball's job.MF is the job's spec.
@@ -83,6 +91,12 @@ module Render
       new(dir)
     rescue RuntimeError => e
       raise Error, "cannot read the jobs of #{path}: #{e.message}"
+    end
+
+    def self.scratch_dir
+      dir = Dir.mktmpdir('render-release.')
+      at_exit { FileUtils.rm_rf(dir) }
+      dir
     end
 
     def initialize(dir)

@@ -1,5 +1,5 @@
-//! Renders the release's job templates with `ci/render/render.rb` (ERB, the
-//! way the BOSH director does) for the tests, and reads the results.
+//! Renders the release's job templates with `ci/render/render.rb` (the
+//! director's own template library) for the tests, and reads the results.
 
 use std::fs;
 use std::path::{Path, PathBuf};
