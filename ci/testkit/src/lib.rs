@@ -22,7 +22,7 @@ pub use haproxy::{haproxy_bin, keepalived_bin, Haproxy};
 pub use node::{Node, NodeOptions, SUPERUSER};
 pub use os::{
     chown_to_user, clean_command, command_as_user, free_port, pg_bin, run_as_user, PgBin, RunAs,
-    LIBPQ_VARIABLES,
+    INITDB_OPTIONS, LIBPQ_VARIABLES,
 };
 pub use proxy::{FaultProxy, ProxyMode};
 pub use server::{process_alive, Server, SERVER_TIMEOUT};

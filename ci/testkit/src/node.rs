@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-use crate::os::{chown_to_user, command_as_user, free_port, pg_bin};
+use crate::os::{chown_to_user, command_as_user, free_port, pg_bin, INITDB_OPTIONS};
 use crate::server::Server;
 
 /// The superuser every test node is created with.
@@ -81,14 +81,7 @@ impl Node {
                     "trust",
                     "--data-checksums",
                 ])
-                .args([
-                    "--encoding",
-                    "UTF8",
-                    "--locale",
-                    "C",
-                    "--no-sync",
-                    "--no-instructions",
-                ]),
+                .args(INITDB_OPTIONS),
             "initdb",
         );
         node.write_config(options);

@@ -17,7 +17,28 @@ impl PgBin {
     pub fn path(&self, program: &str) -> PathBuf {
         self.dir.join(program)
     }
+
+    /// Whether this PostgreSQL's initdb has `option` (its --help lists it):
+    /// `--no-data-checksums` exists from 18 on, where checksums became the default.
+    pub fn initdb_has(&self, option: &str) -> bool {
+        let help = Command::new(self.path("initdb"))
+            .arg("--help")
+            .output()
+            .expect("cannot run initdb --help");
+        String::from_utf8_lossy(&help.stdout).contains(option)
+    }
 }
+
+/// The initdb options of every test cluster: predictable encoding and
+/// collation, and no fsync (throwaway data).
+pub const INITDB_OPTIONS: [&str; 6] = [
+    "--encoding",
+    "UTF8",
+    "--locale",
+    "C",
+    "--no-sync",
+    "--no-instructions",
+];
 
 /// Found once per test process: `PG_BINDIR`, else `pg_config --bindir`
 /// (Debian keeps the server binaries off PATH, under /usr/lib/postgresql/N/bin).

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use tempfile::TempDir;
 use testkit::{
     chown_to_user, clean_command, command_as_user, free_port, pg_bin, run_as_user, Server,
+    INITDB_OPTIONS,
 };
 
 /// The replication user's password in every test: it holds the characters a
@@ -294,16 +295,12 @@ impl Site {
     /// as the original release did: pg_rewind cannot work on it.
     pub fn initdb_without_checksums(&self) {
         let mut initdb = command_as_user(&pg_bin().path("initdb"));
-        initdb.arg("--pgdata").arg(&self.data_dir).args([
-            "--encoding",
-            "UTF8",
-            "--locale",
-            "C",
-            "--no-sync",
-            "--no-instructions",
-        ]);
+        initdb
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .args(INITDB_OPTIONS);
         // From PostgreSQL 18 on, initdb turns checksums on unless told not to.
-        if initdb_knows("--no-data-checksums") {
+        if pg_bin().initdb_has("--no-data-checksums") {
             initdb.arg("--no-data-checksums");
         }
         let output = initdb.output().expect("cannot run initdb");
@@ -313,15 +310,6 @@ impl Site {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-}
-
-/// Whether this PostgreSQL's initdb has `option` (its --help lists it).
-fn initdb_knows(option: &str) -> bool {
-    let help = Command::new(pg_bin().path("initdb"))
-        .arg("--help")
-        .output()
-        .expect("cannot run initdb --help");
-    String::from_utf8_lossy(&help.stdout).contains(option)
 }
 
 /// The inode of `path`: the same inode means the same directory, not a replacement.
