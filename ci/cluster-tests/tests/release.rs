@@ -22,6 +22,9 @@ for file in $(find -L /var/vcap/packages/ -type f); do
 done
 "#;
 
+/// Run inside a VM: `MODE:OWNER:GROUP PATH` of every file of every job.
+const JOB_FILE_MODES: &str = "find -L /var/vcap/jobs/ -type f -exec stat -c '%a:%U:%G %n' {} +";
+
 #[test]
 fn the_vms_run_the_packages_the_bosh_agent_compiled() {
     let cluster = Cluster::up(true);
@@ -76,6 +79,26 @@ fn the_vms_run_the_packages_the_bosh_agent_compiled() {
     assert!(keepalived.contains("Keepalived v2.3."), "{keepalived}");
 
     for vm in ["vm0", "vm1"] {
+        // Job files as the agent installs them: root:vcap, bin/ 0750, the rest
+        // 0640, secrets included (haproxy's stats password, the passwords).
+        let modes = cluster.check(&["exec", vm, "sh", "-c", JOB_FILE_MODES]);
+        let files: Vec<&str> = modes.lines().collect();
+        assert!(
+            files.len() >= 15,
+            "{vm}: only {} job files:\n{modes}",
+            files.len()
+        );
+        for line in &files {
+            let (mode, path) = line.split_once(' ').expect("mode and path");
+            let expected = if path.contains("/bin/") { "750" } else { "640" };
+            assert_eq!(mode, format!("{expected}:root:vcap"), "{vm}: {path}");
+        }
+        assert!(
+            modes.contains("/vip/config/haproxy.cfg")
+                && modes.contains("/config/replication.password"),
+            "{vm}: the secret files were not listed:\n{modes}"
+        );
+
         let report = cluster.check(&["exec", vm, "sh", "-c", LDD_EVERY_PACKAGE]);
         let missing: Vec<&str> = report
             .lines()

@@ -215,6 +215,75 @@ fn every_rendered_script_parses() {
     assert!(checked >= 20, "only {checked} scripts were rendered");
 }
 
+/// Every value of a key ending in "password" in a manifest.
+fn passwords(value: &Value, found: &mut BTreeSet<String>) {
+    match value {
+        Value::Mapping(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value.as_str()) {
+                    (Some(key), Some(password)) if key.ends_with("password") => {
+                        found.insert(password.to_string());
+                    }
+                    _ => passwords(value, found),
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|item| passwords(item, found)),
+        _ => {}
+    }
+}
+
+/// Every rendered file of every instance of the example deployments, by path.
+fn rendered_files() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for deployment in ["standalone", "clustered", "ha"] {
+        for (instance, rendered) in render_all(deployment) {
+            let mut dirs = vec![rendered.root()];
+            while let Some(dir) = dirs.pop() {
+                for entry in fs::read_dir(&dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else {
+                        let relative = path.strip_prefix(rendered.root()).unwrap().display();
+                        let text = fs::read_to_string(&path).unwrap();
+                        files.push((format!("{instance} {relative}"), text));
+                    }
+                }
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn no_rendered_script_holds_a_password() {
+    let mut secrets = BTreeSet::new();
+    for deployment in ["standalone", "clustered", "ha"] {
+        passwords(&example(deployment), &mut secrets);
+    }
+    assert!(
+        secrets.len() >= 4,
+        "the example manifests hold too few passwords to prove anything: {}",
+        secrets.len()
+    );
+    let files = rendered_files();
+    let mut held = BTreeSet::new();
+    for (path, text) in &files {
+        // Quoting for a shell or a passfile adds backslashes.
+        let unescaped = text.replace('\\', "");
+        for secret in secrets.iter().filter(|secret| unescaped.contains(secret.as_str())) {
+            // Secrets belong in config/ files, which BOSH installs root:vcap 0640.
+            assert!(
+                path.split(' ').nth(1).is_some_and(|file| file.contains("/config/")),
+                "{path} holds a password; scripts must read it from a config file"
+            );
+            held.insert(secret.clone());
+        }
+    }
+    assert_eq!(held, secrets, "every password reaches some config file");
+}
+
 // --- standalone ---------------------------------------------------------------
 
 #[test]
