@@ -17,6 +17,27 @@ fn closed_peer() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
+/// What pg-monitor sets with ALTER SYSTEM on a primary (synchronous commits,
+/// refusing writes), written to postgresql.auto.conf without a reload.
+fn set_primary_only_settings(site: &Site) {
+    site.execute("ALTER SYSTEM SET synchronous_standby_names = '*'");
+    site.execute("ALTER SYSTEM SET default_transaction_read_only = on");
+}
+
+/// A clone or a rewind must not carry them: promoted, it would block commits or refuse writes.
+fn assert_no_primary_only_settings(site: &Site) {
+    let path = site.data_dir.join("postgresql.auto.conf");
+    let auto_conf = std::fs::read_to_string(&path).expect("postgresql.auto.conf");
+    for setting in ["synchronous_standby_names", "default_transaction_read_only"] {
+        assert!(
+            !auto_conf.contains(setting),
+            "{} carries {setting} from the primary:\n{auto_conf}",
+            path.display()
+        );
+    }
+    assert!(auto_conf.contains("primary_conninfo"), "{auto_conf}");
+}
+
 fn rows(site: &Site) -> Vec<String> {
     site.column("SELECT v FROM t ORDER BY v")
 }
@@ -125,6 +146,9 @@ fn a_replica_node_waits_for_the_primary_then_clones_it_and_streams_with_scram() 
         "the replica cloned before any primary answered"
     );
     primary.start();
+    // What pg-monitor may have set on the primary by the time it is cloned
+    // (the clone cannot start before the replication role exists).
+    set_primary_only_settings(&primary);
     primary.provision_replication();
     primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('from the primary')");
 
@@ -137,6 +161,7 @@ fn a_replica_node_waits_for_the_primary_then_clones_it_and_streams_with_scram() 
         run.stderr
     );
 
+    assert_no_primary_only_settings(&replica);
     let auto_conf = fs::read_to_string(replica.data_dir.join("postgresql.auto.conf")).unwrap();
     assert!(
         auto_conf.contains(&format!("passfile=''{}''", replica.passfile.display())),
@@ -238,6 +263,8 @@ fn a_crashed_former_primary_rejoins_its_promoted_peer_with_pg_rewind() {
     old_primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
     new_primary.wait_caught_up(&old_primary);
     new_primary.promote();
+    // pg_rewind copies the source's configuration, these settings included.
+    set_primary_only_settings(&new_primary);
     // Split brain for a moment: both accept writes; the old primary's are lost.
     old_primary.execute("INSERT INTO t VALUES ('diverged'); INSERT INTO t SELECT 'bulk' FROM generate_series(1, 20000)");
     new_primary.execute("INSERT INTO t VALUES ('after failover')");
@@ -272,6 +299,7 @@ fn a_crashed_former_primary_rejoins_its_promoted_peer_with_pg_rewind() {
         "the data directory was replaced: a clone, not a rewind"
     );
 
+    assert_no_primary_only_settings(&old_primary);
     old_primary.start();
     old_primary.wait_streaming();
     assert!(
