@@ -35,6 +35,10 @@ pub const DEFAULT_OUTPUT: &str = "manifests-out";
 /// start with "(( append ))", "(( prepend ))", "(( replace ))" or
 /// "(( merge on KEY ))". Top-level azs, vm_types, vm_extensions, disk_types,
 /// networks and compilation go to the cloud-config, all else to the manifest.
+/// YAML merge keys (`<<: *anchor`) are applied.
+///
+/// Every file read (overlays, templates, job specs) must be a regular file of
+/// at most 1 MiB, and its YAML nested at most 64 levels deep.
 ///
 /// PostgreSQL users without a password, the smoke-tests user included, get a
 /// password the director generates (a `variables` entry).
@@ -42,8 +46,8 @@ pub const DEFAULT_OUTPUT: &str = "manifests-out";
 /// Exit codes:
 ///   0  written (or printed with -o -)
 ///   1  the files could not be written (the message says what was left)
-///   2  bad input: unknown IaaS, unreadable or invalid overlay, wrong flags,
-///      or a merged result BOSH would reject; nothing was written
+///   2  bad input: unknown IaaS, unreadable, oversized or invalid overlay,
+///      wrong flags, or a merged result BOSH would reject; nothing was written
 ///
 /// Environment: MAKE_MANIFEST_OUTPUT, MAKE_MANIFEST_TEMPLATES and
 /// MAKE_MANIFEST_RELEASE_DIR stand for -o, --templates and --release-dir.
@@ -71,7 +75,8 @@ pub struct Cli {
     pub ha: bool,
 
     /// The virtual IP address clients connect to (with --ha). On warden it
-    /// must be inside 10.244.232.0/24, e.g. 10.244.232.100.
+    /// must be inside 10.244.232.0/24, e.g. 10.244.232.100; never a subnet's
+    /// gateway, network or broadcast address.
     #[arg(long, value_name = "ADDRESS")]
     pub vip: Option<IpAddr>,
 

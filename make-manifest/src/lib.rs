@@ -9,6 +9,7 @@
 //! so bad input leaves no file behind.
 
 pub mod complete;
+pub mod input;
 pub mod merge;
 pub mod net;
 pub mod output;

@@ -36,6 +36,23 @@ impl Cidr {
         same_family(self.base, addr) && (first..=last).contains(&number(addr))
     }
 
+    /// What `addr` is when no host of the subnet can hold it: the network
+    /// address (IPv6: the subnet-router anycast address) or the IPv4
+    /// broadcast address. Subnets with fewer than two host bits (/31, /32,
+    /// IPv6 /127, /128) have neither.
+    pub fn unusable_role(&self, addr: IpAddr) -> Option<&'static str> {
+        if !self.contains(addr) || bits(self.base) - self.prefix < 2 {
+            return None;
+        }
+        let (first, last) = self.first_last();
+        match (number(addr), self.base.is_ipv4()) {
+            (n, true) if n == first => Some("network address"),
+            (n, false) if n == first => Some("subnet-router anycast address"),
+            (n, true) if n == last => Some("broadcast address"),
+            _ => None,
+        }
+    }
+
     /// The first and last address of the subnet, as numbers.
     fn first_last(&self) -> (u128, u128) {
         let host_bits = u32::from(bits(self.base) - self.prefix);
@@ -133,6 +150,35 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("1.2.3.4")));
         assert!(Cidr::parse("fd00::/64").unwrap().contains(ip("fd00::5")));
         assert!(Cidr::parse("10.0.0.7/32").unwrap().contains(ip("10.0.0.7")));
+    }
+
+    #[test]
+    fn network_and_broadcast_addresses_are_told_apart_from_host_addresses() {
+        let net = Cidr::parse("10.244.232.0/24").unwrap();
+        assert_eq!(
+            net.unusable_role(ip("10.244.232.0")),
+            Some("network address")
+        );
+        assert_eq!(
+            net.unusable_role(ip("10.244.232.255")),
+            Some("broadcast address")
+        );
+        assert_eq!(net.unusable_role(ip("10.244.232.1")), None);
+        assert_eq!(net.unusable_role(ip("10.244.232.254")), None);
+        assert_eq!(
+            net.unusable_role(ip("10.0.0.0")),
+            None,
+            "outside the subnet"
+        );
+        let point_to_point = Cidr::parse("10.0.0.0/31").unwrap();
+        assert_eq!(point_to_point.unusable_role(ip("10.0.0.0")), None);
+        assert_eq!(point_to_point.unusable_role(ip("10.0.0.1")), None);
+        let v6 = Cidr::parse("fd00::/64").unwrap();
+        assert_eq!(
+            v6.unusable_role(ip("fd00::")),
+            Some("subnet-router anycast address")
+        );
+        assert_eq!(v6.unusable_role(ip("fd00::ffff:ffff:ffff:ffff")), None);
     }
 
     #[test]

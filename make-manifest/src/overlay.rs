@@ -1,25 +1,21 @@
 //! Reading overlay files: one YAML map each, errors as `file:line:column`.
 
-use std::io::ErrorKind;
 use std::path::Path;
 
 use serde_yaml::Value;
 
-use crate::{input_error, InputError};
+use crate::{input, input_error, InputError};
 
 /// Reads and parses one overlay. An empty file is an empty overlay.
 pub fn load(path: &Path) -> Result<Value, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
-        ErrorKind::NotFound => input_error!("overlay {}: no such file", path.display()),
-        ErrorKind::InvalidData => input_error!("overlay {}: not UTF-8 text", path.display()),
-        _ => input_error!("overlay {}: cannot read: {err}", path.display()),
-    })?;
+    let text = input::read_text(path)
+        .map_err(|problem| input_error!("overlay {}: {problem}", path.display()))?;
     parse(&text, &path.display().to_string())
 }
 
 /// Parses overlay text; `name` is how messages call it.
 pub fn parse(text: &str, name: &str) -> Result<Value, InputError> {
-    let value: Value = serde_yaml::from_str(text).map_err(|err| match yaml_error_parts(&err) {
+    let value = input::parse_yaml(text).map_err(|problem| match problem {
         (Some((line, column)), message) => input_error!("{name}:{line}:{column}: {message}"),
         (None, message) => input_error!("{name}: {message}"),
     })?;
@@ -53,9 +49,9 @@ pub fn yaml_error_parts(err: &serde_yaml::Error) -> (Option<(usize, usize)>, Str
     (at, strip_locations(&err.to_string()))
 }
 
-/// A parse error as `LINE:COLUMN: message`, or the message alone.
-pub fn describe_yaml_error(err: &serde_yaml::Error) -> String {
-    match yaml_error_parts(err) {
+/// A problem from [`input::parse_yaml`] as `LINE:COLUMN: message`, or the message alone.
+pub fn describe_yaml_problem(problem: (Option<(usize, usize)>, String)) -> String {
+    match problem {
         (Some((line, column)), message) => format!("{line}:{column}: {message}"),
         (None, message) => message,
     }
@@ -154,6 +150,29 @@ mod tests {
         assert_eq!(
             parse("---\n", "e.yml").unwrap(),
             Value::Mapping(Default::default())
+        );
+    }
+
+    #[test]
+    fn merge_keys_are_applied_not_kept_as_keys() {
+        let value = parse(
+            "networks:\n- name: a\n  cloud_properties: &props {zone: z1, tier: db}\n- name: b\n  cloud_properties:\n    <<: *props\n    zone: z2\n",
+            "m.yml",
+        )
+        .unwrap();
+        let props = &value["networks"][1]["cloud_properties"];
+        assert_eq!(props["zone"], Value::from("z2"), "the map's own key wins");
+        assert_eq!(props["tier"], Value::from("db"), "merged from the anchor");
+        assert!(props.get("<<").is_none(), "{props:?}");
+    }
+
+    #[test]
+    fn too_deep_an_overlay_is_refused_naming_file_and_position() {
+        let deep = format!("a: {}1{}\n", "[".repeat(70), "]".repeat(70));
+        let err = parse(&deep, "deep.yml").unwrap_err();
+        assert!(
+            err.0.starts_with("deep.yml:1:") && err.0.contains("nested more than 64 levels"),
+            "{err}"
         );
     }
 

@@ -38,8 +38,8 @@ pub fn load(release_dir: &Path) -> Result<BTreeMap<String, JobSpec>, InputError>
         if !path.is_file() {
             continue;
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|err| input_error!("{}: cannot read: {err}", path.display()))?;
+        let text = crate::input::read_text(&path)
+            .map_err(|problem| input_error!("{}: {problem}", path.display()))?;
         let spec = parse(&text).map_err(|err| input_error!("{}: {err}", path.display()))?;
         specs.insert(spec.name.clone(), spec);
     }
@@ -54,8 +54,7 @@ pub fn load(release_dir: &Path) -> Result<BTreeMap<String, JobSpec>, InputError>
 
 /// Parses one job spec.
 pub fn parse(text: &str) -> Result<JobSpec, String> {
-    let value: Value =
-        serde_yaml::from_str(text).map_err(|err| crate::overlay::describe_yaml_error(&err))?;
+    let value = crate::input::parse_yaml(text).map_err(crate::overlay::describe_yaml_problem)?;
     let name = value
         .get("name")
         .and_then(Value::as_str)

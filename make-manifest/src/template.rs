@@ -129,8 +129,8 @@ impl Templates {
             else {
                 continue;
             };
-            let text = std::fs::read_to_string(&path)
-                .map_err(|err| input_error!("{}: cannot read: {err}", path.display()))?;
+            let text = crate::input::read_text(&path)
+                .map_err(|problem| input_error!("{}: {problem}", path.display()))?;
             registry
                 .register_template_string(name, text)
                 .map_err(|err| {
@@ -167,13 +167,11 @@ impl Templates {
             };
             input_error!("{}{at}: {}", self.label(&template), err.reason())
         })?;
-        let document: Value = serde_yaml::from_str(&text).map_err(|err| {
-            match crate::overlay::yaml_error_parts(&err) {
-                (Some((line, column)), message) => input_error!(
-                    "{file}: its output is not YAML: output line {line}, column {column}: {message}"
-                ),
-                (None, message) => input_error!("{file}: its output is not YAML: {message}"),
-            }
+        let document = crate::input::parse_yaml(&text).map_err(|problem| match problem {
+            (Some((line, column)), message) => input_error!(
+                "{file}: its output is not YAML: output line {line}, column {column}: {message}"
+            ),
+            (None, message) => input_error!("{file}: its output is not YAML: {message}"),
         })?;
         if let Some(path) = crate::yaml_out::find_tag(&document, "") {
             return Err(input_error!(

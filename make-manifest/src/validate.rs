@@ -662,6 +662,16 @@ fn check_vip(group: &Group, cloud: &Cloud) -> Result<(), InputError> {
                 format!("{vip} is outside network `{name}` ({}): keepalived can only raise it on a subnet the nodes are on", ranges.join(", ")),
             ));
         };
+        if let Some(role) = subnet.range.unusable_role(vip) {
+            return Err(fail(
+                MANIFEST,
+                &path,
+                format!(
+                    "{vip} is the {role} of network `{name}` ({}): no node can hold it",
+                    subnet.raw_range
+                ),
+            ));
+        }
         if subnet.gateway == vip {
             return Err(fail(
                 MANIFEST,

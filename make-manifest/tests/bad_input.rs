@@ -58,6 +58,35 @@ fn overlay_with_a_tab_for_indentation_names_its_position() {
 }
 
 #[test]
+fn overlay_that_is_a_device_is_not_read() {
+    // /dev/zero would be read until memory ran out; /dev/null shows the same
+    // refusal without that risk.
+    let line = Scratch::new().bad_input(&["warden", "/dev/null"]);
+    assert_says(&line, &["overlay /dev/null", "not a regular file"]);
+}
+
+#[test]
+fn overlay_larger_than_one_mebibyte() {
+    let scratch = Scratch::new();
+    let file = scratch.file("huge.yml", &format!("# {}\n", "x".repeat(1 << 20)));
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(&line, &["overlay huge.yml", "larger than 1048576 bytes"]);
+}
+
+#[test]
+fn overlay_nested_too_deeply_is_refused_before_parsing() {
+    let scratch = Scratch::new();
+    // 500 KB: parsing it took more than half a minute.
+    let depth = 125_000;
+    let file = scratch.file(
+        "deep.yml",
+        &format!("a: {}1{}\n", "{a: ".repeat(depth), "}".repeat(depth)),
+    );
+    let line = scratch.bad_input(&["warden", &file]);
+    assert_says(&line, &["deep.yml:1:", "nested more than 64 levels deep"]);
+}
+
+#[test]
 fn overlay_that_is_not_a_map() {
     let scratch = Scratch::new();
     let file = scratch.file("list.yml", "- name: postgres1\n");
@@ -246,6 +275,23 @@ fn vip_outside_the_warden_subnet() {
 }
 
 #[test]
+fn vip_that_is_the_subnets_network_or_broadcast_address() {
+    for (vip, role) in [
+        ("10.244.232.0", "network address"),
+        ("10.244.232.255", "broadcast address"),
+    ] {
+        let line = Scratch::new().bad_input(&["warden", "--ha", "--vip", vip]);
+        assert_says(
+            &line,
+            &[
+                "jobs[vip].properties.vip",
+                &format!("{vip} is the {role} of network `postgres1` (10.244.232.0/24)"),
+            ],
+        );
+    }
+}
+
+#[test]
 fn vip_not_reserved() {
     let scratch = Scratch::new();
     let file = scratch.file(
@@ -317,6 +363,15 @@ fn template_directory_without_the_iaas_template() {
     scratch.file("tpl/warden.yml.hbs", "name: x\n");
     let line = scratch.bad_input(&["aws-ec2", "--templates", "tpl"]);
     assert_says(&line, &["aws-ec2.yml.hbs", "no such template"]);
+}
+
+#[test]
+fn template_that_is_not_a_regular_file_is_not_read() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.path("tpl")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", scratch.path("tpl/warden.yml.hbs")).unwrap();
+    let line = scratch.bad_input(&["warden", "--templates", "tpl"]);
+    assert_says(&line, &["tpl/warden.yml.hbs", "not a regular file"]);
 }
 
 #[test]

@@ -169,6 +169,38 @@ fn overlays_apply_in_the_order_given() {
 }
 
 #[test]
+fn yaml_merge_keys_in_overlays_are_applied() {
+    let scratch = Scratch::new();
+    scratch.file(
+        "merge.yml",
+        "vm_types:\n- name: postgres\n  cloud_properties: &common\n    instance_type: r6i.large\n    ephemeral_disk: {size: 20000}\n- name: postgres-large\n  cloud_properties:\n    <<: *common\n    instance_type: r6i.xlarge\n",
+    );
+    scratch.ok(&["aws-ec2", "merge.yml", "-o", "out"]);
+    let text = read(&scratch.path("out/cloud-config.yml"));
+    assert!(
+        !text.contains("<<"),
+        "a merge key reached the cloud-config:\n{text}"
+    );
+    let cloud = yaml(&text);
+    let large = cloud["vm_types"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|vm_type| vm_type["name"] == "postgres-large")
+        .expect("the overlay's vm_type");
+    assert_eq!(
+        large["cloud_properties"]["instance_type"],
+        Value::from("r6i.xlarge"),
+        "the map's own key wins over the merged one"
+    );
+    assert_eq!(
+        large["cloud_properties"]["ephemeral_disk"]["size"],
+        Value::from(20000),
+        "merged from the anchor"
+    );
+}
+
+#[test]
 fn overlay_keys_are_routed_to_their_document() {
     let scratch = Scratch::new();
     scratch.file(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use probe::duration::{parse_duration, parse_positive_duration};
-use probe::target::parse_port;
+use probe::target::{parse_host, parse_port};
 
 use pg_bootstrap::prepare::PrepareConfig;
 use pg_bootstrap::provision::ProvisionConfig;
@@ -65,6 +65,12 @@ pub enum Command {
 ///
 /// Exit codes: 0 ready, 1 an action failed, 2 usage error, 3 refused.
 ///
+/// Durations (SECONDS) take 5, 1.5, 2s or 250ms, at most 86400 (one day).
+///
+/// <data-dir>.lock is locked while prepare works. A run that stops before
+/// changing anything (a refusal, an interruption) removes the lock file and
+/// directories it created for it; a dry run takes no lock and creates nothing.
+///
 /// Environment: each flag also reads the variable named in its help.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -91,7 +97,8 @@ pub struct PrepareArgs {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub bootstrap: bool,
 
-    /// Another node, HOST:PORT or HOST (then --port); repeatable, or comma-separated in the variable.
+    /// Another node, HOST:PORT or HOST (then --port), an IPv6 address as [ADDRESS]:PORT;
+    /// repeatable, or comma-separated in the variable.
     #[arg(
         long = "peer",
         env = "PG_BOOTSTRAP_PEERS",
@@ -169,7 +176,7 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Decide and print, change nothing (the peers are still asked).
+    /// Decide and print, change nothing, take no lock (the peers are still asked).
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -240,6 +247,9 @@ fn parse_rate(text: &str) -> Result<String, String> {
 /// Exit codes: 0 done or skipped, 1 a statement failed, 2 usage or spec error
 /// (nothing changed), 3 the server did not accept us within --wait.
 ///
+/// The spec must be a regular file of at most 1 MiB, nested at most 64 levels.
+/// Durations (SECONDS) take 5, 1.5, 2s or 250ms, at most 86400 (one day).
+///
 /// Environment: PGHOST, PGPORT, PGUSER, PGDATABASE, PGCONNECT_TIMEOUT,
 /// PGPASSWORD, PGPASSFILE (as in libpq), PG_BOOTSTRAP_SPEC, PG_BOOTSTRAP_WAIT.
 #[derive(Args, Debug)]
@@ -250,7 +260,7 @@ pub struct ProvisionArgs {
     pub spec: PathBuf,
 
     /// Host name or address; a value starting with / is a Unix socket directory.
-    #[arg(long, env = "PGHOST", default_value = probe::target::DEFAULT_SOCKET_DIR)]
+    #[arg(long, env = "PGHOST", default_value = probe::target::DEFAULT_SOCKET_DIR, value_parser = parse_host)]
     pub host: String,
 
     /// Port.

@@ -673,8 +673,22 @@ fn bad_input_is_refused_in_one_line_and_changes_nothing() {
             "needs --peer",
         ),
         (vec!["--pg-bin", "/nonexistent"], "no initdb"),
+        (
+            vec![
+                "--replication",
+                "--peer",
+                "a:b:c",
+                "--replication-password-file",
+                &password_file,
+                "--clone-wait",
+                "1",
+            ],
+            "--peer 'a:b:c' is not HOST or HOST:PORT",
+        ),
         (vec!["--clone-max-rate", "fast"], "is not a rate"),
         (vec!["--grace", "soon"], "soon"),
+        (vec!["--grace", "1e300"], "maximum of 86400 s"),
+        (vec!["--connect-timeout", "1e10"], "maximum of 86400 s"),
     ];
     for (extra, expected) in cases {
         let mut args = vec!["prepare", "--data-dir", &data_dir];
@@ -710,12 +724,99 @@ fn bad_input_is_refused_in_one_line_and_changes_nothing() {
         run.expect_code(2, "root without --run-as");
         assert!(run.stderr.contains("--run-as"), "{}", run.stderr);
     }
-    for leftover in ["db", "db.staging", "pgpass"] {
+    for leftover in ["db", "db.staging", "db.lock", "pgpass"] {
         assert!(
             !site.root().join(leftover).exists(),
             "bad input created {leftover}"
         );
     }
+}
+
+#[test]
+fn a_data_directory_that_is_a_file_is_a_usage_error_and_left_alone() {
+    let site = Site::new();
+    fs::write(&site.data_dir, "not a data directory\n").unwrap();
+    let run = site.prepare(&[]);
+    run.expect_code(2, "a regular file as the data directory");
+    assert_eq!(
+        run.stderr.lines().count(),
+        1,
+        "not one line: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "--data-dir {} is a regular file, not a directory",
+            site.data_dir.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "a decision was printed: {}",
+        run.stdout
+    );
+    assert_eq!(
+        fs::read_to_string(&site.data_dir).unwrap(),
+        "not a data directory\n"
+    );
+    assert!(
+        !site.root().join("db.lock").exists(),
+        "a lock file was created"
+    );
+}
+
+#[test]
+fn a_dry_run_creates_nothing_not_even_the_lock_file() {
+    let site = Site::new();
+    site.prepare(&["--dry-run"])
+        .expect_code(0, "dry run")
+        .expect_decision("init-primary");
+    for path in ["db", "db.staging", "db.lock"] {
+        assert!(
+            !site.root().join(path).exists(),
+            "the dry run created {path}"
+        );
+    }
+}
+
+#[test]
+fn a_refusal_removes_the_lock_file_and_the_directories_it_made() {
+    let site = Site::new();
+    let store = site.root().join("store");
+    let data_dir = store.join("postgres/db").display().to_string();
+    let password_file = site.password_file.display().to_string();
+    let bin = pg_bin().dir.display().to_string();
+    let peer = closed_peer();
+    let mut args = vec![
+        "prepare",
+        "--data-dir",
+        &data_dir,
+        "--pg-bin",
+        &bin,
+        "--replication",
+        "--replication-password-file",
+        &password_file,
+        "--peer",
+        &peer,
+        "--clone-wait",
+        "1",
+    ];
+    let user;
+    if let Some(run_as) = run_as_user() {
+        user = run_as.name.clone();
+        args.extend(["--run-as", &user]);
+    }
+    let run = Run::of(&mut pg_bootstrap(&args));
+    run.expect_code(3, "no primary to clone from")
+        .expect_decision("refuse");
+    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    assert!(
+        !store.exists(),
+        "the refusal left the lock file or the directories made for it under {}",
+        store.display()
+    );
 }
 
 #[test]

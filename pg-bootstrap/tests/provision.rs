@@ -409,6 +409,60 @@ fn bad_specs_are_refused_in_one_line_before_connecting() {
 }
 
 #[test]
+fn oversized_deeply_nested_or_non_regular_specs_are_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there, and --wait 0: a run that got as far as
+    // connecting would exit 3 at once, not 2.
+    let port = free_port();
+    let huge = write_spec(dir.path(), &format!("# {}\n", "x".repeat(1 << 20)));
+    let huge_run = provision(port, &huge, &["--wait", "0"]);
+    // 500 KB of nesting: parsing it took more than a minute of CPU.
+    let depth = 125_000;
+    let deep_dir = tempfile::tempdir().unwrap();
+    let deep = write_spec(
+        deep_dir.path(),
+        &format!("users: {}1{}\n", "{a: ".repeat(depth), "}".repeat(depth)),
+    );
+    let deep_run = provision(port, &deep, &["--wait", "0"]);
+    // /dev/zero would be read until memory ran out; /dev/null is refused the
+    // same way without that risk.
+    let device = Path::new("/dev/null");
+    let device_run = provision(port, device, &["--wait", "0"]);
+    for (run, spec, expected) in [
+        (&huge_run, huge.as_path(), "larger than 1048576 bytes"),
+        (&deep_run, deep.as_path(), "nested more than 64 levels deep"),
+        (&device_run, device, "not a regular file"),
+    ] {
+        run.expect_code(2, expected);
+        // /dev/null, mode 0666, also gets the warning about a readable spec.
+        let errors = run.stderr.lines().filter(|line| !line.contains("warning:"));
+        assert_eq!(errors.count(), 1, "not one line: {}", run.stderr);
+        assert!(
+            run.stderr.contains(expected) && run.stderr.contains(spec.to_str().unwrap()),
+            "expected {expected:?} and the file in {:?}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn an_empty_host_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "users: []\n");
+    let run = Run::of(&mut pg_bootstrap(&[
+        "provision",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--host",
+        "",
+        "--wait",
+        "0",
+    ]));
+    run.expect_code(2, "--host ''");
+    assert!(run.stderr.contains("the host is empty"), "{}", run.stderr);
+}
+
+#[test]
 fn a_failing_statement_is_named_and_a_fixed_spec_picks_up_from_there() {
     let node = primary();
     let broken = SPEC.replace("[pgcrypto, citext]", "[pgcrypto, no_such_extension]");

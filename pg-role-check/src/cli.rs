@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use probe::duration::{parse_duration, parse_positive_duration};
-use probe::target::parse_port;
+use probe::target::{parse_host, parse_port};
 
 /// Is this PostgreSQL node a primary, a replica, starting, or unreachable?
 ///
@@ -46,7 +46,7 @@ pub struct Cli {
     pub streaming: bool,
 
     /// Host name or address; a value starting with / is a Unix socket directory.
-    #[arg(long, env = "PGHOST", default_value = probe::target::DEFAULT_SOCKET_DIR)]
+    #[arg(long, env = "PGHOST", default_value = probe::target::DEFAULT_SOCKET_DIR, value_parser = parse_host)]
     pub host: String,
 
     /// Port.
@@ -61,7 +61,8 @@ pub struct Cli {
     #[arg(long, short = 'd', env = "PGDATABASE")]
     pub dbname: Option<String>,
 
-    /// Bound on each attempt (connect, authenticate, query): seconds, or 250ms / 2s.
+    /// Bound on each attempt (connect, authenticate, query): seconds, or 250ms / 2s;
+    /// at most 86400 s (one day).
     #[arg(long, env = "PGCONNECT_TIMEOUT", default_value = "5", value_parser = parse_positive_duration)]
     pub connect_timeout: Duration,
 
@@ -73,7 +74,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub retries: u32,
 
-    /// Pause between attempts: seconds, or 250ms / 2s.
+    /// Pause between attempts: seconds, or 250ms / 2s; at most 86400 s (one day).
     #[arg(long, default_value = "1", value_parser = parse_duration)]
     pub retry_interval: Duration,
 

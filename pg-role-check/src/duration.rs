@@ -2,10 +2,18 @@
 //!
 //! A bare number is seconds, like libpq's `PGCONNECT_TIMEOUT`, so existing
 //! environments keep working; a unit makes sub-second values readable.
+//!
+//! Every duration is at most [`MAX_DURATION`]: no timeout, interval or wait of
+//! the release needs more, and a larger one is a typo (`5e10`) that would make
+//! a bounded wait an endless one, or overflow the arithmetic on it.
 
 use std::time::Duration;
 
-/// Parses `N`, `N.N`, `Ns` (seconds) or `Nms` (milliseconds).
+/// The longest duration any flag accepts: one day.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
+/// Parses `N`, `N.N`, `Ns` (seconds) or `Nms` (milliseconds), at most
+/// [`MAX_DURATION`].
 ///
 /// Used as a clap `value_parser`, so the error is one line naming the value.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -24,7 +32,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !value.is_finite() || value < 0.0 {
         return Err(format!("'{text}' must be a non-negative duration"));
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    let seconds = value * scale;
+    // Compared as a float: converting first would panic above ~1.8e19 s.
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return Err(format!(
+            "'{text}' is longer than the maximum of {} s (one day)",
+            MAX_DURATION.as_secs()
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Like [`parse_duration`], but zero is refused: a zero timeout or interval
@@ -67,5 +83,18 @@ mod tests {
         assert!(parse_positive_duration("0").is_err());
         assert!(parse_positive_duration("0ms").is_err());
         assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn durations_up_to_one_day_are_accepted_and_longer_ones_refused() {
+        assert_eq!(parse_duration("86400"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("86400000ms"), Ok(MAX_DURATION));
+        for too_long in ["86400.5", "86401s", "1e10", "1e19", "1e300", "1e303ms"] {
+            let error = parse_positive_duration(too_long).unwrap_err();
+            assert!(
+                error.contains(too_long) && error.contains("maximum of 86400 s"),
+                "{too_long}: {error}"
+            );
+        }
     }
 }

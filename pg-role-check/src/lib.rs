@@ -9,6 +9,7 @@
 //! original bash release matched psql's messages and broke when they changed.
 
 pub mod duration;
+pub mod input;
 pub mod log;
 pub mod passfile;
 pub mod role;

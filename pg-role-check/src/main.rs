@@ -73,7 +73,8 @@ fn target_endpoint(cli: &Cli) -> Result<Endpoint, String> {
             port: cli.port,
         }),
         [_proxy_addr, _proxy_port, server_addr, server_port] => Ok(Endpoint {
-            host: server_addr.clone(),
+            host: probe::target::parse_host(server_addr)
+                .map_err(|err| format!("haproxy server_addr: {err}"))?,
             port: probe::target::parse_port(server_port)
                 .map_err(|err| format!("haproxy server_port {err}"))?,
         }),

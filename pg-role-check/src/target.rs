@@ -59,6 +59,18 @@ pub fn parse_port(text: &str) -> Result<u16, String> {
     }
 }
 
+/// A host as `--host` or `PGHOST` give it: a name, an address, or (starting
+/// with `/`) a Unix socket directory. An empty one is refused here: it would
+/// only fail later, after every retry, as a host that cannot be looked up.
+pub fn parse_host(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the host is empty: give a host name, an address or a socket directory".to_string(),
+        );
+    }
+    Ok(text.to_string())
+}
+
 /// Everything needed to open a connection to one node.
 #[derive(Clone)]
 pub struct ConnectOptions {
@@ -238,6 +250,18 @@ mod tests {
             .contains("empty host"));
         assert!("h:0".parse::<Endpoint>().unwrap_err().contains("port"));
         assert!("h:70000".parse::<Endpoint>().unwrap_err().contains("port"));
+    }
+
+    #[test]
+    fn an_empty_host_is_refused() {
+        assert_eq!(parse_host("10.0.0.2"), Ok("10.0.0.2".to_string()));
+        assert_eq!(parse_host("/tmp"), Ok("/tmp".to_string()));
+        for empty in ["", " ", "\t"] {
+            assert!(
+                parse_host(empty).unwrap_err().contains("empty"),
+                "{empty:?}"
+            );
+        }
     }
 
     #[test]

@@ -246,7 +246,7 @@ fn a_server_shutting_down_is_starting() {
 }
 
 #[test]
-fn a_black_hole_times_out_after_every_retry() {
+fn a_server_that_accepts_but_never_answers_is_hung_after_every_retry() {
     let proxy = FaultProxy::new("127.0.0.1:9");
     proxy.set_mode(ProxyMode::Blackhole);
     let run = check_node(
@@ -264,7 +264,8 @@ fn a_black_hole_times_out_after_every_retry() {
     assert_exit(&run, 3, "a server that never answers");
     let json = run.json();
     assert_eq!(json["attempts"], 2);
-    assert_eq!(json["error"]["kind"], "timeout");
+    // The host accepted the connection: the network works, the server is hung.
+    assert_eq!(json["error"]["kind"], "hung", "{json}");
     assert_eq!(proxy.accepted(), 2, "each attempt opens one connection");
 }
 
@@ -450,6 +451,51 @@ fn bad_usage_exits_2_with_a_message() {
     }
     let run = role_check(&["--password", "hunter2"]);
     assert_exit(&run, 2, "a password flag must not exist");
+}
+
+#[test]
+fn an_empty_host_is_a_usage_error_not_an_unreachable_node() {
+    let run = role_check(&["--host", "", "--retries", "1"]);
+    assert_exit(&run, 2, "--host ''");
+    assert!(
+        run.stderr.contains("--host") && run.stderr.contains("the host is empty"),
+        "stderr: {}",
+        run.stderr
+    );
+    let mut from_env = command(&["--retries", "1"]);
+    from_env.env("PGHOST", " ");
+    let run = run_command(&mut from_env);
+    assert_exit(&run, 2, "PGHOST=' '");
+    assert!(
+        run.stderr.contains("the host is empty"),
+        "stderr: {}",
+        run.stderr
+    );
+    let run = role_check(&["0.0.0.0", "5432", "", "5432"]);
+    assert_exit(&run, 2, "haproxy passing an empty server_addr");
+    assert!(run.stderr.contains("server_addr"), "stderr: {}", run.stderr);
+}
+
+#[test]
+fn durations_longer_than_a_day_are_usage_errors_not_panics() {
+    for (flag, value) in [
+        ("--connect-timeout", "1e300"),
+        ("--connect-timeout", "1e10"),
+        ("--retry-interval", "86401"),
+    ] {
+        let run = role_check(&["--host", "127.0.0.1", "--port", "1", flag, value]);
+        assert_exit(&run, 2, &format!("{flag} {value}"));
+        assert!(
+            run.stderr.contains(value) && run.stderr.contains("maximum of 86400 s"),
+            "{flag} {value}: stderr: {}",
+            run.stderr
+        );
+    }
+    let mut from_env = command(&["--host", "127.0.0.1", "--port", "1"]);
+    from_env.env("PGCONNECT_TIMEOUT", "1e300");
+    let run = run_command(&mut from_env);
+    assert_exit(&run, 2, "PGCONNECT_TIMEOUT=1e300");
+    assert!(run.stderr.contains("maximum"), "stderr: {}", run.stderr);
 }
 
 #[test]

@@ -28,8 +28,9 @@ pub struct Cli {
     #[arg(long, default_value = "/var/vcap/sys/run/vip/haproxy.pid")]
     pub pidfile: PathBuf,
 
-    /// The process name the pid must have (from /proc/PID/comm).
-    #[arg(long, default_value = "haproxy")]
+    /// The process name the pid must have (from /proc/PID/comm: not empty,
+    /// at most 15 bytes, as the kernel keeps it).
+    #[arg(long, default_value = "haproxy", value_parser = parse_process_name)]
     pub process_name: String,
 
     /// haproxy's stats socket (a `stats socket` in its global section); when
@@ -38,10 +39,59 @@ pub struct Cli {
     pub stats_socket: Option<PathBuf>,
 
     /// The write backend whose servers are counted.
-    #[arg(long, default_value = "postgres")]
+    #[arg(long, default_value = "postgres", value_parser = parse_backend)]
     pub backend: String,
 
-    /// Bound on talking to the stats socket: seconds, or 250ms / 2s.
+    /// Bound on talking to the stats socket: seconds, or 250ms / 2s; at most
+    /// 86400 s (one day).
     #[arg(long, default_value = "1", value_parser = parse_positive_duration)]
     pub timeout: Duration,
+}
+
+/// The longest command name the kernel keeps (TASK_COMM_LEN less its NUL):
+/// a longer name could never match /proc/PID/comm.
+const MAX_PROCESS_NAME_BYTES: usize = 15;
+
+/// A process name that /proc/PID/comm can hold; an empty one would make every
+/// check fail with a reason that hides the real mistake.
+fn parse_process_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("the process name is empty (haproxy's is `haproxy`)".to_string());
+    }
+    if text.len() > MAX_PROCESS_NAME_BYTES {
+        return Err(format!(
+            "'{text}' is {} bytes long; /proc/PID/comm holds at most {MAX_PROCESS_NAME_BYTES}, so it could never match",
+            text.len()
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A backend name: haproxy has no backend without one.
+fn parse_backend(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("the backend name is empty (the write backend is `postgres`)".to_string());
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn process_names_must_fit_proc_comm() {
+        assert_eq!(parse_process_name("haproxy"), Ok("haproxy".to_string()));
+        assert!(parse_process_name("").unwrap_err().contains("empty"));
+        assert!(parse_process_name("  ").unwrap_err().contains("empty"));
+        assert!(parse_process_name("haproxy-with-a-long-name")
+            .unwrap_err()
+            .contains("at most 15"));
+    }
 }

@@ -21,9 +21,13 @@ impl std::fmt::Display for Unhealthy {
     }
 }
 
+/// The most of a pidfile that is read: a pid and a line break need a few
+/// bytes, and keepalived waits for this script.
+const MAX_PIDFILE_BYTES: u64 = 4096;
+
 /// The pid in `pidfile` is alive and its command name is `process_name`.
 pub fn check_process(pidfile: &Path, process_name: &str) -> Result<u32, Unhealthy> {
-    let text = fs::read_to_string(pidfile)
+    let text = read_pidfile(pidfile)
         .map_err(|err| Unhealthy(format!("cannot read pidfile {}: {err}", pidfile.display())))?;
     let pid: u32 = text
         .split_whitespace()
@@ -49,6 +53,19 @@ pub fn check_process(pidfile: &Path, process_name: &str) -> Result<u32, Unhealth
         )));
     }
     Ok(pid)
+}
+
+/// The start of a regular file: a device (`/dev/zero`) would be read
+/// without end, and a FIFO would block keepalived's script on open.
+fn read_pidfile(pidfile: &Path) -> std::io::Result<String> {
+    if !fs::metadata(pidfile)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    fs::File::open(pidfile)?
+        .take(MAX_PIDFILE_BYTES)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// The command name and state letter of a `/proc/PID/stat` line.

@@ -182,8 +182,87 @@ fn a_missing_stats_socket_fails() {
 }
 
 #[test]
+fn an_empty_or_impossible_process_name_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("haproxy.pid");
+    fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
+    let pidfile = pidfile.to_str().unwrap();
+    for (name, expected) in [
+        ("", "the process name is empty"),
+        (" ", "the process name is empty"),
+        ("a-sixteen-bytes!", "at most 15"),
+    ] {
+        let run = vrrp_watch(&["--pidfile", pidfile, "--process-name", name]);
+        assert_exit(&run, 2, &format!("--process-name {name:?}"));
+        assert!(
+            run.stderr.contains("--process-name") && run.stderr.contains(expected),
+            "--process-name {name:?}: stderr: {}",
+            run.stderr
+        );
+    }
+    let run = vrrp_watch(&["--pidfile", pidfile, "--backend", ""]);
+    assert_exit(&run, 2, "--backend ''");
+    assert!(
+        run.stderr.contains("backend name is empty"),
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_pidfile_that_is_not_a_regular_file_fails_at_once() {
+    // A FIFO without a writer blocks whoever opens it for reading, as a
+    // device like /dev/zero would keep a reader busy without end.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("haproxy.pid");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("cannot run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pg-vrrp-watch"))
+        .arg("--pidfile")
+        .arg(&fifo)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run pg-vrrp-watch");
+    let finished = wait_for_exit(&mut child, Duration::from_secs(10));
+    if !finished {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("pg-vrrp-watch with a FIFO as its pidfile still ran after 10 s");
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("not a regular file"), "stderr: {stderr}");
+}
+
+/// Whether `child` exits within `bound`.
+fn wait_for_exit(child: &mut std::process::Child, bound: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < bound {
+        if child
+            .try_wait()
+            .expect("cannot wait for pg-vrrp-watch")
+            .is_some()
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
 fn bad_usage_exits_2() {
     assert_exit(&vrrp_watch(&["--timeout", "0"]), 2, "zero timeout");
+    assert_exit(
+        &vrrp_watch(&["--timeout", "1e300"]),
+        2,
+        "a timeout beyond one day",
+    );
     assert_exit(&vrrp_watch(&["--bogus"]), 2, "unknown flag");
     assert_exit(&vrrp_watch(&["extra"]), 2, "a stray argument");
 }

@@ -57,28 +57,118 @@ impl Paths {
     }
 }
 
-/// Takes the data directory's lock (an exclusive `flock` on `<data dir>.lock`,
-/// released when the returned file is dropped, or when the process dies), so
-/// that two prepares never clone into the same staging directory. `Ok(None)`
-/// when another process holds it.
-pub fn lock(paths: &Paths, owner: Option<&User>) -> io::Result<Option<File>> {
-    ensure_parent(&paths.data_dir, owner)?;
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&paths.lock)?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a descriptor we own; LOCK_NB makes it fail instead of waiting.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(Some(file));
+/// The data directory's lock: an exclusive `flock` on `<data dir>.lock`,
+/// held while this value lives (or until the process dies), so that two
+/// prepares never clone into the same staging directory. It remembers what
+/// taking it created, so that a run that changes nothing can leave the disk
+/// as it found it ([`Lock::release_unchanged`]).
+pub struct Lock {
+    _file: File,
+    path: PathBuf,
+    created_file: bool,
+    /// Directories made for the lock file, outermost first.
+    created_dirs: Vec<PathBuf>,
+}
+
+impl Lock {
+    /// Releases the lock and removes what taking it created: the lock file,
+    /// then the directories made for it. The file goes while it is still
+    /// locked; a prepare that opened it just before finds, once it holds the
+    /// lock, that the path names another file, and opens that (see [`lock`]).
+    pub fn release_unchanged(self) {
+        if self.created_file {
+            if let Err(err) = fs::remove_file(&self.path) {
+                logln!(
+                    "warning: cannot remove the lock file {}: {err}",
+                    self.path.display()
+                );
+            }
+        }
+        remove_empty_dirs(&self.created_dirs);
     }
-    let error = io::Error::last_os_error();
-    if error.kind() == io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(error)
+}
+
+/// How often a lock file may turn out replaced before [`lock`] gives up.
+const LOCK_ATTEMPTS: u32 = 10;
+
+/// Takes the data directory's lock; `Ok(None)` when another process holds it.
+/// Creates the data directory's parent (owned by `owner`) when missing.
+pub fn lock(paths: &Paths, owner: Option<&User>) -> io::Result<Option<Lock>> {
+    let created_dirs = create_parents(&paths.data_dir, owner)?;
+    match lock_file(&paths.lock) {
+        Ok(Some((file, created_file))) => Ok(Some(Lock {
+            _file: file,
+            path: paths.lock.clone(),
+            created_file,
+            created_dirs,
+        })),
+        other => {
+            remove_empty_dirs(&created_dirs);
+            other.map(|_| None)
+        }
+    }
+}
+
+/// Opens (creating it if needed) and locks the file at `path`; whether this
+/// call created it. A run that changed nothing removes the file it created,
+/// so the file locked may no longer be the one at `path`: then it starts over.
+fn lock_file(path: &Path) -> io::Result<Option<(File, bool)>> {
+    use std::os::fd::AsRawFd;
+    for _ in 0..LOCK_ATTEMPTS {
+        let Some((file, created)) = open_lock_file(path)? else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own; LOCK_NB makes it fail instead of waiting.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = io::Error::last_os_error();
+            return match error.kind() {
+                io::ErrorKind::WouldBlock => Ok(None),
+                _ => Err(error),
+            };
+        }
+        if is_still_at(&file, path)? {
+            return Ok(Some((file, created)));
+        }
+    }
+    Err(io::Error::other(format!(
+        "{} was replaced {LOCK_ATTEMPTS} times while it was being locked",
+        path.display()
+    )))
+}
+
+/// Whether `path` still names the open `file` (not a file made after it was removed).
+fn is_still_at(file: &File, path: &Path) -> io::Result<bool> {
+    let held = file.metadata()?;
+    Ok(
+        fs::metadata(path)
+            .is_ok_and(|named| named.dev() == held.dev() && named.ino() == held.ino()),
+    )
+}
+
+/// The lock file at `path` and whether it was created here; `None` when it
+/// vanished between finding it there and opening it.
+fn open_lock_file(path: &Path) -> io::Result<Option<(File, bool)>> {
+    let mut options = OpenOptions::new();
+    options.write(true).mode(0o600);
+    match options.clone().create_new(true).open(path) {
+        Ok(file) => return Ok(Some((file, true))),
+        Err(err) if err.kind() != io::ErrorKind::AlreadyExists => return Err(err),
+        Err(_) => {}
+    }
+    match options.open(path) {
+        Ok(file) => Ok(Some((file, false))),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Removes `dirs` (outermost first) from the innermost out, stopping at the
+/// first that is no longer empty.
+fn remove_empty_dirs(dirs: &[PathBuf]) {
+    for dir in dirs.iter().rev() {
+        if fs::remove_dir(dir).is_err() {
+            return;
+        }
     }
 }
 
@@ -338,15 +428,22 @@ fn remove_tree(path: &Path) -> io::Result<()> {
 
 /// Creates the directory `path` is in (and its parents) when missing, owned by `owner`.
 pub fn ensure_parent(path: &Path, owner: Option<&User>) -> io::Result<()> {
+    create_parents(path, owner).map(drop)
+}
+
+/// [`ensure_parent`], returning the directories it created, outermost first.
+fn create_parents(path: &Path, owner: Option<&User>) -> io::Result<Vec<PathBuf>> {
     let Some(parent) = path.parent() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if parent.is_dir() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    ensure_parent(parent, owner)?;
+    let mut created = create_parents(parent, owner)?;
     DirBuilder::new().mode(0o700).create(parent)?;
-    chown_to(parent, owner)
+    chown_to(parent, owner)?;
+    created.push(parent.to_path_buf());
+    Ok(created)
 }
 
 /// An empty staging directory (0700, owned by `owner`), replacing any leftover.
@@ -648,6 +745,51 @@ mod tests {
         assert!(
             lock(&paths, None).unwrap().is_some(),
             "a released lock stayed held"
+        );
+    }
+
+    #[test]
+    fn a_lock_released_unchanged_leaves_no_file_or_directory_it_made() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(&root.path().join("store/postgres/db"));
+        let held = lock(&paths, None)
+            .unwrap()
+            .expect("a free lock was not taken");
+        assert!(paths.lock.exists());
+        held.release_unchanged();
+        assert!(
+            !root.path().join("store").exists(),
+            "the lock file or the directories made for it were left"
+        );
+
+        // A lock file that was there before stays, and so does its directory.
+        let paths = paths_in(root.path());
+        fs::write(&paths.lock, "").unwrap();
+        lock(&paths, None).unwrap().unwrap().release_unchanged();
+        assert!(
+            paths.lock.exists(),
+            "a lock file this run did not create was removed"
+        );
+    }
+
+    #[test]
+    fn a_lock_file_opened_before_it_was_removed_is_told_from_its_successor() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths_in(root.path());
+        let first = lock(&paths, None).unwrap().unwrap();
+        // Another prepare opened the file just before the first removed it.
+        let (stale, created) = open_lock_file(&paths.lock).unwrap().unwrap();
+        assert!(!created);
+        assert!(is_still_at(&stale, &paths.lock).unwrap());
+        first.release_unchanged();
+        assert!(
+            !is_still_at(&stale, &paths.lock).unwrap(),
+            "the file is gone"
+        );
+        let _next = lock(&paths, None).unwrap().expect("the lock was not free");
+        assert!(
+            !is_still_at(&stale, &paths.lock).unwrap(),
+            "a new lock file at the same path is another file"
         );
     }
 

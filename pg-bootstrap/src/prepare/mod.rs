@@ -13,6 +13,7 @@ pub mod peers;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use probe::target::parse_port;
 use probe::{logln, ConnectOptions, Endpoint, Prober};
 use serde::Serialize;
 
@@ -90,15 +91,22 @@ pub fn run(
         Ok(setup) => setup,
         Err(stop) => return undecided(stop),
     };
-    // A dry run changes nothing, so it needs no lock.
-    let _lock = match (config.dry_run, setup.lock()) {
-        (true, _) => None,
-        (false, Ok(lock)) => Some(lock),
-        (false, Err(stop)) => return undecided(stop),
+    // A dry run changes nothing, so it takes no lock: not even a lock file
+    // is created.
+    let lock = if config.dry_run {
+        None
+    } else {
+        match setup.lock() {
+            Ok(lock) => Some(lock),
+            Err(stop) => return undecided(stop),
+        }
     };
     let (local, decision) = match setup.decide(cancel) {
         Ok(found) => found,
-        Err(stop) => return undecided(stop),
+        Err(stop) => {
+            release_unchanged(lock);
+            return undecided(stop);
+        }
     };
     announce(&decision);
     let mut report = Report {
@@ -116,6 +124,7 @@ pub fn run(
         error: None,
     };
     let result = if decision.action == Action::Refuse {
+        release_unchanged(lock);
         Err(Stop::Refused(format!(
             "refused: {}; nothing was changed",
             decision.reason
@@ -123,9 +132,11 @@ pub fn run(
     } else if config.dry_run {
         Ok(())
     } else {
-        setup.act(&decision, &local, cancel).map(|method| {
+        let result = setup.act(&decision, &local, cancel).map(|method| {
             report.method = Some(method);
-        })
+        });
+        drop(lock);
+        result
     };
     report.seconds = started.elapsed().as_secs_f64();
     if let Err(stop) = &result {
@@ -134,6 +145,14 @@ pub fn run(
     Outcome {
         report: Some(report),
         result,
+    }
+}
+
+/// Releases the lock of a run that stopped before acting, removing the lock
+/// file (and directories) it created, so that "nothing was changed" holds.
+fn release_unchanged(lock: Option<datadir::Lock>) {
+    if let Some(lock) = lock {
+        lock.release_unchanged();
     }
 }
 
@@ -160,6 +179,7 @@ impl<'a> Setup<'a> {
                 data_dir.display()
             )));
         }
+        check_directory_path(&data_dir)?;
         if !config.peers.is_empty() && !config.replication {
             return Err(usage(format!(
                 "--peer {} given without --replication: peers are only asked when replication is on",
@@ -244,7 +264,7 @@ impl<'a> Setup<'a> {
         })
     }
 
-    fn lock(&self) -> Result<std::fs::File, Stop> {
+    fn lock(&self) -> Result<datadir::Lock, Stop> {
         match datadir::lock(&self.paths, self.owner.as_ref()) {
             Ok(Some(file)) => Ok(file),
             Ok(None) => Err(Stop::Refused(format!(
@@ -434,25 +454,98 @@ fn absolute(path: &Path, flag: &str) -> Result<PathBuf, Stop> {
         })
 }
 
-/// `HOST:PORT`, or a bare `HOST` on `default_port` (every node listens on the same port).
+/// The data directory, if it exists, must be a directory, and so must the
+/// nearest of its ancestors that exists: anything else is a wrong path to be
+/// fixed by whoever wrote it, not a state for the decision table.
+fn check_directory_path(data_dir: &Path) -> Result<(), Stop> {
+    let Some((existing, meta)) = data_dir
+        .ancestors()
+        .find_map(|path| std::fs::metadata(path).ok().map(|meta| (path, meta)))
+    else {
+        return Ok(());
+    };
+    if meta.is_dir() {
+        return Ok(());
+    }
+    let kind = if meta.is_file() {
+        "a regular file"
+    } else {
+        "a device, socket or pipe"
+    };
+    Err(usage(if existing == data_dir {
+        format!(
+            "--data-dir {} is {kind}, not a directory",
+            data_dir.display()
+        )
+    } else {
+        format!(
+            "--data-dir {}: {} is {kind}, not a directory",
+            data_dir.display(),
+            existing.display()
+        )
+    }))
+}
+
+/// `HOST:PORT`, `[IPV6]:PORT`, or `HOST`, `IPV6`, `[IPV6]` on `default_port`
+/// (every node listens on the same port). Anything else is refused here: a
+/// peer that cannot exist would only be waited for until --grace or
+/// --clone-wait ran out.
 pub fn parse_peer(text: &str, default_port: u16) -> Result<Endpoint, String> {
     let text = text.trim();
-    // A bare IPv6 address has several colons and no brackets: it names no port.
-    let bare_v6 = !text.starts_with('[') && text.matches(':').count() > 1;
-    if !bare_v6 {
-        if let Ok(endpoint) = text.parse::<Endpoint>() {
-            return Ok(endpoint);
+    let bad = |why: &str| format!("--peer '{text}' is not HOST or HOST:PORT: {why}");
+    let (host, port) = split_peer(text).map_err(bad)?;
+    let port = match port {
+        Some(port) => parse_port(port).map_err(|err| bad(&err))?,
+        None => default_port,
+    };
+    Ok(Endpoint {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// A peer's host and, if it names one, its port; the error says what is wrong.
+fn split_peer(text: &str) -> Result<(&str, Option<&str>), &'static str> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (address, after) = rest.split_once(']').ok_or("'[' without ']'")?;
+        if !is_ipv6(address) {
+            return Err("only an IPv6 address goes in brackets");
         }
+        return match after {
+            "" => Ok((address, None)),
+            _ => after
+                .strip_prefix(':')
+                .map(|port| (address, Some(port)))
+                .ok_or("expected :PORT after ']'"),
+        };
     }
-    let bare = bare_v6 || !text.contains(':') || (text.starts_with('[') && text.ends_with(']'));
-    let host = text.trim_start_matches('[').trim_end_matches(']');
-    if bare && !host.is_empty() && !host.contains(['/', ' ']) {
-        return Ok(Endpoint {
-            host: host.to_string(),
-            port: default_port,
-        });
+    if text.matches(':').count() > 1 {
+        // Several colons and no brackets: a bare IPv6 address, naming no port.
+        if !is_ipv6(text) {
+            return Err("a host has no colon; write an IPv6 address with a port as [ADDRESS]:PORT");
+        }
+        return Ok((text, None));
     }
-    Err(format!("--peer '{text}' is not HOST or HOST:PORT"))
+    let (host, port) = match text.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    if host.is_empty() {
+        return Err("the host is empty");
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err("a host is a name or an address (letters, digits, '.', '-', '_')");
+    }
+    Ok((host, port))
+}
+
+/// An IPv6 address, with or without a zone (`fe80::1%eth0`).
+fn is_ipv6(text: &str) -> bool {
+    let address = text.split_once('%').map_or(text, |(address, _)| address);
+    address.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 fn run_as(name: Option<&str>) -> Result<Option<User>, Stop> {
@@ -539,10 +632,68 @@ mod tests {
 
     #[test]
     fn malformed_peers_are_named_in_the_error() {
-        for bad in ["", "10.0.0.2:", "10.0.0.2:99999", "a b", ":5432"] {
+        for bad in [
+            "",
+            "10.0.0.2:",
+            "10.0.0.2:99999",
+            "a b",
+            "a b:5432",
+            ":5432",
+            "a:b:c",
+            "a:b:5432",
+            "[db-1]:5432",
+            "[::1",
+            "[::1]5432",
+            "/tmp:5432",
+        ] {
             let error = parse_peer(bad, 6432).unwrap_err();
-            assert!(error.contains("--peer"), "{bad:?}: {error}");
+            assert!(
+                error.contains(&format!("--peer '{bad}'")),
+                "{bad:?}: {error}"
+            );
         }
+        assert!(parse_peer("a:b:c", 6432)
+            .unwrap_err()
+            .contains("[ADDRESS]:PORT"));
+    }
+
+    #[test]
+    fn ipv6_peers_take_brackets_for_a_port() {
+        assert_eq!(
+            parse_peer("[fe80::1%eth0]:7000", 6432).unwrap().to_string(),
+            "[fe80::1%eth0]:7000"
+        );
+        assert_eq!(parse_peer("[::1]", 6432).unwrap().to_string(), "[::1]:6432");
+    }
+
+    #[test]
+    fn a_data_directory_path_through_a_file_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db");
+        std::fs::write(&file, "").unwrap();
+        for (path, expected) in [
+            (
+                file.clone(),
+                format!(
+                    "--data-dir {} is a regular file, not a directory",
+                    file.display()
+                ),
+            ),
+            (
+                file.join("sub"),
+                format!("{} is a regular file", file.display()),
+            ),
+            (
+                Path::new("/dev/null").to_path_buf(),
+                "is a device, socket or pipe".to_string(),
+            ),
+        ] {
+            let stop = check_directory_path(&path).unwrap_err();
+            assert_eq!(stop.exit_code(), crate::stop::EXIT_USAGE);
+            assert!(stop.to_string().contains(&expected), "{stop}");
+        }
+        assert!(check_directory_path(&dir.path().join("absent/db")).is_ok());
+        assert!(check_directory_path(dir.path()).is_ok());
     }
 
     #[test]

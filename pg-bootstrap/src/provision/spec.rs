@@ -4,16 +4,27 @@
 //! Unknown keys are errors, so that a typo (`pasword:`) never silently
 //! drops a user's password; every other mistake is found here, before any
 //! connection is made, and named in one line.
+//!
+//! The file is read within the bounds of [`probe::input`], as make-manifest
+//! reads its input: a regular file of at most [`MAX_SPEC_BYTES`], nested at
+//! most [`MAX_NESTING`] levels deep.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
+use probe::input::{read_text, yaml_too_deep, MAX_FILE_BYTES, MAX_YAML_NESTING};
 use serde::Deserialize;
 
 /// PostgreSQL truncates longer identifiers (NAMEDATALEN - 1), which would
 /// break the name lookups that keep provisioning idempotent.
 pub const MAX_NAME_BYTES: usize = 63;
+
+/// The largest spec read: 1 MiB, thousands of users.
+pub const MAX_SPEC_BYTES: u64 = MAX_FILE_BYTES;
+
+/// The deepest nesting read; a valid spec has five levels.
+pub const MAX_NESTING: usize = MAX_YAML_NESTING;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -74,8 +85,8 @@ impl fmt::Debug for Secret {
 
 /// Reads and checks the spec at `path`. The error is one line naming the file.
 pub fn load(path: &Path) -> Result<Spec, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read spec {}: {err}", path.display()))?;
+    let text =
+        read_text(path).map_err(|err| format!("cannot read spec {}: {err}", path.display()))?;
     let spec = parse(&text).map_err(|err| format!("spec {}: {err}", path.display()))?;
     check(&spec).map_err(|err| format!("spec {}: {err}", path.display()))?;
     Ok(spec)
@@ -85,6 +96,11 @@ pub fn load(path: &Path) -> Result<Spec, String> {
 pub fn parse(text: &str) -> Result<Spec, String> {
     if text.trim().is_empty() {
         return Ok(Spec::default());
+    }
+    if let Some((line, column)) = yaml_too_deep(text, MAX_NESTING) {
+        return Err(format!(
+            "line {line} column {column}: nested more than {MAX_NESTING} levels deep, the most read"
+        ));
     }
     serde_yaml::from_str(text).map_err(|err| {
         let message = err.to_string();
@@ -272,6 +288,49 @@ replication:
             assert!(
                 !error.contains('\n'),
                 "the error is not one line: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deeply_nested_spec_is_refused_before_parsing() {
+        let nested = |depth: usize| format!("users: {}1{}\n", "[".repeat(depth), "]".repeat(depth));
+        // Within the limit, serde_yaml has its say.
+        assert!(parse(&nested(MAX_NESTING - 1))
+            .unwrap_err()
+            .contains("invalid type"));
+        // 500 KB of nesting: parsing it took more than a minute of CPU.
+        for depth in [MAX_NESTING, 500_000] {
+            let error = parse(&nested(depth)).unwrap_err();
+            assert!(
+                error.starts_with("line 1 column ") && error.contains("nested more than 64 levels"),
+                "{error}"
+            );
+        }
+        // Brackets in passwords are text, not nesting.
+        let deep = "{".repeat(MAX_NESTING + 1);
+        let spec = format!("users:\n  - username: a\n    password: '{deep}'\n  - {{username: b, password: \"{deep}\"}}\n");
+        assert_eq!(parse(&spec).unwrap().users[1].password.0, deep);
+    }
+
+    #[test]
+    fn only_a_small_regular_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("spec.yml");
+        std::fs::write(&file, "users: []\n").unwrap();
+        assert_eq!(load(&file).unwrap(), Spec::default());
+        std::fs::write(
+            &file,
+            format!("# {}\n", "x".repeat(MAX_SPEC_BYTES as usize)),
+        )
+        .unwrap();
+        let error = load(&file).unwrap_err();
+        assert!(error.contains("larger than 1048576 bytes"), "{error}");
+        for not_a_file in [dir.path(), Path::new("/dev/zero")] {
+            let error = load(not_a_file).unwrap_err();
+            assert!(
+                error.starts_with("cannot read spec ") && error.contains("not a regular file"),
+                "{error}"
             );
         }
     }
