@@ -3,9 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::net::{TcpStream, UnixStream};
+use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
@@ -104,6 +107,13 @@ pub struct Status {
     /// On a primary: how many streaming standbys are synchronous
     /// (`sync_state` `sync` or `quorum`), so a commit waits for them.
     pub synchronous_replicas: Option<i64>,
+    /// On a primary: how long ago, in milliseconds, the synchronous standby
+    /// that replied least recently last replied (`pg_stat_replication.reply_time`);
+    /// a hung standby stays `streaming` until `wal_sender_timeout`, but stops replying.
+    pub synchronous_reply_age_ms: Option<i64>,
+    /// On a primary: whether new transactions are read-only
+    /// (`default_transaction_read_only`), as a monitor sets it to refuse writes.
+    pub read_only: Option<bool>,
 }
 
 /// Why an attempt got no role. The kind decides whether retrying can help.
@@ -116,8 +126,13 @@ pub enum FailureKind {
     Starting,
     /// The server turned us away for good (authentication, unknown database).
     Rejected,
-    /// No answer within the connect timeout.
+    /// No answer within the connect timeout: the host did not even accept the
+    /// connection (a cut link, a host that is down).
     Timeout,
+    /// The host accepted the connection but the server did not answer within
+    /// the timeout: the network path works and the server is hung (stopped,
+    /// stalled on storage) or overloaded.
+    Hung,
     /// Anything else: reset, unexpected EOF, a failed query, too many clients.
     Transient,
 }
@@ -224,13 +239,25 @@ impl Prober {
         }
     }
 
-    /// One attempt: connect, one query, classify. Bounded by the connect timeout.
+    /// One attempt: connect, one query, classify. Bounded by the connect
+    /// timeout; a timeout after the host accepted the connection is [`FailureKind::Hung`].
     pub fn probe_once(&self, options: &ConnectOptions, detail: Detail) -> Result<Status, Failure> {
         let timeout = options.connect_timeout;
-        self.run_bounded(timeout, ask(options.client_config(), detail))
-            .map_err(|failure| Failure {
-                message: format!("{}: {}", options.endpoint, failure.message),
-                ..failure
+        let connected = AtomicBool::new(false);
+        self.run_bounded(timeout, ask(options.client_config(), detail, &connected))
+            .map_err(|failure| match failure.kind {
+                FailureKind::Timeout if connected.load(Ordering::Relaxed) => Failure {
+                    kind: FailureKind::Hung,
+                    message: format!(
+                        "{}: connected, but the server did not answer within {:.1} s",
+                        options.endpoint,
+                        timeout.as_secs_f64()
+                    ),
+                },
+                _ => Failure {
+                    message: format!("{}: {}", options.endpoint, failure.message),
+                    ..failure
+                },
             })
     }
 
@@ -265,7 +292,50 @@ fn report(status: Status, attempts: u32, started: Instant, error: Option<Failure
 /// Opens a connection with `config` and drives it in the background of the
 /// current runtime. Dropping the client closes the connection.
 pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, Failure> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|err| failure(&err))?;
+    start(config.connect(NoTls).await)
+}
+
+/// Opens a connection like [`connect`], first opening the transport itself
+/// (TCP, or the Unix socket) and setting `connected` once the host accepted
+/// it: when the attempt then times out, the server, not the network, is hung.
+async fn connect_tracked(
+    config: &tokio_postgres::Config,
+    connected: &AtomicBool,
+) -> Result<tokio_postgres::Client, Failure> {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match config.get_hosts().first() {
+        Some(Host::Unix(dir)) => {
+            let stream = UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                .await
+                .map_err(|err| io_failure(&err))?;
+            connected.store(true, Ordering::Relaxed);
+            start(config.connect_raw(stream, NoTls).await)
+        }
+        Some(Host::Tcp(host)) => {
+            let stream = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|err| io_failure(&err))?;
+            connected.store(true, Ordering::Relaxed);
+            // As the client does on the connections it opens itself.
+            let _ = stream.set_nodelay(true);
+            start(config.connect_raw(stream, NoTls).await)
+        }
+        None => Err(transient("no host to connect to".to_string())),
+    }
+}
+
+/// Drives a new connection in the background; the client is what callers use.
+fn start<S, T>(
+    connected: Result<
+        (tokio_postgres::Client, tokio_postgres::Connection<S, T>),
+        tokio_postgres::Error,
+    >,
+) -> Result<tokio_postgres::Client, Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = connected.map_err(|err| failure(&err))?;
     tokio::spawn(async move {
         // Errors here surface as errors of the client's next query.
         let _ = connection.await;
@@ -273,8 +343,19 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::
     Ok(client)
 }
 
-async fn ask(config: tokio_postgres::Config, detail: Detail) -> Result<Status, Failure> {
-    let client = connect(&config).await?;
+fn io_failure(err: &io::Error) -> Failure {
+    Failure {
+        kind: classify_io(err.kind()),
+        message: format!("error connecting to server: {err}"),
+    }
+}
+
+async fn ask(
+    config: tokio_postgres::Config,
+    detail: Detail,
+    connected: &AtomicBool,
+) -> Result<Status, Failure> {
+    let client = connect_tracked(&config, connected).await?;
     let rows = client
         .simple_query(query_for(detail))
         .await
@@ -316,7 +397,12 @@ fn query_for(detail: Detail) -> &'static str {
                CASE WHEN NOT r.rec THEN current_setting('synchronous_standby_names') END, \
                CASE WHEN NOT r.rec THEN \
                  (SELECT count(*) FROM pg_stat_replication \
-                   WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END \
+                   WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END, \
+               CASE WHEN NOT r.rec THEN \
+                 (SELECT (extract(epoch FROM now() - min(reply_time)) * 1000)::bigint \
+                    FROM pg_stat_replication \
+                   WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END, \
+               CASE WHEN NOT r.rec THEN current_setting('default_transaction_read_only') = 'on' END \
              FROM (SELECT pg_is_in_recovery() AS rec) r"
         }
     }
@@ -358,6 +444,8 @@ fn parse_row(columns: &[Option<&str>]) -> Result<Status, Failure> {
         streaming_replicas: column(8).and_then(|text| text.parse().ok()),
         synchronous_standby_names: column(9).map(str::to_string),
         synchronous_replicas: column(10).and_then(|text| text.parse().ok()),
+        synchronous_reply_age_ms: column(11).and_then(|text| text.parse().ok()),
+        read_only: column(12).map(|text| text == "t"),
     })
 }
 

@@ -272,10 +272,15 @@ fn no_rendered_script_holds_a_password() {
     for (path, text) in &files {
         // Quoting for a shell or a passfile adds backslashes.
         let unescaped = text.replace('\\', "");
-        for secret in secrets.iter().filter(|secret| unescaped.contains(secret.as_str())) {
+        for secret in secrets
+            .iter()
+            .filter(|secret| unescaped.contains(secret.as_str()))
+        {
             // Secrets belong in config/ files, which BOSH installs root:vcap 0640.
             assert!(
-                path.split(' ').nth(1).is_some_and(|file| file.contains("/config/")),
+                path.split(' ')
+                    .nth(1)
+                    .is_some_and(|file| file.contains("/config/")),
                 "{path} holds a password; scripts must read it from a config file"
             );
             held.insert(secret.clone());

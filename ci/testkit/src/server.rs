@@ -116,6 +116,27 @@ impl Server {
         });
     }
 
+    /// Stops (SIGSTOP) the postmaster and every process it started, as a
+    /// storage stall or a paused VM would: connections are accepted by the
+    /// kernel, but nothing answers. Returns the stopped pids.
+    pub fn freeze(&self) -> Vec<u32> {
+        let postmaster = self.postmaster_pid().expect("the server is not running");
+        let mut pids = children_of(postmaster);
+        pids.push(postmaster);
+        signal_each(&pids, "-STOP");
+        pids
+    }
+
+    /// Resumes (SIGCONT) what [`Server::freeze`] stopped, those still alive.
+    pub fn thaw(pids: &[u32]) {
+        let alive: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| process_alive(pid))
+            .collect();
+        signal_each(&alive, "-CONT");
+    }
+
     /// Promotes a replica and waits until it accepts writes.
     pub fn promote(&self) {
         let output = self.pg_ctl(&["--wait", "--timeout", "60", "promote"]);
@@ -250,6 +271,41 @@ impl Drop for Server {
                 .status();
         }
     }
+}
+
+fn signal_each(pids: &[u32], signal: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let status = Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill {signal} {pids:?} failed");
+}
+
+/// The processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    stat.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).
