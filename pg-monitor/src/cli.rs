@@ -7,25 +7,38 @@ use clap::{Parser, ValueEnum};
 use probe::duration::parse_positive_duration;
 use probe::Endpoint;
 
-/// Automatic failover for a two-node PostgreSQL HA pair, with split-brain fencing.
+/// Automatic failover for a two-node PostgreSQL HA pair: never two primaries
+/// taking writes, split-brains settled by evidence.
 ///
 /// Runs beside each node of the pair (under monit). Every --interval it asks
 /// the local node and the peer which role they play:
 ///
 ///   1. Until the local postgres answers, it only waits (logging every ~10 s),
 ///      so a replica still being cloned is never promoted.
-///   2. Local primary: if the peer is a primary too (split-brain), it logs,
-///      waits ~2 s so the peer's monitor sees it too, runs every --fence-cmd
-///      in order and exits 0.
-///   3. Local replica: once the peer has not been a primary through --retries
-///      consecutive checks, it promotes the local node (pg_promote(), else
-///      pg_ctl promote) and goes on as in 2.
+///   2. Local primary: it takes writes only while it holds its lease, that is
+///      while it reached its peer's host (any answer) or a majority of
+///      --witness within the last --isolation-timeout; when the lease lapses
+///      the node refuses writes (read-only, client sessions ended), and a
+///      watchdog stops a local server too hung to be asked (SIGKILL). If the
+///      peer is a primary too (split-brain), the one on the older timeline
+///      (the one its peer was promoted over) steps down and rejoins
+///      (--rejoin-cmd); on equal timelines nothing tells them apart, and
+///      both run every --fence-cmd in order and exit 0.
+///   3. Local replica: a primary that is positively dead (its host refuses
+///      the connection, or PostgreSQL is starting or stopping) is replaced
+///      after --retries consecutive checks; one that does not answer at all
+///      (a cut link, a hung server) only once it has been unseen for
+///      --isolation-timeout plus the margin (--interval + 2 s), when it has
+///      stopped taking writes. It promotes (pg_promote(), else pg_ctl
+///      promote) and goes on as in 2.
 ///   4. Both replicas: the node with more replayed WAL promotes; a tie goes
 ///      to the lower BOSH index.
 ///
 /// Guards: --pause-file, --max-lag-bytes, --witness, --synchronous (see
 /// each). A peer that answers but rejects the login is never taken for
 /// gone, and neither is a primary the local replica still streams from.
+///
+/// Durations are seconds (5, 1.5) or 2s / 250ms, at most 86400 s (one day).
 ///
 /// Exit codes:
 ///   0  stopped by SIGTERM / SIGINT, or fenced
@@ -41,7 +54,7 @@ pub struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     pub local: Endpoint,
 
-    /// The other node of the pair, HOST:PORT.
+    /// The other node of the pair, HOST:PORT (not --local).
     #[arg(long, value_name = "HOST:PORT")]
     pub peer: Endpoint,
 
@@ -83,19 +96,20 @@ pub struct Cli {
     pub interval: Duration,
 
     /// Time between checks while a replica counts failed checks of its peer
-    /// (at most --interval): a dead primary is confirmed quickly, while a
-    /// primary the replica still streams from is never counted as gone.
-    #[arg(long, default_value = "250ms", value_parser = parse_positive_duration)]
-    pub retry_interval: Duration,
+    /// (at most --interval; longer is refused): a dead primary is confirmed
+    /// quickly, while a primary the replica still streams from is never
+    /// counted as gone [default: 250ms, or --interval when that is shorter]
+    #[arg(long, value_parser = parse_positive_duration)]
+    pub retry_interval: Option<Duration>,
 
     /// Written with our pid at start, removed on exit.
     #[arg(long)]
     pub pidfile: Option<PathBuf>,
 
     /// Command run with /bin/sh -c to fence this node (repeatable, run in
-    /// order), e.g. 'monit stop postgres'. Put a command that stops the
-    /// monitor itself last.
-    #[arg(long = "fence-cmd", value_name = "COMMAND")]
+    /// order; not empty), e.g. 'monit stop postgres'. Put a command that
+    /// stops the monitor itself last.
+    #[arg(long = "fence-cmd", value_name = "COMMAND", value_parser = parse_fence_command)]
     pub fence_commands: Vec<String>,
 
     /// Bound on each fence command; one still running then is killed.
@@ -114,15 +128,29 @@ pub struct Cli {
 
     /// HOST:PORT reachable by plain TCP, e.g. a gateway or a third VM
     /// (repeatable). A replica promotes only if it reaches a majority; a
-    /// primary reaching neither its peer nor a majority for
-    /// --isolation-timeout fences itself.
+    /// primary that reaches a majority keeps its lease even when its peer's
+    /// host is gone (without witnesses, only the peer's host renews it).
     #[arg(long = "witness", value_name = "HOST:PORT")]
     pub witnesses: Vec<Endpoint>,
 
-    /// How long a primary may be cut off from its peer and most witnesses
-    /// before it fences itself.
-    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, requires = "witnesses")]
+    /// The lease: how long a primary goes on taking writes after it last
+    /// reached its peer's host or a majority of witnesses.
+    #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
     pub isolation_timeout: Duration,
+
+    /// Command run with /bin/sh -c when this primary is the stale half of a
+    /// split-brain, to restart its postgres so that it rejoins the peer as a
+    /// replica, e.g. 'monit restart postgres'. Without it, the node keeps
+    /// refusing writes until an operator acts.
+    #[arg(long = "rejoin-cmd", value_name = "COMMAND", value_parser = parse_fence_command)]
+    pub rejoin_command: Option<String>,
+
+    /// With --synchronous on: a synchronous standby that has not replied for
+    /// this long counts as gone (a hung standby shows as streaming until
+    /// wal_sender_timeout). Set it to at least twice the standby's
+    /// wal_receiver_status_interval. Off when not given.
+    #[arg(long, value_parser = parse_positive_duration)]
+    pub replica_silence: Option<Duration>,
 
     /// Manage synchronous_standby_names on the primary: `on` keeps commits
     /// synchronous while the replica streams and degrades (logged) when it is
@@ -135,7 +163,9 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", requires = "data_dir")]
     pub pg_ctl: Option<PathBuf>,
 
-    /// The local data directory, for the pg_ctl fallback (needs --pg-ctl).
+    /// The local data directory: for the pg_ctl fallback, and for the
+    /// watchdog to find the server it must stop (its postmaster.pid).
+    /// Needs --pg-ctl.
     #[arg(long, value_name = "PATH", requires = "pg_ctl")]
     pub data_dir: Option<PathBuf>,
 
@@ -149,4 +179,19 @@ pub enum Synchronous {
     Off,
     On,
     Strict,
+}
+
+/// --retry-interval when it is not given (and --interval is not shorter).
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A fence command: an empty one would "succeed" without fencing anything,
+/// so a split-brain would leave both primaries taking writes.
+fn parse_fence_command(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the fence command is empty: give a command that stops this node, e.g. 'monit stop postgres'"
+                .to_string(),
+        );
+    }
+    Ok(text.to_string())
 }

@@ -3,7 +3,16 @@
 //!
 //! Nothing here touches the network, the clock or a file, so every row of the
 //! failover algorithm has a unit test below and the effects (probe, promote,
-//! fence, set `synchronous_standby_names`) stay thin.
+//! refuse writes, step down, fence, set `synchronous_standby_names`) stay thin.
+//!
+//! The rule that keeps the pair from ever having two writable primaries is a
+//! lease (README, "The lease"): a primary takes writes only while it has
+//! confirmed, within the last `lease`, that it reaches its peer's host or a
+//! majority of witnesses; a replica that cannot see its primary promotes
+//! only once the primary has been unseen for `lease + promote_margin`, so
+//! the primary has stopped taking writes by then. A primary that is
+//! positively dead (its host answers, PostgreSQL refuses or is starting) is
+//! replaced after `retries` checks, without waiting for the lease.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -28,20 +37,33 @@ pub struct Config {
     pub index: u32,
     /// The peer's BOSH index; a tie between two replicas goes to the lower one.
     pub peer_index: u32,
-    /// Consecutive failed peer checks before a replica promotes.
+    /// Consecutive checks that find the primary positively dead before a
+    /// replica promotes (the original release's `psql_error_count`).
     pub retries: u32,
-    /// Or: how long the peer may go unseen as primary (`--retries` x
-    /// `--interval`), confirmed by at least one failed check, before a replica
-    /// promotes. A peer behind a cut link makes every check wait out its
-    /// connect timeout; counting such checks would take retries x timeout.
-    pub gone_after: Duration,
+    /// How long a primary takes writes after it last confirmed that it
+    /// reaches its peer's host or a majority of witnesses (`--isolation-timeout`).
+    pub lease: Duration,
+    /// How much longer than the lease a replica waits for a primary it
+    /// cannot see before promoting: one monitor interval (the two monitors
+    /// last saw each other up to one check apart) and two seconds (the
+    /// primary's watchdog refusing writes or stopping its server).
+    pub promote_margin: Duration,
     /// `--max-lag-bytes`: the most replayed WAL a promoted replica may lack.
     pub max_lag_bytes: Option<u64>,
     /// How many witnesses are configured (0: the witness rules are off).
     pub witnesses: usize,
-    /// How long a primary may be cut off from its peer and most witnesses.
-    pub isolation_timeout: Duration,
     pub synchronous: SyncMode,
+    /// `--replica-silence`: a synchronous standby that has not replied for
+    /// this long counts as gone (it still shows as streaming until
+    /// `wal_sender_timeout`); `None`: only whether it streams counts.
+    pub replica_silence: Option<Duration>,
+}
+
+impl Config {
+    /// How long a replica waits for a primary it cannot see at all.
+    pub fn promote_after(&self) -> Duration {
+        self.lease + self.promote_margin
+    }
 }
 
 /// How many witnesses a TCP connection reached on this tick.
@@ -82,9 +104,15 @@ pub struct Observation {
 /// What the monitor carries from one tick to the next.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
+    /// Since when the monitor has watched with the local node up: a replica
+    /// that never saw a primary counts the primary's absence from here, a
+    /// primary that never confirmed its lease counts its lapse from here.
+    pub watching_since: Option<Instant>,
     /// Consecutive checks, while the local node is a replica, in which the
-    /// peer was not a primary (the original release's psql error count).
+    /// peer was not a primary.
     pub peer_failures: u32,
+    /// Of those, the consecutive ones that found the primary positively dead.
+    pub dead_checks: u32,
     /// When the peer last answered as primary.
     pub primary_last_seen: Option<Instant>,
     /// The peer primary's `pg_current_wal_lsn()` at that moment (the lag guard's reference).
@@ -92,9 +120,19 @@ pub struct State {
     /// Whether, at that moment, this replica streamed and the primary had a
     /// synchronous standby (in a pair, this replica).
     pub was_synchronous: bool,
-    /// Since when this primary has reached neither its peer nor most witnesses.
-    pub isolated_since: Option<Instant>,
-    /// Consecutive ticks this primary had no streaming replica.
+    /// While primary: when the lease was last confirmed.
+    pub confirmed_at: Option<Instant>,
+    /// While primary, after this node promoted itself: its predecessor had
+    /// stopped taking writes, so the lease holds until the peer is reached
+    /// again (then the usual renewals take over).
+    pub holds_since_promotion: bool,
+    /// This monitor made the local primary refuse writes (lapsed lease,
+    /// split-brain); it lifts that once the node is confirmed and alone.
+    pub refusing_writes: bool,
+    /// This monitor asked the local node to step down; until it is seen
+    /// down or a replica, it is not asked again.
+    pub stepping_down: bool,
+    /// Consecutive ticks this primary had no streaming (answering) replica.
     pub replica_missing: u32,
 }
 
@@ -105,7 +143,7 @@ pub enum Peer {
     Replica,
     /// Refusing connections while it starts, stops or recovers (57P03).
     Starting,
-    /// No answer: refused, timed out, reset. The message says which.
+    /// No answer: refused, timed out, reset, hung. The message says which.
     Unreachable(String),
     /// It answered but turned the monitor's login away (authentication, database).
     Rejected(String),
@@ -160,25 +198,61 @@ impl fmt::Display for Peer {
 /// Why a promotion is due.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PromoteWhy {
-    /// The peer was not a primary through `checks` checks and is not a replica now.
-    PrimaryGone {
-        checks: u32,
-        peer: Peer,
-        primary_gone: Option<Duration>,
-    },
+    /// The primary's host answers but PostgreSQL does not run there (refused,
+    /// or starting / shutting down) through `checks` consecutive checks.
+    PrimaryDead { checks: u32, peer: Peer },
+    /// The primary has not been seen for `unseen`, at least the lease plus
+    /// the margin: if it lives, it has stopped taking writes.
+    PrimaryGone { unseen: Duration, peer: Peer },
     /// Both nodes are replicas and this one leads (more replayed WAL, or the tie-break).
     BothReplicas { local: Lsn, peer: Lsn },
 }
 
-/// Why the fence commands run.
+/// What tells the two primaries of a split-brain apart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evidence {
+    /// Whether this node's lease lapsed (it refuses writes, or is about to).
+    pub local_refuses: bool,
+    /// Whether the peer refuses writes (`default_transaction_read_only`).
+    pub peer_refuses: bool,
+    pub local_timeline: Option<u32>,
+    pub peer_timeline: Option<u32>,
+}
+
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let writes = |refuses: bool| {
+            if refuses {
+                "refuses writes"
+            } else {
+                "takes writes"
+            }
+        };
+        let timeline = |tl: Option<u32>| tl.map_or("unknown".to_string(), |tl| tl.to_string());
+        write!(
+            f,
+            "this node {} on timeline {}, the peer {} on timeline {}",
+            writes(self.local_refuses),
+            timeline(self.local_timeline),
+            writes(self.peer_refuses),
+            timeline(self.peer_timeline)
+        )
+    }
+}
+
+/// Why the fence commands run: a split-brain the evidence cannot settle.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FenceWhy {
-    /// This node and its peer are both primaries.
-    SplitBrain,
-    /// This primary reached neither its peer nor most witnesses for the isolation timeout.
-    Isolated {
-        since: Duration,
-        witnesses: Witnesses,
+    SplitBrain(Evidence),
+}
+
+/// Why this primary refuses writes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RefuseWhy {
+    /// It has not confirmed its lease for `unconfirmed` (at least the lease).
+    LeaseLapsed {
+        unconfirmed: Duration,
+        witnesses: Option<Witnesses>,
     },
 }
 
@@ -189,7 +263,7 @@ pub enum SyncWhy {
     Strict,
     /// `--synchronous on` and the replica streams (again).
     ReplicaStreams,
-    /// `--synchronous on` and no replica streamed for this many ticks.
+    /// `--synchronous on` and no replica streamed (or answered) for this many ticks.
     ReplicaGone { ticks: u32 },
 }
 
@@ -200,10 +274,17 @@ pub enum Wait {
     LocalDown(Failure),
     /// Local replica, peer primary: all is well.
     Following { streaming: bool, synchronous: bool },
-    /// Local replica, the peer is not a primary, but not yet `retries` times.
+    /// Local replica; the primary is positively dead, not yet `retries` times.
     PeerFailing {
         count: u32,
         retries: u32,
+        peer: Peer,
+    },
+    /// Local replica; the primary does not answer, and has not been unseen
+    /// for the lease plus the margin yet.
+    PrimaryUnseen {
+        unseen: Duration,
+        needed: Duration,
         peer: Peer,
     },
     /// Local replica; the peer answers but refuses our login, so it is not gone.
@@ -221,16 +302,25 @@ pub enum Wait {
     WitnessMinority(Option<Witnesses>),
     /// The pause file exists; the action is withheld.
     Paused(Box<Action>),
-    /// Local primary; what the peer looks like.
+    /// Local primary, lease confirmed on this tick; what the peer looks like.
     Primary(Peer),
-    /// Local primary cut off from its peer and most witnesses, not yet for the timeout.
-    Isolated {
+    /// Local primary that did not confirm its lease on this tick; it still
+    /// holds (confirmed `since` ago, or held since its promotion).
+    Unconfirmed {
         since: Duration,
-        timeout: Duration,
-        witnesses: Witnesses,
+        lease: Duration,
+        witnesses: Option<Witnesses>,
+        peer: Peer,
     },
-    /// `--synchronous on`: the replica is gone, but so are most witnesses,
-    /// so this primary may be the isolated one and stays synchronous.
+    /// Local primary refusing writes until it confirms its lease again.
+    Refusing(Peer),
+    /// Two primaries, and the peer is the stale one: it steps down.
+    PeerStale(Evidence),
+    /// This node was asked to step down; waiting for it to go.
+    SteppingDown,
+    /// `--synchronous on`: the replica is gone, but this primary cannot tell
+    /// a dead replica from its own isolation (neither the peer's host nor
+    /// most witnesses answer), so it stays synchronous.
     DegradeWithheld(Option<Witnesses>),
 }
 
@@ -239,6 +329,13 @@ pub enum Wait {
 pub enum Action {
     Wait(Wait),
     Promote(PromoteWhy),
+    /// Make the local primary refuse writes (read-only, client sessions ended).
+    RefuseWrites(RefuseWhy),
+    /// Lift this monitor's own refusal: the lease is confirmed and the node alone.
+    AllowWrites,
+    /// This primary is the stale half of a split-brain: refuse writes at
+    /// once, then restart it so that it rejoins its peer as a replica (pg_rewind).
+    StepDown(Evidence),
     Fence(FenceWhy),
     /// Set `synchronous_standby_names` to `*` (true) or empty (false).
     SetSynchronous(bool, SyncWhy),
@@ -255,6 +352,7 @@ impl Action {
                     synchronous,
                 } => format!("following:{streaming}:{synchronous}"),
                 Wait::PeerFailing { count, peer, .. } => format!("failing:{count}:{}", peer.word()),
+                Wait::PrimaryUnseen { peer, .. } => format!("unseen:{}", peer.word()),
                 Wait::PeerRejects(_) => "peer-rejects".into(),
                 Wait::ReplicationStreams(_) => "replication-streams".into(),
                 Wait::PeerLeads { .. } => "peer-leads".into(),
@@ -263,10 +361,16 @@ impl Action {
                 Wait::WitnessMinority(_) => "witness-minority".into(),
                 Wait::Paused(action) => format!("paused:{}", action.key()),
                 Wait::Primary(peer) => format!("primary:{}", peer.word()),
-                Wait::Isolated { .. } => "isolated".into(),
+                Wait::Unconfirmed { peer, .. } => format!("unconfirmed:{}", peer.word()),
+                Wait::Refusing(peer) => format!("refusing:{}", peer.word()),
+                Wait::PeerStale(_) => "peer-stale".into(),
+                Wait::SteppingDown => "stepping-down".into(),
                 Wait::DegradeWithheld(_) => "degrade-withheld".into(),
             },
             Action::Promote(_) => "promote".into(),
+            Action::RefuseWrites(_) => "refuse-writes".into(),
+            Action::AllowWrites => "allow-writes".into(),
+            Action::StepDown(_) => "step-down".into(),
             Action::Fence(_) => "fence".into(),
             Action::SetSynchronous(on, _) => format!("synchronous:{on}"),
         }
@@ -277,33 +381,49 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Action::Wait(wait) => wait.fmt(f),
-            Action::Promote(PromoteWhy::PrimaryGone {
-                checks,
-                peer,
-                primary_gone,
-            }) => {
-                write!(
-                    f,
-                    "{peer} ({checks}/{checks}): promoting the local replica "
-                )?;
-                match primary_gone {
-                    Some(gone) => write!(f, "(primary gone {:.1} s)", gone.as_secs_f64()),
-                    None => f.write_str("(no primary seen since the monitor started)"),
-                }
-            }
+            Action::Promote(PromoteWhy::PrimaryDead { checks, peer }) => write!(
+                f,
+                "{peer} ({checks}/{checks}): the primary's host answers but PostgreSQL does not \
+                 run there; promoting the local replica"
+            ),
+            Action::Promote(PromoteWhy::PrimaryGone { unseen, peer }) => write!(
+                f,
+                "{peer}: no primary seen for {:.1} s, longer than its lease plus the margin, so \
+                 it no longer takes writes; promoting the local replica",
+                unseen.as_secs_f64()
+            ),
             Action::Promote(PromoteWhy::BothReplicas { local, peer }) => write!(
                 f,
                 "promoting the local replica: both nodes are replicas and this one leads \
                  (replayed {local}, peer {peer})"
             ),
-            Action::Fence(FenceWhy::SplitBrain) => {
-                f.write_str("SPLIT-BRAIN: the peer is a primary too; fencing this node")
+            Action::RefuseWrites(RefuseWhy::LeaseLapsed {
+                unconfirmed,
+                witnesses,
+            }) => {
+                write!(
+                    f,
+                    "LEASE LAPSED: this primary reached neither its peer's host nor a majority of \
+                     witnesses for {:.1} s",
+                    unconfirmed.as_secs_f64()
+                )?;
+                if let Some(witnesses) = witnesses {
+                    write!(f, " ({witnesses})")?;
+                }
+                f.write_str("; refusing writes, as its peer may promote")
             }
-            Action::Fence(FenceWhy::Isolated { since, witnesses }) => write!(
+            Action::AllowWrites => {
+                f.write_str("lease confirmed again and no other primary: taking writes again")
+            }
+            Action::StepDown(evidence) => write!(
                 f,
-                "ISOLATED: this primary reached neither its peer nor a majority of witnesses \
-                 ({witnesses}) for {:.1} s; fencing this node",
-                since.as_secs_f64()
+                "SPLIT-BRAIN: the peer is a primary too and this node is the stale one \
+                 ({evidence}); stepping down to rejoin it as a replica"
+            ),
+            Action::Fence(FenceWhy::SplitBrain(evidence)) => write!(
+                f,
+                "SPLIT-BRAIN: the peer is a primary too and the evidence cannot tell which is \
+                 stale ({evidence}); fencing this node"
             ),
             Action::SetSynchronous(true, why) => match why {
                 SyncWhy::Strict => f.write_str("making commits synchronous (--synchronous strict)"),
@@ -312,8 +432,8 @@ impl fmt::Display for Action {
             Action::SetSynchronous(false, why) => match why {
                 SyncWhy::ReplicaGone { ticks } => write!(
                     f,
-                    "no replica streamed for {ticks} checks: degrading to asynchronous commits \
-                     so writes do not block"
+                    "no replica streamed or answered for {ticks} check(s), and the network \
+                     works: degrading to asynchronous commits so writes do not block"
                 ),
                 _ => f.write_str("degrading to asynchronous commits"),
             },
@@ -346,6 +466,17 @@ impl fmt::Display for Wait {
                 retries,
                 peer,
             } => write!(f, "{peer} ({count}/{retries})"),
+            Wait::PrimaryUnseen {
+                unseen,
+                needed,
+                peer,
+            } => write!(
+                f,
+                "{peer}; no primary seen for {:.1} s: promoting only after {:.1} s (the lease \
+                 plus the margin), when a primary that lives has stopped taking writes",
+                unseen.as_secs_f64(),
+                needed.as_secs_f64()
+            ),
             Wait::PeerRejects(message) => write!(
                 f,
                 "peer answers but refuses the monitor's login, so it is not gone; \
@@ -389,25 +520,45 @@ impl fmt::Display for Wait {
                 "failover paused (pause file present); withheld: {action}"
             ),
             Wait::Primary(peer) => write!(f, "local node is primary; {peer}"),
-            Wait::Isolated {
+            Wait::Unconfirmed {
                 since,
-                timeout,
+                lease,
                 witnesses,
-            } => write!(
+                peer,
+            } => {
+                write!(f, "local primary, {peer}")?;
+                if let Some(witnesses) = witnesses {
+                    write!(f, ", {witnesses}")?;
+                }
+                write!(
+                    f,
+                    ": lease last confirmed {:.1} s ago; it lapses at {:.1} s",
+                    since.as_secs_f64(),
+                    lease.as_secs_f64()
+                )
+            }
+            Wait::Refusing(peer) => write!(
                 f,
-                "local primary reaches neither its peer nor a majority of witnesses ({witnesses}) \
-                 for {:.1} s; fencing at {:.1} s",
-                since.as_secs_f64(),
-                timeout.as_secs_f64()
+                "local primary refuses writes until it reaches its peer's host or a majority of \
+                 witnesses again; {peer}"
             ),
+            Wait::PeerStale(evidence) => write!(
+                f,
+                "the peer is a primary too, and the stale one ({evidence}): waiting for it to \
+                 step down"
+            ),
+            Wait::SteppingDown => {
+                f.write_str("stepping down: waiting for the local node to restart as a replica")
+            }
             Wait::DegradeWithheld(witnesses) => match witnesses {
                 Some(witnesses) => write!(
                     f,
-                    "no replica streams, but only {witnesses}: this primary may be isolated, \
-                     staying synchronous"
+                    "no replica streams, but only {witnesses} and the peer's host does not \
+                     answer: this primary may be isolated, staying synchronous"
                 ),
                 None => f.write_str(
-                    "no replica streams and witnesses were not checked: staying synchronous",
+                    "no replica streams and the peer's host does not answer: this primary may \
+                     be isolated, staying synchronous",
                 ),
             },
         }
@@ -426,12 +577,89 @@ pub fn needs_witnesses(local: &Status, peer: &Result<Status, Failure>) -> bool {
 }
 
 /// Whether the peer's host answered at all. A refused connection, a
-/// "starting" or an authentication error all prove the network path works;
-/// a timeout or a reset does not.
+/// "starting", an authentication error or a server that accepted the
+/// connection and then hung all prove the network path works; a timeout of
+/// the connection itself or a reset does not.
 pub fn peer_reached(peer: &Result<Status, Failure>) -> bool {
     match peer {
         Ok(_) => true,
         Err(failure) => !matches!(failure.kind, FailureKind::Timeout | FailureKind::Transient),
+    }
+}
+
+/// Whether the peer is positively not running PostgreSQL: its host refuses
+/// the connection, or PostgreSQL answers that it is starting or stopping.
+/// Such a primary accepts no writes, so it need not be waited out.
+pub fn positively_dead(peer: &Result<Status, Failure>) -> bool {
+    match peer {
+        Ok(status) => status.role == Role::Starting,
+        Err(failure) => matches!(failure.kind, FailureKind::Refused | FailureKind::Starting),
+    }
+}
+
+/// The lease: whether a primary confirmed at `confirmed_at` (or watching
+/// since `watching_since`, when it never confirmed) may still take writes
+/// at `now`. Shared by the tick's decision and the watchdog thread, which
+/// enforces it while a tick is stuck waiting on a probe.
+pub fn lease_holds(
+    confirmed_at: Option<Instant>,
+    watching_since: Option<Instant>,
+    holds_since_promotion: bool,
+    now: Instant,
+    lease: Duration,
+) -> bool {
+    if holds_since_promotion {
+        return true;
+    }
+    match confirmed_at.or(watching_since) {
+        Some(at) => now.saturating_duration_since(at) < lease,
+        None => true,
+    }
+}
+
+/// What the loop publishes after each tick for the watchdog thread, which
+/// enforces the lease while a tick is stuck waiting on a probe (a hung local
+/// server, a peer behind a cut link).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeaseView {
+    /// The local node is a primary taking writes, as the last tick saw it.
+    pub takes_writes: bool,
+    pub confirmed_at: Option<Instant>,
+    pub watching_since: Option<Instant>,
+    pub holds_since_promotion: bool,
+    /// A pause file exists: no automatic action, this one included.
+    pub paused: bool,
+}
+
+impl LeaseView {
+    /// What the last tick left for the watchdog. A local node that did not
+    /// answer keeps what it was: a hung primary may resume taking writes.
+    pub fn after(obs: &Observation, state: &State, previous: &LeaseView) -> LeaseView {
+        let taking = match &obs.local {
+            Ok(local) => local.role == Role::Primary && local.read_only != Some(true),
+            Err(_) => previous.takes_writes,
+        };
+        let takes_writes = taking && !state.refusing_writes && !state.stepping_down;
+        LeaseView {
+            takes_writes,
+            confirmed_at: state.confirmed_at,
+            watching_since: state.watching_since,
+            holds_since_promotion: state.holds_since_promotion,
+            paused: obs.paused,
+        }
+    }
+
+    /// Whether the local primary must stop taking writes now.
+    pub fn lapsed(&self, now: Instant, lease: Duration) -> bool {
+        self.takes_writes
+            && !self.paused
+            && !lease_holds(
+                self.confirmed_at,
+                self.watching_since,
+                self.holds_since_promotion,
+                now,
+                lease,
+            )
     }
 }
 
@@ -455,6 +683,10 @@ pub fn decide(obs: &Observation, state: &State, cfg: &Config) -> (Action, State)
         };
         return local_down(failure, state);
     };
+    let state = &State {
+        watching_since: state.watching_since.or(Some(obs.now)),
+        ..state.clone()
+    };
     match local.role {
         Role::Primary => decide_primary(obs, local, peer, state, cfg),
         _ => decide_replica(obs, local, peer, state, cfg),
@@ -462,33 +694,42 @@ pub fn decide(obs: &Observation, state: &State, cfg: &Config) -> (Action, State)
 }
 
 /// The state right after this node was promoted: it now watches as a
-/// primary, and with `--synchronous on` starts degraded, since the peer is
-/// gone (that is why it promoted).
+/// primary whose lease holds until it reaches its peer again, and with
+/// `--synchronous on` starts degraded, since the peer is gone (that is why
+/// it promoted).
 pub fn after_promotion(state: &State, cfg: &Config) -> State {
     State {
-        peer_failures: 0,
-        primary_last_seen: None,
-        primary_last_lsn: None,
-        was_synchronous: false,
-        isolated_since: None,
+        watching_since: state.watching_since,
+        holds_since_promotion: true,
         replica_missing: cfg.retries.max(state.replica_missing),
+        ..State::default()
+    }
+}
+
+/// The state right after this node was asked to step down.
+pub fn after_step_down(state: &State) -> State {
+    State {
+        watching_since: state.watching_since,
+        stepping_down: true,
+        ..State::default()
     }
 }
 
 /// Step 1: nothing is decided while the local node does not answer; a
-/// promotion must be earned by fresh consecutive checks once it does.
+/// promotion must be earned by fresh checks once it does.
 fn local_down(failure: Failure, state: &State) -> (Action, State) {
     let next = State {
         peer_failures: 0,
-        isolated_since: None,
+        dead_checks: 0,
         replica_missing: 0,
+        stepping_down: false,
         ..state.clone()
     };
     (Action::Wait(Wait::LocalDown(failure)), next)
 }
 
-/// Steps 2 and 4: a primary watches for a second primary (split-brain), for
-/// isolation (with witnesses), and manages synchronous commits.
+/// Steps 2 and 4: a primary renews its lease, refuses writes when it
+/// lapses, settles a split-brain by evidence, and manages synchronous commits.
 fn decide_primary(
     obs: &Observation,
     local: &Status,
@@ -496,104 +737,168 @@ fn decide_primary(
     state: &State,
     cfg: &Config,
 ) -> (Action, State) {
+    let witnesses = obs.witnesses.filter(|_| cfg.witnesses > 0);
+    let confirmed = peer_reached(peer) || witnesses.is_some_and(|w| w.majority());
     let mut next = State {
         peer_failures: 0,
+        dead_checks: 0,
         primary_last_seen: None,
         primary_last_lsn: None,
         was_synchronous: false,
+        confirmed_at: if confirmed {
+            Some(obs.now)
+        } else {
+            state.confirmed_at
+        },
+        holds_since_promotion: state.holds_since_promotion && !confirmed,
+        // A read-only node this monitor did not make so (an operator's
+        // maintenance) is left alone, but never counts as taking writes.
+        refusing_writes: state.refusing_writes,
         ..state.clone()
     };
-    let peer_view = Peer::from_probe(Some(peer));
-    if peer_view == Peer::Primary {
-        next.isolated_since = None;
-        return (
-            unless_paused(obs, Action::Fence(FenceWhy::SplitBrain)),
-            next,
-        );
+    if state.stepping_down {
+        return (Action::Wait(Wait::SteppingDown), next);
     }
+    let holds = lease_holds(
+        next.confirmed_at,
+        next.watching_since,
+        next.holds_since_promotion,
+        obs.now,
+        cfg.lease,
+    );
+    let peer_view = Peer::from_probe(Some(peer));
 
-    let witnesses = obs.witnesses.filter(|_| cfg.witnesses > 0);
-    let isolated = match witnesses {
-        Some(tally) if !peer_reached(peer) && !tally.majority() => Some(tally),
-        _ => None,
-    };
-    next.isolated_since = isolated.map(|_| state.isolated_since.unwrap_or(obs.now));
-    if let (Some(tally), Some(since)) = (isolated, next.isolated_since) {
-        let since = obs.now.saturating_duration_since(since);
-        if since >= cfg.isolation_timeout {
-            let fence = Action::Fence(FenceWhy::Isolated {
-                since,
-                witnesses: tally,
-            });
-            return (unless_paused(obs, fence), next);
+    if let Ok(peer_status) = peer {
+        if peer_status.role == Role::Primary {
+            let evidence = Evidence {
+                local_refuses: !holds || state.refusing_writes,
+                peer_refuses: peer_status.read_only == Some(true),
+                local_timeline: local.timeline,
+                peer_timeline: peer_status.timeline,
+            };
+            return (unless_paused(obs, split_brain(evidence)), next);
         }
     }
 
+    let unconfirmed = || {
+        obs.now
+            .saturating_duration_since(next.confirmed_at.or(next.watching_since).unwrap_or(obs.now))
+    };
+    if !holds {
+        if state.refusing_writes || local.read_only == Some(true) {
+            next.refusing_writes = state.refusing_writes;
+            return (Action::Wait(Wait::Refusing(peer_view)), next);
+        }
+        let refuse = Action::RefuseWrites(RefuseWhy::LeaseLapsed {
+            unconfirmed: unconfirmed(),
+            witnesses,
+        });
+        return (unless_paused(obs, refuse), next);
+    }
+    if state.refusing_writes {
+        // Confirmed again, and the peer is not a primary.
+        return (Action::AllowWrites, next);
+    }
+
     if cfg.synchronous != SyncMode::Off {
-        let streaming = local.streaming_replicas.unwrap_or(0) > 0;
-        next.replica_missing = if streaming {
+        let answering = replica_answers(local, cfg);
+        next.replica_missing = if answering {
             0
         } else {
             state.replica_missing.saturating_add(1)
         };
-        if let Some(action) = synchronous_action(obs, local, peer, &next, cfg) {
+        if let Some(action) = synchronous_action(local, confirmed, witnesses, &next, cfg) {
             return (action, next);
         }
     }
 
-    let wait = match (isolated, next.isolated_since) {
-        (Some(tally), Some(since)) => Wait::Isolated {
-            since: obs.now.saturating_duration_since(since),
-            timeout: cfg.isolation_timeout,
-            witnesses: tally,
-        },
-        _ => Wait::Primary(peer_view),
+    let wait = if confirmed {
+        Wait::Primary(peer_view)
+    } else {
+        Wait::Unconfirmed {
+            since: unconfirmed(),
+            lease: cfg.lease,
+            witnesses,
+            peer: peer_view,
+        }
     };
     (Action::Wait(wait), next)
+}
+
+/// Two primaries. The stale one steps down and rejoins; when the evidence
+/// cannot tell which is stale, both fence (downtime rather than diverging
+/// data). Both monitors weigh the same evidence, so exactly one steps down
+/// while the other goes on, or both fence.
+///
+/// Every promotion starts a new timeline, so the node on the older timeline
+/// is the one its peer was promoted over (by its monitor, after its lease
+/// lapsed or it died; or by an operator): it steps down, and the newer one
+/// goes on (taking writes again once the other is no longer a primary, if
+/// it had refused them). Equal or unknown timelines mean no promotion
+/// happened between them (two clusters, a restored backup): both fence.
+/// Whether each refuses writes is logged with the verdict, as it tells an
+/// operator which one stopped acknowledging writes first.
+pub fn split_brain(evidence: Evidence) -> Action {
+    match (evidence.local_timeline, evidence.peer_timeline) {
+        (Some(local), Some(peer)) if local < peer => Action::StepDown(evidence),
+        (Some(local), Some(peer)) if local > peer => Action::Wait(Wait::PeerStale(evidence)),
+        _ => Action::Fence(FenceWhy::SplitBrain(evidence)),
+    }
+}
+
+/// Whether a replica streams and, with `--replica-silence`, has replied
+/// recently enough: a hung standby still shows as streaming until
+/// `wal_sender_timeout`, but its replies stop at once.
+fn replica_answers(local: &Status, cfg: &Config) -> bool {
+    let streaming = local.streaming_replicas.unwrap_or(0) > 0;
+    let silent = match (cfg.replica_silence, local.synchronous_reply_age_ms) {
+        (Some(limit), Some(age)) => age.max(0) as u128 > limit.as_millis(),
+        _ => false,
+    };
+    streaming && !silent
 }
 
 /// `--synchronous`: the change to `synchronous_standby_names` this tick
 /// needs, if any. `next.replica_missing` is already updated for this tick.
 fn synchronous_action(
-    obs: &Observation,
     local: &Status,
-    peer: &Result<Status, Failure>,
+    confirmed: bool,
+    witnesses: Option<Witnesses>,
     next: &State,
     cfg: &Config,
 ) -> Option<Action> {
     // Unknown (an older probe): never guess about a setting that can block writes.
     let names = local.synchronous_standby_names.as_deref()?;
     let synchronous = !names.trim().is_empty();
-    let streaming = local.streaming_replicas.unwrap_or(0) > 0;
+    let answering = next.replica_missing == 0;
     match cfg.synchronous {
         SyncMode::Off => None,
         SyncMode::Strict => (!synchronous).then_some(Action::SetSynchronous(true, SyncWhy::Strict)),
-        SyncMode::On if !synchronous && streaming => {
+        SyncMode::On if !synchronous && answering => {
             Some(Action::SetSynchronous(true, SyncWhy::ReplicaStreams))
         }
-        SyncMode::On if synchronous && next.replica_missing >= cfg.retries => {
-            // An isolated primary must not start acknowledging commits the
-            // replica (perhaps promoting right now) will never have.
-            let witnesses = obs.witnesses.filter(|_| cfg.witnesses > 0);
-            let may_degrade =
-                cfg.witnesses == 0 || peer_reached(peer) || witnesses.is_some_and(|w| w.majority());
-            Some(if may_degrade {
-                Action::SetSynchronous(
-                    false,
-                    SyncWhy::ReplicaGone {
-                        ticks: next.replica_missing,
-                    },
-                )
-            } else {
-                Action::Wait(Wait::DegradeWithheld(witnesses))
-            })
-        }
+        // An isolated primary must not start acknowledging commits the
+        // replica (perhaps promoting right now) will never have: degrade only
+        // when this tick proved the network works (the peer's host answered,
+        // or a majority of witnesses), so the replica is dead or hung, not
+        // cut off.
+        SyncMode::On if synchronous && !answering => Some(if confirmed {
+            Action::SetSynchronous(
+                false,
+                SyncWhy::ReplicaGone {
+                    ticks: next.replica_missing,
+                },
+            )
+        } else {
+            Action::Wait(Wait::DegradeWithheld(witnesses))
+        }),
         SyncMode::On => None,
     }
 }
 
-/// Steps 3 and 5: a replica counts the checks in which the peer is not a
-/// primary and promotes once there are `retries` of them and every guard agrees.
+/// Steps 3 and 5: a replica promotes over a primary that is positively dead
+/// after `retries` checks, over one it cannot see at all only once it has
+/// been unseen for the lease plus the margin, and every guard agrees.
 fn decide_replica(
     obs: &Observation,
     local: &Status,
@@ -602,7 +907,10 @@ fn decide_replica(
     cfg: &Config,
 ) -> (Action, State) {
     let mut next = State {
-        isolated_since: None,
+        confirmed_at: None,
+        holds_since_promotion: false,
+        refusing_writes: false,
+        stepping_down: false,
         replica_missing: 0,
         ..state.clone()
     };
@@ -611,6 +919,7 @@ fn decide_replica(
     match (&peer_view, peer) {
         (Peer::Primary, Ok(status)) => {
             next.peer_failures = 0;
+            next.dead_checks = 0;
             next.primary_last_seen = Some(obs.now);
             next.primary_last_lsn = status.current_wal_lsn.or(state.primary_last_lsn);
             next.was_synchronous = streaming && status.synchronous_replicas.unwrap_or(0) > 0;
@@ -622,6 +931,7 @@ fn decide_replica(
         }
         (Peer::Rejected(message), _) => {
             next.peer_failures = 0;
+            next.dead_checks = 0;
             return (Action::Wait(Wait::PeerRejects(message.clone())), next);
         }
         // Two replicas may stream from each other (cascading), so streaming
@@ -633,6 +943,11 @@ fn decide_replica(
         // does not wait for as many fresh checks.
         _ if streaming => {
             next.peer_failures = state.peer_failures.saturating_add(1);
+            next.dead_checks = if positively_dead(peer) {
+                state.dead_checks.saturating_add(1)
+            } else {
+                0
+            };
             return (Action::Wait(Wait::ReplicationStreams(peer_view)), next);
         }
         _ => {}
@@ -640,20 +955,21 @@ fn decide_replica(
 
     let count = state.peer_failures.saturating_add(1);
     next.peer_failures = count;
-    let unseen_long_enough = state
-        .primary_last_seen
-        .is_some_and(|seen| obs.now.saturating_duration_since(seen) >= cfg.gone_after);
-    if count < cfg.retries && !unseen_long_enough {
-        let failing = Wait::PeerFailing {
-            count,
-            retries: cfg.retries,
-            peer: peer_view,
-        };
-        return (Action::Wait(failing), next);
-    }
-
+    next.dead_checks = if positively_dead(peer) {
+        state.dead_checks.saturating_add(1)
+    } else {
+        0
+    };
     let why = match peer {
         Ok(peer_status) if peer_status.role == Role::Replica => {
+            if count < cfg.retries {
+                let failing = Wait::PeerFailing {
+                    count,
+                    retries: cfg.retries,
+                    peer: peer_view,
+                };
+                return (Action::Wait(failing), next);
+            }
             let local_lsn = local.replayed_wal_lsn.unwrap_or(Lsn(0));
             let peer_lsn = peer_status.replayed_wal_lsn.unwrap_or(Lsn(0));
             let leads =
@@ -671,16 +987,41 @@ fn decide_replica(
             }
         }
         _ => {
+            let unseen = obs.now.saturating_duration_since(
+                state
+                    .primary_last_seen
+                    .or(next.watching_since)
+                    .unwrap_or(obs.now),
+            );
+            let why = if next.dead_checks >= cfg.retries {
+                PromoteWhy::PrimaryDead {
+                    checks: next.dead_checks,
+                    peer: peer_view.clone(),
+                }
+            } else if unseen >= cfg.promote_after() {
+                PromoteWhy::PrimaryGone {
+                    unseen,
+                    peer: peer_view.clone(),
+                }
+            } else if positively_dead(peer) {
+                let failing = Wait::PeerFailing {
+                    count: next.dead_checks,
+                    retries: cfg.retries,
+                    peer: peer_view,
+                };
+                return (Action::Wait(failing), next);
+            } else {
+                let unseen = Wait::PrimaryUnseen {
+                    unseen,
+                    needed: cfg.promote_after(),
+                    peer: peer_view,
+                };
+                return (Action::Wait(unseen), next);
+            };
             if let Err(wait) = data_guard(local, state, cfg) {
                 return (Action::Wait(wait), next);
             }
-            PromoteWhy::PrimaryGone {
-                checks: count,
-                peer: peer_view.clone(),
-                primary_gone: state
-                    .primary_last_seen
-                    .map(|seen| obs.now.saturating_duration_since(seen)),
-            }
+            why
         }
     };
     if cfg.witnesses > 0 && !obs.witnesses.is_some_and(|w| w.majority()) {
@@ -729,11 +1070,12 @@ mod tests {
             index: 1,
             peer_index: 0,
             retries: 3,
-            gone_after: Duration::from_secs(3),
+            lease: SECOND * 5,
+            promote_margin: SECOND * 3,
             max_lag_bytes: None,
             witnesses: 0,
-            isolation_timeout: Duration::from_secs(10),
             synchronous: SyncMode::Off,
+            replica_silence: None,
         }
     }
 
@@ -741,10 +1083,12 @@ mod tests {
         Status {
             role: Role::Primary,
             in_recovery: Some(false),
+            timeline: Some(1),
             current_wal_lsn: Some(Lsn(lsn)),
             streaming_replicas: Some(1),
             synchronous_standby_names: Some(String::new()),
             synchronous_replicas: Some(0),
+            read_only: Some(false),
             ..Status::default()
         }
     }
@@ -753,6 +1097,7 @@ mod tests {
         Status {
             role: Role::Replica,
             in_recovery: Some(true),
+            timeline: Some(1),
             received_wal_lsn: Some(Lsn(replayed)),
             replayed_wal_lsn: Some(Lsn(replayed)),
             wal_receiver_streaming: Some(streaming),
@@ -769,6 +1114,10 @@ mod tests {
 
     fn refused() -> Result<Status, Failure> {
         Err(failure(FailureKind::Refused))
+    }
+
+    fn timed_out() -> Result<Status, Failure> {
+        Err(failure(FailureKind::Timeout))
     }
 
     fn observe(local: Result<Status, Failure>, peer: Result<Status, Failure>) -> Observation {
@@ -808,6 +1157,24 @@ mod tests {
         (action.expect("at least one tick"), state)
     }
 
+    /// Decides `obs` at each of `times` after `start`, returning the last action.
+    fn run_at(
+        obs: &Observation,
+        state: &State,
+        cfg: &Config,
+        start: Instant,
+        times: &[Duration],
+    ) -> (Action, State) {
+        let mut state = state.clone();
+        let mut action = None;
+        for &at in times {
+            let (next_action, next_state) = decide(&obs.clone().at(start + at), &state, cfg);
+            action = Some(next_action);
+            state = next_state;
+        }
+        (action.expect("at least one tick"), state)
+    }
+
     fn is_promote(action: &Action) -> bool {
         matches!(action, Action::Promote(_))
     }
@@ -820,6 +1187,7 @@ mod tests {
             FailureKind::Refused,
             FailureKind::Starting,
             FailureKind::Timeout,
+            FailureKind::Hung,
         ] {
             let obs = observe(Err(failure(kind)), refused());
             let (action, state) = run(&obs, &State::default(), &config(), 10);
@@ -836,12 +1204,12 @@ mod tests {
         let cfg = config();
         let gone = observe(Ok(replica(100, false)), refused());
         let (_, state) = run(&gone, &State::default(), &cfg, 2);
-        assert_eq!(state.peer_failures, 2);
+        assert_eq!(state.dead_checks, 2);
         let down = observe(Err(failure(FailureKind::Refused)), refused());
         let (_, state) = decide(&down, &state, &cfg);
         let (action, state) = decide(&gone, &state, &cfg);
         assert!(!is_promote(&action), "{action:?}");
-        assert_eq!(state.peer_failures, 1);
+        assert_eq!(state.dead_checks, 1);
     }
 
     // --- step 3: a replica watches its primary ---
@@ -865,13 +1233,15 @@ mod tests {
     }
 
     #[test]
-    fn replica_promotes_after_retries_consecutive_failed_checks() {
+    fn a_positively_dead_primary_is_replaced_after_retries_checks() {
         let cfg = config();
         for peer in [
             refused(),
-            Err(failure(FailureKind::Timeout)),
-            Err(failure(FailureKind::Transient)),
             Err(failure(FailureKind::Starting)),
+            Ok(Status {
+                role: Role::Starting,
+                ..Status::default()
+            }),
         ] {
             let obs = observe(Ok(replica(100, false)), peer.clone());
             let (action, _) = run(&obs, &State::default(), &cfg, 2);
@@ -880,43 +1250,105 @@ mod tests {
                 "{peer:?}: {action:?}"
             );
             let (action, _) = run(&obs, &State::default(), &cfg, 3);
-            assert!(is_promote(&action), "{peer:?}: {action:?}");
+            assert!(
+                matches!(
+                    action,
+                    Action::Promote(PromoteWhy::PrimaryDead { checks: 3, .. })
+                ),
+                "{peer:?}: {action:?}"
+            );
         }
     }
 
     #[test]
-    fn a_healthy_check_resets_the_count() {
+    fn a_primary_that_does_not_answer_is_waited_out_for_the_lease_and_margin() {
+        let cfg = config();
+        let start = Instant::now();
+        let seen = observe(Ok(replica(100, true)), Ok(primary(100))).at(start);
+        let (_, state) = decide(&seen, &State::default(), &cfg);
+        // A cut link (the connection times out), a hung server (it connects,
+        // then does not answer), a reset: the primary may live and take writes.
+        for peer in [
+            timed_out(),
+            Err(failure(FailureKind::Hung)),
+            Err(failure(FailureKind::Transient)),
+        ] {
+            let gone = observe(Ok(replica(100, false)), peer.clone());
+            let ticks: Vec<Duration> = (1..=7).map(|s| SECOND * s).collect();
+            let (action, _) = run_at(&gone, &state, &cfg, start, &ticks);
+            assert!(
+                matches!(action, Action::Wait(Wait::PrimaryUnseen { .. })),
+                "{peer:?} after 7 s: {action:?}"
+            );
+            let (action, _) = run_at(&gone, &state, &cfg, start, &[SECOND * 8]);
+            assert_eq!(
+                action,
+                Action::Promote(PromoteWhy::PrimaryGone {
+                    unseen: SECOND * 8,
+                    peer: Peer::from_probe(Some(&peer)),
+                }),
+                "{peer:?} after 8 s"
+            );
+        }
+    }
+
+    #[test]
+    fn a_primary_never_seen_is_waited_out_from_the_monitors_start() {
+        let cfg = config();
+        let start = Instant::now();
+        let gone = observe(Ok(replica(100, false)), timed_out());
+        let (action, _) = run_at(
+            &gone,
+            &State::default(),
+            &cfg,
+            start,
+            &[Duration::ZERO, SECOND * 7],
+        );
+        assert!(!is_promote(&action), "{action:?}");
+        let (action, _) = run_at(
+            &gone,
+            &State::default(),
+            &cfg,
+            start,
+            &[Duration::ZERO, SECOND * 8],
+        );
+        assert!(is_promote(&action), "{action:?}");
+    }
+
+    #[test]
+    fn the_replica_waits_longer_than_the_primary_may_go_on_taking_writes() {
+        // The primary renews its lease on every check that reaches the peer;
+        // the replica counts from its own last sight of the primary, which is
+        // at most one interval (1 s here) older. The primary's watchdog then
+        // needs at most one second to refuse writes or stop its server.
+        let cfg = config();
+        let interval = SECOND;
+        let primary_stops_by = cfg.lease + interval + SECOND;
+        assert!(cfg.promote_after() > primary_stops_by);
+    }
+
+    #[test]
+    fn a_healthy_check_resets_the_counts() {
         let cfg = config();
         let gone = observe(Ok(replica(100, false)), refused());
         let back = observe(Ok(replica(100, true)), Ok(primary(200)));
         let (_, state) = run(&gone, &State::default(), &cfg, 2);
         let (_, state) = decide(&back, &state, &cfg);
-        assert_eq!(state.peer_failures, 0);
+        assert_eq!((state.peer_failures, state.dead_checks), (0, 0));
         let (action, _) = run(&gone, &state, &cfg, 2);
         assert!(!is_promote(&action), "{action:?}");
     }
 
     #[test]
-    fn the_promotion_reports_how_long_the_primary_was_gone() {
+    fn a_dead_streak_broken_by_a_timeout_starts_again() {
         let cfg = config();
-        let start = Instant::now();
-        let healthy = observe(Ok(replica(100, true)), Ok(primary(100))).at(start);
-        let (_, mut state) = decide(&healthy, &State::default(), &cfg);
-        let mut action = None;
-        for tick in 1..=3 {
-            let gone = observe(Ok(replica(100, false)), refused()).at(start + SECOND * tick);
-            let (next_action, next_state) = decide(&gone, &state, &cfg);
-            action = Some(next_action);
-            state = next_state;
-        }
-        assert_eq!(
-            action,
-            Some(Action::Promote(PromoteWhy::PrimaryGone {
-                checks: 3,
-                peer: Peer::Unreachable("Refused".into()),
-                primary_gone: Some(SECOND * 3)
-            }))
-        );
+        let dead = observe(Ok(replica(100, false)), refused());
+        let silent = observe(Ok(replica(100, false)), timed_out());
+        let (_, state) = run(&dead, &State::default(), &cfg, 2);
+        let (_, state) = decide(&silent, &state, &cfg);
+        let (action, state) = decide(&dead, &state, &cfg);
+        assert!(!is_promote(&action), "{action:?}");
+        assert_eq!(state.dead_checks, 1);
     }
 
     #[test]
@@ -932,7 +1364,7 @@ mod tests {
 
     #[test]
     fn a_replica_that_still_streams_never_promotes() {
-        let obs = observe(Ok(replica(100, true)), Err(failure(FailureKind::Transient)));
+        let obs = observe(Ok(replica(100, true)), refused());
         let (action, state) = run(&obs, &State::default(), &config(), 10);
         assert!(
             matches!(action, Action::Wait(Wait::ReplicationStreams(_))),
@@ -942,32 +1374,23 @@ mod tests {
     }
 
     #[test]
-    fn once_the_stream_stops_failures_counted_while_it_streamed_promote_at_once() {
+    fn once_the_stream_stops_dead_checks_counted_while_it_streamed_promote_at_once() {
         let cfg = config();
-        let streaming = observe(Ok(replica(100, true)), Err(failure(FailureKind::Timeout)));
+        let streaming = observe(Ok(replica(100, true)), refused());
         let (_, state) = run(&streaming, &State::default(), &cfg, 2);
-        let stopped = observe(Ok(replica(100, false)), Err(failure(FailureKind::Timeout)));
+        let stopped = observe(Ok(replica(100, false)), refused());
         let (action, _) = decide(&stopped, &state, &cfg);
         assert!(is_promote(&action), "{action:?}");
     }
 
     #[test]
-    fn a_peer_unseen_for_retries_intervals_is_gone_after_one_slow_failed_check() {
-        let cfg = config();
-        let start = Instant::now();
-        let seen = observe(Ok(replica(100, true)), Ok(primary(100))).at(start);
-        let (_, state) = decide(&seen, &State::default(), &cfg);
-        // A cut link: the next check waits out its 5 s connect timeout.
-        let timed_out = observe(Ok(replica(100, false)), Err(failure(FailureKind::Timeout)))
-            .at(start + Duration::from_secs(5));
-        let (action, _) = decide(&timed_out, &state, &cfg);
-        assert!(is_promote(&action), "{action:?}");
-        // But not a quick failure right after the primary was seen.
-        let quick =
-            observe(Ok(replica(100, false)), refused()).at(start + Duration::from_millis(300));
-        let (action, state) = decide(&quick, &state, &cfg);
-        assert!(!is_promote(&action), "{action:?}");
-        assert_eq!(state.peer_failures, 1);
+    fn hung_and_timed_out_peers_differ_in_what_they_prove() {
+        let hung = Err(failure(FailureKind::Hung));
+        assert!(peer_reached(&hung), "a hung server's host answered");
+        assert!(!positively_dead(&hung), "a hung server may resume");
+        assert!(!peer_reached(&timed_out()));
+        assert!(!positively_dead(&timed_out()));
+        assert!(peer_reached(&refused()) && positively_dead(&refused()));
     }
 
     // --- step 5: both replicas ---
@@ -1031,24 +1454,19 @@ mod tests {
         assert!(is_promote(&run(&obs, &state, &cfg, 3).0));
     }
 
-    // --- step 2: split-brain ---
+    // --- step 2: the lease ---
 
     #[test]
-    fn two_primaries_fence() {
-        let obs = observe(Ok(primary(100)), Ok(primary(100)));
-        let (action, _) = decide(&obs, &State::default(), &config());
-        assert_eq!(action, Action::Fence(FenceWhy::SplitBrain));
-    }
-
-    #[test]
-    fn a_primary_with_a_replica_or_no_peer_carries_on() {
+    fn a_primary_that_reaches_its_peers_host_keeps_taking_writes() {
         for peer in [
             Ok(replica(100, true)),
             refused(),
-            Err(failure(FailureKind::Timeout)),
+            Err(failure(FailureKind::Hung)),
+            Err(failure(FailureKind::Rejected)),
         ] {
             let obs = observe(Ok(primary(100)), peer.clone());
-            let (action, _) = run(&obs, &State::default(), &config(), 20);
+            let ticks: Vec<Duration> = (0..=60).map(|s| SECOND * s).collect();
+            let (action, _) = run_at(&obs, &State::default(), &config(), Instant::now(), &ticks);
             assert!(
                 matches!(action, Action::Wait(Wait::Primary(_))),
                 "{peer:?}: {action:?}"
@@ -1056,10 +1474,290 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_primary_that_cannot_confirm_its_lease_refuses_writes_when_it_lapses() {
+        let cfg = config();
+        let start = Instant::now();
+        let healthy = observe(Ok(primary(100)), Ok(replica(100, true))).at(start);
+        let (_, state) = decide(&healthy, &State::default(), &cfg);
+        assert_eq!(state.confirmed_at, Some(start));
+        let cut = observe(Ok(primary(100)), timed_out());
+        let (action, state) = run_at(&cut, &state, &cfg, start, &[SECOND * 4]);
+        assert!(
+            matches!(action, Action::Wait(Wait::Unconfirmed { .. })),
+            "{action:?}"
+        );
+        let (action, _) = run_at(&cut, &state, &cfg, start, &[SECOND * 5]);
+        assert_eq!(
+            action,
+            Action::RefuseWrites(RefuseWhy::LeaseLapsed {
+                unconfirmed: SECOND * 5,
+                witnesses: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_majority_of_witnesses_renews_the_lease_a_minority_does_not() {
+        let cfg = Config {
+            witnesses: 2,
+            ..config()
+        };
+        let start = Instant::now();
+        let ticks: Vec<Duration> = (0..=10).map(|s| SECOND * s).collect();
+        let majority = observe(Ok(primary(100)), timed_out()).witnesses(2, 2);
+        let (action, _) = run_at(&majority, &State::default(), &cfg, start, &ticks);
+        assert!(
+            matches!(action, Action::Wait(Wait::Primary(_))),
+            "{action:?}"
+        );
+        let minority = observe(Ok(primary(100)), timed_out()).witnesses(1, 2);
+        let (action, _) = run_at(&minority, &State::default(), &cfg, start, &ticks);
+        assert!(
+            matches!(action, Action::RefuseWrites(RefuseWhy::LeaseLapsed { .. })),
+            "{action:?}"
+        );
+    }
+
+    #[test]
+    fn a_primary_that_never_confirms_refuses_writes_a_lease_after_its_monitor_started() {
+        let cut = observe(Ok(primary(100)), timed_out());
+        let start = Instant::now();
+        let (action, _) = run_at(
+            &cut,
+            &State::default(),
+            &config(),
+            start,
+            &[Duration::ZERO, SECOND * 4],
+        );
+        assert!(!matches!(action, Action::RefuseWrites(_)), "{action:?}");
+        let (action, _) = run_at(
+            &cut,
+            &State::default(),
+            &config(),
+            start,
+            &[Duration::ZERO, SECOND * 5],
+        );
+        assert!(matches!(action, Action::RefuseWrites(_)), "{action:?}");
+    }
+
+    #[test]
+    fn a_new_primary_holds_its_lease_until_it_reaches_its_peer_again() {
+        let cfg = config();
+        let start = Instant::now();
+        let state = after_promotion(
+            &State {
+                watching_since: Some(start),
+                ..State::default()
+            },
+            &cfg,
+        );
+        // Its predecessor stopped taking writes before it promoted.
+        let cut = observe(Ok(primary(100)), timed_out());
+        let (action, state) = run_at(&cut, &state, &cfg, start, &[SECOND * 60]);
+        assert!(!matches!(action, Action::RefuseWrites(_)), "{action:?}");
+        // Once the peer is reached, the usual renewals take over.
+        let reached = observe(Ok(primary(100)), refused());
+        let (_, state) = run_at(&reached, &state, &cfg, start, &[SECOND * 61]);
+        assert!(!state.holds_since_promotion);
+        let (action, _) = run_at(&cut, &state, &cfg, start, &[SECOND * 66]);
+        assert!(matches!(action, Action::RefuseWrites(_)), "{action:?}");
+    }
+
+    #[test]
+    fn a_refusing_primary_takes_writes_again_once_confirmed_and_alone() {
+        let cfg = config();
+        let refusing = State {
+            refusing_writes: true,
+            ..State::default()
+        };
+        let mut read_only = primary(100);
+        read_only.read_only = Some(true);
+        let still_cut = observe(Ok(read_only.clone()), timed_out());
+        let start = Instant::now();
+        let (action, _) = run_at(
+            &still_cut,
+            &refusing,
+            &cfg,
+            start,
+            &[Duration::ZERO, SECOND * 9],
+        );
+        assert!(
+            matches!(action, Action::Wait(Wait::Refusing(_))),
+            "{action:?}"
+        );
+        let back = observe(Ok(read_only), Ok(replica(100, false)));
+        let (action, state) = decide(&back, &refusing, &cfg);
+        assert_eq!(action, Action::AllowWrites);
+        assert!(state.refusing_writes, "cleared once the loop has acted");
+    }
+
+    #[test]
+    fn a_node_read_only_by_an_operator_is_never_counted_as_taking_writes() {
+        let mut read_only = primary(100);
+        read_only.read_only = Some(true);
+        let obs = observe(Ok(read_only), timed_out());
+        let (action, state) = run(&obs, &State::default(), &config(), 1);
+        let taking = LeaseView {
+            takes_writes: true,
+            ..LeaseView::default()
+        };
+        assert!(
+            !LeaseView::after(&obs, &state, &taking).takes_writes,
+            "{action:?}"
+        );
+    }
+
+    #[test]
+    fn a_primary_that_stops_answering_stays_watched_by_the_watchdog() {
+        let healthy = observe(Ok(primary(100)), Ok(replica(100, true)));
+        let (_, state) = decide(&healthy, &State::default(), &config());
+        let view = LeaseView::after(&healthy, &state, &LeaseView::default());
+        assert!(view.takes_writes);
+        let hung = observe(Err(failure(FailureKind::Hung)), Ok(replica(100, true)));
+        let (_, state) = decide(&hung, &state, &config());
+        let view = LeaseView::after(&hung, &state, &view);
+        assert!(view.takes_writes, "it may resume taking writes");
+        assert_eq!(
+            view.confirmed_at,
+            Some(healthy.now),
+            "the lease is not renewed"
+        );
+    }
+
+    #[test]
+    fn the_watchdog_enforces_the_same_lease() {
+        let start = Instant::now();
+        let view = LeaseView {
+            takes_writes: true,
+            confirmed_at: Some(start),
+            watching_since: Some(start),
+            ..LeaseView::default()
+        };
+        let lease = SECOND * 5;
+        assert!(!view.lapsed(start + SECOND * 4, lease));
+        assert!(view.lapsed(start + SECOND * 5, lease));
+        let refusing = LeaseView {
+            takes_writes: false,
+            ..view.clone()
+        };
+        assert!(!refusing.lapsed(start + SECOND * 60, lease));
+        let paused = LeaseView {
+            paused: true,
+            ..view.clone()
+        };
+        assert!(!paused.lapsed(start + SECOND * 60, lease));
+        let promoted = LeaseView {
+            holds_since_promotion: true,
+            ..view
+        };
+        assert!(!promoted.lapsed(start + SECOND * 60, lease));
+    }
+
+    // --- split-brain, settled by evidence ---
+
+    fn evidence(local: (bool, u32), peer: (bool, u32)) -> Evidence {
+        Evidence {
+            local_refuses: local.0,
+            peer_refuses: peer.0,
+            local_timeline: Some(local.1),
+            peer_timeline: Some(peer.1),
+        }
+    }
+
+    #[test]
+    fn split_brain_rows() {
+        use Action::*;
+        let rows = [
+            // A resumed or reconnected old primary whose lease lapsed, against its promoted peer.
+            ((true, 1), (false, 2), "step-down"),
+            // The other side of it.
+            ((false, 2), (true, 1), "peer-stale"),
+            // Both take writes (an operator promoted the replica): the older steps down.
+            ((false, 1), (false, 2), "step-down"),
+            ((false, 2), (false, 1), "peer-stale"),
+            // Whoever refuses writes, the timelines decide.
+            ((true, 2), (false, 1), "peer-stale"),
+            ((true, 1), (true, 2), "step-down"),
+            // Nothing tells them apart: downtime rather than diverging data,
+            // even once one of them refuses writes (it may be fencing).
+            ((false, 2), (false, 2), "fence"),
+            ((false, 1), (true, 1), "fence"),
+            ((true, 1), (true, 1), "fence"),
+        ];
+        for (local, peer, expected) in rows {
+            let action = split_brain(evidence(local, peer));
+            let key = match &action {
+                Wait(w) => Wait(w.clone()).key(),
+                other => other.key(),
+            };
+            assert_eq!(key, expected, "local {local:?}, peer {peer:?}: {action}");
+        }
+    }
+
+    #[test]
+    fn both_monitors_reach_the_same_verdict() {
+        let sides = [(true, 1), (false, 1), (false, 2), (true, 2)];
+        for local in sides {
+            for peer in sides {
+                let mine = split_brain(evidence(local, peer));
+                let theirs = split_brain(evidence(peer, local));
+                let steps_down = |a: &Action| matches!(a, Action::StepDown(_));
+                assert!(
+                    !(steps_down(&mine) && steps_down(&theirs)),
+                    "{local:?} vs {peer:?}: both step down"
+                );
+                let goes_on = |a: &Action| matches!(a, Action::Wait(_));
+                assert!(
+                    !(goes_on(&mine) && goes_on(&theirs)),
+                    "{local:?} vs {peer:?}: both go on taking writes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_timelines_never_decide_a_split_brain() {
+        let unknown = Evidence {
+            local_timeline: None,
+            ..evidence((false, 1), (false, 2))
+        };
+        assert!(matches!(split_brain(unknown), Action::Fence(_)));
+    }
+
+    #[test]
+    fn a_primary_whose_lease_lapsed_is_the_stale_one_when_it_meets_its_successor() {
+        let cfg = config();
+        let start = Instant::now();
+        let mut old = primary(100);
+        old.read_only = Some(true);
+        let mut new = primary(500);
+        new.timeline = Some(2);
+        let obs = observe(Ok(old), Ok(new)).at(start + SECOND * 30);
+        let state = State {
+            confirmed_at: Some(start),
+            watching_since: Some(start),
+            refusing_writes: true,
+            ..State::default()
+        };
+        let (action, _) = decide(&obs, &state, &cfg);
+        assert!(matches!(action, Action::StepDown(_)), "{action:?}");
+        let stepping = after_step_down(&state);
+        let (action, _) = decide(&obs, &stepping, &cfg);
+        assert_eq!(action, Action::Wait(Wait::SteppingDown), "asked once");
+    }
+
+    #[test]
+    fn two_primaries_on_one_timeline_fence() {
+        let obs = observe(Ok(primary(100)), Ok(primary(100)));
+        let (action, _) = decide(&obs, &State::default(), &config());
+        assert!(matches!(action, Action::Fence(_)), "{action:?}");
+    }
+
     // --- pause file ---
 
     #[test]
-    fn the_pause_file_withholds_promotion_and_fencing() {
+    fn the_pause_file_withholds_promotion_refusal_and_fencing() {
         let cfg = config();
         let gone = observe(Ok(replica(100, false)), refused()).paused();
         let (action, _) = run(&gone, &State::default(), &cfg, 10);
@@ -1069,9 +1767,22 @@ mod tests {
         );
         let split = observe(Ok(primary(1)), Ok(primary(1))).paused();
         let (action, _) = decide(&split, &State::default(), &cfg);
-        assert_eq!(
-            action,
-            Action::Wait(Wait::Paused(Box::new(Action::Fence(FenceWhy::SplitBrain))))
+        assert!(
+            matches!(&action, Action::Wait(Wait::Paused(withheld)) if matches!(**withheld, Action::Fence(_))),
+            "{action:?}"
+        );
+        let start = Instant::now();
+        let cut = observe(Ok(primary(1)), timed_out()).paused();
+        let (action, _) = run_at(
+            &cut,
+            &State::default(),
+            &cfg,
+            start,
+            &[Duration::ZERO, SECOND * 30],
+        );
+        assert!(
+            matches!(&action, Action::Wait(Wait::Paused(_))),
+            "{action:?}"
         );
     }
 
@@ -1155,77 +1866,17 @@ mod tests {
     }
 
     #[test]
-    fn an_isolated_primary_fences_after_the_isolation_timeout() {
-        let cfg = with_witnesses(2);
-        let start = Instant::now();
-        let isolated = |at: Duration| {
-            observe(Ok(primary(100)), Err(failure(FailureKind::Timeout)))
-                .witnesses(1, 2)
-                .at(start + at)
-        };
-        let (action, state) = decide(&isolated(Duration::ZERO), &State::default(), &cfg);
-        assert!(
-            matches!(action, Action::Wait(Wait::Isolated { .. })),
-            "{action:?}"
-        );
-        assert_eq!(state.isolated_since, Some(start));
-        let (action, state) = decide(&isolated(SECOND * 9), &state, &cfg);
-        assert!(
-            matches!(action, Action::Wait(Wait::Isolated { .. })),
-            "{action:?}"
-        );
-        let (action, _) = decide(&isolated(SECOND * 10), &state, &cfg);
-        assert!(
-            matches!(action, Action::Fence(FenceWhy::Isolated { .. })),
-            "{action:?}"
-        );
-    }
-
-    #[test]
-    fn a_primary_is_not_isolated_while_it_reaches_its_peer_or_most_witnesses() {
-        let cfg = with_witnesses(2);
-        let state = State {
-            isolated_since: Some(Instant::now() - SECOND * 60),
-            ..State::default()
-        };
-        let refused_but_reached = observe(Ok(primary(100)), refused()).witnesses(0, 2);
-        let witnesses_reached =
-            observe(Ok(primary(100)), Err(failure(FailureKind::Timeout))).witnesses(2, 2);
-        for obs in [refused_but_reached, witnesses_reached] {
-            let (action, next) = decide(&obs, &state, &cfg);
-            assert!(
-                matches!(action, Action::Wait(Wait::Primary(_))),
-                "{action:?}"
-            );
-            assert_eq!(next.isolated_since, None);
-        }
-    }
-
-    #[test]
-    fn without_witnesses_a_primary_never_fences_for_isolation() {
-        let obs = observe(Ok(primary(100)), Err(failure(FailureKind::Timeout)));
-        let state = State {
-            isolated_since: Some(Instant::now() - SECOND * 600),
-            ..State::default()
-        };
-        let (action, _) = decide(&obs, &state, &config());
-        assert!(
-            matches!(action, Action::Wait(Wait::Primary(_))),
-            "{action:?}"
-        );
-    }
-
-    #[test]
     fn witnesses_are_probed_only_when_the_peer_looks_unhealthy() {
         assert!(!needs_witnesses(&replica(1, true), &Ok(primary(1))));
         assert!(needs_witnesses(&replica(1, false), &refused()));
         assert!(needs_witnesses(&replica(1, false), &Ok(replica(1, false))));
         assert!(!needs_witnesses(&primary(1), &refused()));
         assert!(!needs_witnesses(&primary(1), &Ok(replica(1, true))));
-        assert!(needs_witnesses(
+        assert!(!needs_witnesses(
             &primary(1),
-            &Err(failure(FailureKind::Timeout))
+            &Err(failure(FailureKind::Hung))
         ));
+        assert!(needs_witnesses(&primary(1), &timed_out()));
     }
 
     #[test]
@@ -1271,37 +1922,69 @@ mod tests {
     }
 
     #[test]
-    fn synchronous_on_degrades_after_retries_ticks_without_a_replica() {
+    fn synchronous_on_degrades_as_soon_as_a_gone_replica_is_known_not_cut_off() {
         let cfg = sync(SyncMode::On);
-        let gone = observe(Ok(primary_sync("*", 0)), refused());
-        let (action, _) = run(&gone, &State::default(), &cfg, 2);
-        assert!(matches!(action, Action::Wait(_)), "{action:?}");
-        let (action, _) = run(&gone, &State::default(), &cfg, 3);
-        assert_eq!(
-            action,
-            Action::SetSynchronous(false, SyncWhy::ReplicaGone { ticks: 3 })
+        for peer in [refused(), Err(failure(FailureKind::Hung))] {
+            let gone = observe(Ok(primary_sync("*", 0)), peer.clone());
+            let (action, _) = decide(&gone, &State::default(), &cfg);
+            assert_eq!(
+                action,
+                Action::SetSynchronous(false, SyncWhy::ReplicaGone { ticks: 1 }),
+                "{peer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn synchronous_on_never_degrades_a_primary_that_may_be_isolated() {
+        let without_witnesses = sync(SyncMode::On);
+        let cut_off = observe(Ok(primary_sync("*", 0)), timed_out());
+        let (action, _) = run(&cut_off, &State::default(), &without_witnesses, 5);
+        assert!(
+            matches!(action, Action::Wait(Wait::DegradeWithheld(None))),
+            "{action:?}"
+        );
+        let with_witnesses = Config {
+            witnesses: 2,
+            ..sync(SyncMode::On)
+        };
+        let minority = cut_off.clone().witnesses(1, 2);
+        let (action, _) = run(&minority, &State::default(), &with_witnesses, 5);
+        assert!(
+            matches!(action, Action::Wait(Wait::DegradeWithheld(Some(_)))),
+            "{action:?}"
+        );
+        let majority = cut_off.witnesses(2, 2);
+        let (action, _) = decide(&majority, &State::default(), &with_witnesses);
+        assert!(
+            matches!(action, Action::SetSynchronous(false, _)),
+            "the replica is cut off, not this primary: {action:?}"
         );
     }
 
     #[test]
-    fn synchronous_on_does_not_degrade_a_primary_that_may_be_isolated() {
+    fn a_silent_synchronous_standby_counts_as_gone_with_replica_silence() {
         let cfg = Config {
-            witnesses: 2,
+            replica_silence: Some(SECOND * 2),
             ..sync(SyncMode::On)
         };
-        let cut_off =
-            observe(Ok(primary_sync("*", 0)), Err(failure(FailureKind::Timeout))).witnesses(0, 2);
-        let (action, _) = run(&cut_off, &State::default(), &cfg, 5);
-        assert!(
-            matches!(action, Action::Wait(Wait::DegradeWithheld(_))),
-            "{action:?}"
-        );
-        let replica_died = observe(Ok(primary_sync("*", 0)), refused());
-        let (action, _) = run(&replica_died, &State::default(), &cfg, 3);
+        let mut hung = primary_sync("*", 1);
+        hung.synchronous_reply_age_ms = Some(2500);
+        let obs = observe(Ok(hung.clone()), Err(failure(FailureKind::Hung)));
+        let (action, _) = decide(&obs, &State::default(), &cfg);
         assert!(
             matches!(action, Action::SetSynchronous(false, _)),
             "{action:?}"
         );
+        hung.synchronous_reply_age_ms = Some(800);
+        let answering = observe(Ok(hung.clone()), Ok(replica(100, true)));
+        let (action, _) = decide(&answering, &State::default(), &cfg);
+        assert!(matches!(action, Action::Wait(_)), "{action:?}");
+        // Without --replica-silence, a stale reply alone does not count.
+        hung.synchronous_reply_age_ms = Some(60_000);
+        let obs = observe(Ok(hung), Err(failure(FailureKind::Hung)));
+        let (action, _) = decide(&obs, &State::default(), &sync(SyncMode::On));
+        assert!(matches!(action, Action::Wait(_)), "{action:?}");
     }
 
     #[test]
@@ -1392,31 +2075,46 @@ mod tests {
 
     #[test]
     fn every_action_renders_a_log_line() {
+        let peer = || Peer::Unreachable("10.0.0.2:6432: connection refused".into());
         let actions = [
-            Action::Promote(PromoteWhy::PrimaryGone {
+            Action::Promote(PromoteWhy::PrimaryDead {
                 checks: 3,
-                peer: Peer::Unreachable("10.0.0.2:6432: connection refused".into()),
-                primary_gone: Some(SECOND * 3),
+                peer: peer(),
             }),
-            Action::Fence(FenceWhy::SplitBrain),
-            Action::SetSynchronous(false, SyncWhy::ReplicaGone { ticks: 3 }),
+            Action::StepDown(evidence((true, 1), (false, 2))),
+            Action::SetSynchronous(false, SyncWhy::ReplicaGone { ticks: 1 }),
             Action::Wait(Wait::PeerFailing {
                 count: 3,
                 retries: 3,
-                peer: Peer::Unreachable("10.0.0.2:6432: connection refused".into()),
+                peer: peer(),
             }),
+            Action::RefuseWrites(RefuseWhy::LeaseLapsed {
+                unconfirmed: SECOND * 5,
+                witnesses: Some(Witnesses {
+                    reached: 0,
+                    total: 1,
+                }),
+            }),
+            Action::Fence(FenceWhy::SplitBrain(evidence((true, 2), (true, 2)))),
         ];
         let lines: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
         assert_eq!(
             lines[0],
-            "peer unreachable: 10.0.0.2:6432: connection refused (3/3): \
-             promoting the local replica (primary gone 3.0 s)"
+            "peer unreachable: 10.0.0.2:6432: connection refused (3/3): the primary's host \
+             answers but PostgreSQL does not run there; promoting the local replica"
         );
-        assert!(lines[1].starts_with("SPLIT-BRAIN"));
+        assert_eq!(
+            lines[1],
+            "SPLIT-BRAIN: the peer is a primary too and this node is the stale one (this node \
+             refuses writes on timeline 1, the peer takes writes on timeline 2); stepping down \
+             to rejoin it as a replica"
+        );
         assert!(lines[2].contains("asynchronous"));
         assert_eq!(
             lines[3],
             "peer unreachable: 10.0.0.2:6432: connection refused (3/3)"
         );
+        assert!(lines[4].starts_with("LEASE LAPSED") && lines[4].contains("0/1 witnesses"));
+        assert!(lines[5].contains("cannot tell which is stale"));
     }
 }

@@ -1,5 +1,6 @@
-//! The effects: probe, check witnesses, promote, fence, set synchronous
-//! commits. Each does one thing, is bounded in time, and logs what it did.
+//! The effects: probe, check witnesses, promote, refuse or allow writes,
+//! stop a hung server, step down, fence, set synchronous commits. Each does
+//! one thing, is bounded in time, and logs what it did.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -141,53 +142,134 @@ pub fn set_synchronous(
     local: &ConnectOptions,
     synchronous: bool,
 ) -> Result<(), Failure> {
-    let config = local.client_config();
     let value = if synchronous { "*" } else { "" };
-    prober.run_bounded(local.connect_timeout * 2, async move {
-        let client = probe::role::connect(&config).await?;
-        // ALTER SYSTEM refuses to run inside the implicit transaction of a
-        // multi-statement query: two round trips.
-        for sql in [
-            format!("ALTER SYSTEM SET synchronous_standby_names = '{value}'"),
-            "SELECT pg_reload_conf()".to_string(),
-        ] {
-            client
-                .simple_query(&sql)
-                .await
-                .map_err(|err| probe::role::failure(&err))?;
-        }
-        Ok(())
-    })?;
+    run_statements(
+        prober,
+        local,
+        &[
+            &format!("ALTER SYSTEM SET synchronous_standby_names = '{value}'"),
+            "SELECT pg_reload_conf()",
+        ],
+    )?;
     logln!("synchronous_standby_names = '{value}' (ALTER SYSTEM, configuration reloaded)");
     Ok(())
 }
 
-/// Makes the local primary stop taking writes at once, before the fence
-/// commands run: `default_transaction_read_only` (persisted with ALTER
-/// SYSTEM, so a restart does not undo it; bin/recover resets it) and the
-/// client sessions ended. In a split-brain, the node an operator discards
-/// later must not acknowledge writes in the seconds until it is fenced.
+/// Makes the local primary stop taking writes at once:
+/// `default_transaction_read_only` (persisted with ALTER SYSTEM, so a
+/// restart does not undo it; [`allow_writes`] and bin/recover reset it) and
+/// the client sessions ended. A primary whose lease lapsed must acknowledge
+/// nothing its promoted peer will not have; in a split-brain, the node that
+/// steps down or is fenced must not acknowledge writes meanwhile.
 pub fn refuse_writes(prober: &Prober, local: &ConnectOptions) -> Result<(), Failure> {
-    let config = local.client_config();
-    prober.run_bounded(local.connect_timeout * 2, async move {
-        let client = probe::role::connect(&config).await?;
-        for sql in [
+    run_statements(
+        prober,
+        local,
+        &[
             "ALTER SYSTEM SET default_transaction_read_only = on",
             "SELECT pg_reload_conf()",
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
-        ] {
+        ],
+    )?;
+    logln!(
+        "local node now refuses writes (default_transaction_read_only = on, client sessions ended)"
+    );
+    Ok(())
+}
+
+/// Lifts [`refuse_writes`]: the lease is confirmed again and the node is
+/// the only primary. ALTER SYSTEM RESET, so an operator's own setting in
+/// postgresql.conf applies again.
+pub fn allow_writes(prober: &Prober, local: &ConnectOptions) -> Result<(), Failure> {
+    run_statements(
+        prober,
+        local,
+        &[
+            "ALTER SYSTEM RESET default_transaction_read_only",
+            "SELECT pg_reload_conf()",
+        ],
+    )?;
+    logln!("local node takes writes again (default_transaction_read_only reset)");
+    Ok(())
+}
+
+/// Runs `statements` on the local node, one round trip each (ALTER SYSTEM
+/// refuses to run inside the implicit transaction of a multi-statement
+/// query), all within twice the connect timeout.
+fn run_statements(
+    prober: &Prober,
+    local: &ConnectOptions,
+    statements: &[&str],
+) -> Result<(), Failure> {
+    let config = local.client_config();
+    let statements: Vec<String> = statements.iter().map(|sql| sql.to_string()).collect();
+    prober.run_bounded(local.connect_timeout * 2, async move {
+        let client = probe::role::connect(&config).await?;
+        for sql in &statements {
             client
                 .simple_query(sql)
                 .await
                 .map_err(|err| probe::role::failure(&err))?;
         }
         Ok(())
-    })?;
-    logln!(
-        "local node now refuses writes (default_transaction_read_only = on, client sessions ended)"
-    );
-    Ok(())
+    })
+}
+
+/// SIGKILL to the server of `data_dir` (the postmaster its postmaster.pid
+/// names) and to every process it started, stopped ones included: a server
+/// that cannot even be asked to refuse writes must not resume taking them.
+/// Returns how many processes were signalled (0: none ran).
+pub fn kill_server(data_dir: &Path) -> anyhow::Result<usize> {
+    let pidfile = data_dir.join("postmaster.pid");
+    let text = match std::fs::read_to_string(&pidfile) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", pidfile.display())),
+    };
+    let postmaster: i32 = text
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse().ok())
+        .with_context(|| format!("{} names no pid", pidfile.display()))?;
+    if !is_postgres(postmaster) {
+        return Ok(0);
+    }
+    let mut pids = children_of(postmaster);
+    pids.push(postmaster);
+    for &pid in &pids {
+        // SAFETY: kill(2) on pids that are the postmaster this data
+        // directory names and its children, checked just above.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    Ok(pids.len())
+}
+
+fn is_postgres(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| matches!(comm.trim(), "postgres" | "postmaster"))
+}
+
+/// The processes whose parent is `parent`, from /proc.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // After "(comm)" come the state and the parent pid.
+                    let fields = stat.rsplit_once(')')?.1;
+                    fields.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }
 
 /// Runs each fence command with `/bin/sh -c`, in order, each bounded by
@@ -200,30 +282,42 @@ pub fn fence(commands: &[String], timeout: Duration) -> usize {
     let mut succeeded = 0;
     for (number, command_line) in commands.iter().enumerate() {
         let label = format!("fence command {}/{}", number + 1, commands.len());
-        logln!("{label}: running `{command_line}`");
-        let started = Instant::now();
-        let mut command = Command::new("/bin/sh");
-        command
-            .arg("-c")
-            .arg(command_line)
-            .stdin(Stdio::null())
-            .stdout(stderr_for_child());
-        let took = || started.elapsed().as_secs_f64();
-        match run_bounded(&mut command, timeout) {
-            Ok(Outcome::Exited(status)) => {
-                if status.success() {
-                    succeeded += 1;
-                }
-                logln!("{label} {} after {:.1} s", describe_status(status), took());
-            }
-            Ok(Outcome::TimedOut) => logln!(
-                "{label} did not finish within {:.1} s: killed it and its children",
-                timeout.as_secs_f64()
-            ),
-            Err(err) => logln!("{label} could not be started: {err}"),
+        if run_command(&label, command_line, timeout) {
+            succeeded += 1;
         }
     }
     succeeded
+}
+
+/// Runs `command_line` with `/bin/sh -c`, bounded by `timeout`, logging what
+/// happened under `label`. Whether it exited 0.
+pub fn run_command(label: &str, command_line: &str, timeout: Duration) -> bool {
+    logln!("{label}: running `{command_line}`");
+    let started = Instant::now();
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(command_line)
+        .stdin(Stdio::null())
+        .stdout(stderr_for_child());
+    let took = || started.elapsed().as_secs_f64();
+    match run_bounded(&mut command, timeout) {
+        Ok(Outcome::Exited(status)) => {
+            logln!("{label} {} after {:.1} s", describe_status(status), took());
+            status.success()
+        }
+        Ok(Outcome::TimedOut) => {
+            logln!(
+                "{label} did not finish within {:.1} s: killed it and its children",
+                timeout.as_secs_f64()
+            );
+            false
+        }
+        Err(err) => {
+            logln!("{label} could not be started: {err}");
+            false
+        }
+    }
 }
 
 fn describe_status(status: ExitStatus) -> String {

@@ -4,24 +4,29 @@
 //! and the peer's full status through the `probe` library; witnesses when
 //! they matter), decides with the pure [`decide::decide`], and acts through
 //! the thin functions in [`effects`]. The loop runs on its own thread so that
-//! SIGTERM ends the process at once even while a probe waits for a timeout.
+//! SIGTERM ends the process at once even while a probe waits for a timeout,
+//! and a watchdog thread enforces the primary's lease while a tick is stuck
+//! on a probe (a hung local server, a peer behind a cut link).
 
 pub mod decide;
 pub mod effects;
 mod process;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use probe::{logln, ConnectOptions, Endpoint, Prober};
+use probe::{logln, ConnectOptions, Endpoint, Prober, Role};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use decide::{after_promotion, decide, needs_witnesses, Action, Config, Observation, State, Wait};
+use decide::{
+    after_promotion, after_step_down, decide, needs_witnesses, Action, Config, LeaseView,
+    Observation, RefuseWhy, State, Wait,
+};
 use effects::PgCtl;
 use process::{Control, Pidfile};
 
@@ -38,6 +43,9 @@ pub struct Settings {
     pub pause_files: Vec<PathBuf>,
     pub fence_commands: Vec<String>,
     pub fence_timeout: Duration,
+    /// Run (with /bin/sh -c) when this node is the stale half of a
+    /// split-brain, to restart its postgres so that it rejoins the peer.
+    pub rejoin_command: Option<String>,
     pub pg_ctl: Option<PgCtl>,
     pub promote_timeout: Duration,
     pub pidfile: Option<PathBuf>,
@@ -52,10 +60,39 @@ pub enum Exit {
     Fenced,
 }
 
-/// The period after detecting split-brain before fencing, so that the peer's
-/// monitor sees two primaries too and fences its side as well.
+/// The period after an undecidable split-brain before fencing, so that the
+/// peer's monitor sees two primaries too and fences its side as well.
 pub fn fence_delay(interval: Duration) -> Duration {
     (interval * 2).max(Duration::from_secs(2))
+}
+
+/// What a watchdog gives a local server to refuse writes before it stops it:
+/// one that cannot answer within this may be hung, and must not resume.
+const WATCHDOG_REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the watchdog looks at the lease.
+const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
+
+/// What the loop and the watchdog share.
+#[derive(Default)]
+struct Lease {
+    view: Mutex<LeaseView>,
+    /// Set by the watchdog when it made the local node refuse writes (or
+    /// stopped it); the loop takes it into its state.
+    refused: AtomicBool,
+}
+
+impl Lease {
+    fn view(&self) -> std::sync::MutexGuard<'_, LeaseView> {
+        self.view
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the watchdog acted since the last call.
+    fn take_refused(&self) -> bool {
+        self.refused.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// Runs until a signal, fencing, or an internal error.
@@ -92,12 +129,23 @@ fn run_threads(settings: Settings, mut signals: Signals) -> anyhow::Result<Exit>
         .context("cannot start the signal thread")?;
 
     let control = Arc::new(Control::default());
+    let lease = Arc::new(Lease::default());
+    let settings = Arc::new(settings);
+    let (watchdog_settings, watchdog_lease, watchdog_control) = (
+        Arc::clone(&settings),
+        Arc::clone(&lease),
+        Arc::clone(&control),
+    );
+    thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || guard_lease(&watchdog_settings, &watchdog_lease, &watchdog_control))
+        .context("cannot start the watchdog thread")?;
     let loop_control = Arc::clone(&control);
     thread::Builder::new()
         .name("monitor".into())
         .spawn(move || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                watch(&settings, &loop_control)
+                watch(&settings, &loop_control, &lease)
             }))
             .unwrap_or_else(|_| Err(anyhow!("the monitor loop panicked")));
             let _ = events.send(Event::Ended(result));
@@ -125,7 +173,7 @@ fn run_threads(settings: Settings, mut signals: Signals) -> anyhow::Result<Exit>
 }
 
 /// The loop: observe, decide, act, sleep out the interval.
-fn watch(settings: &Settings, control: &Control) -> anyhow::Result<Exit> {
+fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Result<Exit> {
     let prober = Prober::new().context("cannot start the probe runtime")?;
     log_start(settings);
     let mut state = State::default();
@@ -137,6 +185,9 @@ fn watch(settings: &Settings, control: &Control) -> anyhow::Result<Exit> {
         if observation.paused != paused {
             paused = observation.paused;
             log_pause_change(settings, paused);
+        }
+        if lease.take_refused() {
+            state.refusing_writes = true;
         }
         let (action, next) = decide(&observation, &state, &settings.config);
         state = next;
@@ -160,23 +211,55 @@ fn watch(settings: &Settings, control: &Control) -> anyhow::Result<Exit> {
                     ),
                 }
             }
-            Action::Fence(why) => {
+            Action::RefuseWrites(why) => match effects::refuse_writes(&prober, &settings.local) {
+                Ok(()) => state.refusing_writes = true,
+                Err(failure) if matches!(why, RefuseWhy::LeaseLapsed { .. }) => {
+                    logln!("error: cannot make the local node refuse writes: {failure}");
+                    stop_server(settings);
+                    state.refusing_writes = true;
+                }
+                Err(failure) => logln!(
+                    "error: cannot make the local node refuse writes: {failure}; deciding again \
+                     on the next check"
+                ),
+            },
+            Action::AllowWrites => match effects::allow_writes(&prober, &settings.local) {
+                Ok(()) => state.refusing_writes = false,
+                Err(failure) => logln!(
+                    "error: cannot let the local node take writes again: {failure}; retrying on \
+                     the next check"
+                ),
+            },
+            Action::StepDown(_) => {
+                // Nothing more is acknowledged here: the peer holds the data now.
+                if let Err(failure) = effects::refuse_writes(&prober, &settings.local) {
+                    logln!("error: cannot make the local node refuse writes: {failure}; restarting it anyway");
+                }
+                match &settings.rejoin_command {
+                    Some(command) => {
+                        effects::run_command("rejoin command", command, settings.fence_timeout);
+                    }
+                    None => logln!(
+                        "no --rejoin-cmd configured: the node keeps refusing writes until an \
+                         operator restarts it"
+                    ),
+                }
+                state = after_step_down(&state);
+            }
+            Action::Fence(_) => {
                 if !control.begin_fencing() {
                     return Ok(Exit::Stopped("signal"));
                 }
-                if *why == decide::FenceWhy::SplitBrain {
-                    // Writes stop now; the fence commands follow after the delay.
-                    if let Err(failure) = effects::refuse_writes(&prober, &settings.local) {
-                        logln!("error: cannot make the local node refuse writes: {failure}; fencing anyway");
-                    }
-                    let delay = fence_delay(settings.interval);
-
-                    logln!(
-                        "waiting {:.1} s so the peer's monitor sees the split-brain too",
-                        delay.as_secs_f64()
-                    );
-                    thread::sleep(delay);
+                // Writes stop now; the fence commands follow after the delay.
+                if let Err(failure) = effects::refuse_writes(&prober, &settings.local) {
+                    logln!("error: cannot make the local node refuse writes: {failure}; fencing anyway");
                 }
+                let delay = fence_delay(settings.interval);
+                logln!(
+                    "waiting {:.1} s so the peer's monitor sees the split-brain too",
+                    delay.as_secs_f64()
+                );
+                thread::sleep(delay);
                 let succeeded = effects::fence(&settings.fence_commands, settings.fence_timeout);
                 logln!(
                     "fencing done ({succeeded}/{} commands succeeded); exiting",
@@ -192,6 +275,13 @@ fn watch(settings: &Settings, control: &Control) -> anyhow::Result<Exit> {
                 }
             }
         }
+        if lease.take_refused() {
+            state.refusing_writes = true;
+        }
+        {
+            let mut view = lease.view();
+            *view = LeaseView::after(&observation, &state, &view);
+        }
         let pause = if state.peer_failures > 0 {
             settings.retry_interval
         } else {
@@ -203,32 +293,89 @@ fn watch(settings: &Settings, control: &Control) -> anyhow::Result<Exit> {
     }
 }
 
+/// The watchdog: when the lease lapses while the loop is stuck on a probe,
+/// it makes the local node refuse writes, and stops a server that does not
+/// answer within a second (a hung one must not resume taking writes after
+/// its peer promoted).
+fn guard_lease(settings: &Settings, lease: &Lease, control: &Control) {
+    let prober = match Prober::new() {
+        Ok(prober) => prober,
+        Err(err) => {
+            logln!("error: the watchdog cannot start its probe runtime ({err}); the lease is enforced by the loop alone");
+            return;
+        }
+    };
+    let mut local = settings.local.clone();
+    local.connect_timeout = WATCHDOG_REFUSE_TIMEOUT;
+    while !control.stopping() {
+        thread::sleep(WATCHDOG_PERIOD);
+        let view = lease.view().clone();
+        if !view.lapsed(Instant::now(), settings.config.lease) {
+            continue;
+        }
+        logln!(
+            "LEASE LAPSED while a check was still under way: this primary confirmed neither its \
+             peer's host nor a majority of witnesses for {:.1} s; refusing writes, as its peer \
+             may promote",
+            settings.config.lease.as_secs_f64()
+        );
+        if let Err(failure) = effects::refuse_writes(&prober, &local) {
+            logln!("the local node does not answer: {failure}");
+            stop_server(settings);
+        }
+        lease.view().takes_writes = false;
+        lease.refused.store(true, Ordering::SeqCst);
+    }
+}
+
+/// SIGKILL to the local server and every process it started: what is left
+/// when it cannot be made to refuse writes. monit then restarts it, and its
+/// boot finds the promoted peer to rejoin.
+fn stop_server(settings: &Settings) {
+    let Some(pg_ctl) = &settings.pg_ctl else {
+        logln!("error: no --data-dir, so the local server cannot be stopped; it may take writes if it resumes");
+        return;
+    };
+    match effects::kill_server(&pg_ctl.data_dir) {
+        Ok(killed) => logln!(
+            "stopped the local server: SIGKILL to its {killed} process(es), so it cannot resume \
+             taking writes"
+        ),
+        Err(err) => logln!("error: cannot stop the local server: {err:#}"),
+    }
+}
+
 /// One tick's observation: the local node, the peer only when the local
 /// node answers, the witnesses only when the decision depends on them.
 fn observe(prober: &Prober, settings: &Settings) -> Observation {
     let paused = paused_by(settings).is_some();
     let mut local = effects::probe_node(prober, &settings.local);
+    // When the peer's answer proves the link worked, at the latest: the
+    // lease counts from here, not from when a slow answer arrived.
+    let now = Instant::now();
+    // A primary checks within one interval, so its lease and the watchdog
+    // keep up; a replica gives its primary the whole connect timeout.
+    let bound = match &local {
+        Ok(status) if status.role == Role::Primary => primary_check_bound(settings),
+        _ => settings.peer.connect_timeout,
+    };
+    let mut peer_options = settings.peer.clone();
+    peer_options.connect_timeout = bound;
     let peer = local
         .is_ok()
-        .then(|| effects::probe_node(prober, &settings.peer));
+        .then(|| effects::probe_node(prober, &peer_options));
     // A failed peer check may have waited out its whole connect timeout:
     // whether the local replica still streams is asked again, so the decision
     // sees the stream as it is now, not as it was before the wait.
     if matches!(peer, Some(Err(_))) {
         local = effects::probe_node(prober, &settings.local);
     }
-    // The moment of the answers, not of the questions.
-    let now = Instant::now();
 
     let witnesses = match (&local, &peer) {
         (Ok(local), Some(peer))
             if !settings.witnesses.is_empty() && needs_witnesses(local, peer) =>
         {
-            Some(effects::probe_witnesses(
-                prober,
-                &settings.witnesses,
-                settings.local.connect_timeout,
-            ))
+            Some(effects::probe_witnesses(prober, &settings.witnesses, bound))
         }
         _ => None,
     };
@@ -239,6 +386,16 @@ fn observe(prober: &Prober, settings: &Settings) -> Observation {
         peer,
         witnesses,
     }
+}
+
+/// How long a primary's checks of its peer and witnesses may take: one
+/// interval (at least a second), at most the connect timeout. A hung peer
+/// still shows as reached within it (its host accepted the connection).
+fn primary_check_bound(settings: &Settings) -> Duration {
+    settings
+        .interval
+        .max(Duration::from_secs(1))
+        .min(settings.peer.connect_timeout)
 }
 
 /// Logs state changes only, plus a reminder every 10 s while waiting for
@@ -282,21 +439,25 @@ fn log_start(settings: &Settings) {
         settings.retry_interval.as_secs_f64(),
         settings.local.connect_timeout.as_secs_f64()
     );
+    logln!(
+        "lease: a primary takes writes {:.1} s past its last sight of its peer's host or a \
+         majority of witnesses; a replica promotes over a primary it cannot see after {:.1} s, \
+         over one that is positively dead after {} checks",
+        cfg.lease.as_secs_f64(),
+        cfg.promote_after().as_secs_f64(),
+        cfg.retries
+    );
     let witnesses: Vec<String> = settings.witnesses.iter().map(|w| w.to_string()).collect();
     logln!(
-        "guards: synchronous {:?}, max lag {}, witnesses [{}]{}, pause file {}, {} fence command(s)",
+        "guards: synchronous {:?}{}, max lag {}, witnesses [{}], pause file {}, {} fence command(s)",
         cfg.synchronous,
+        cfg.replica_silence.map_or(String::new(), |silence| format!(
+            " (a standby silent for {:.1} s counts as gone)",
+            silence.as_secs_f64()
+        )),
         cfg.max_lag_bytes
             .map_or("unlimited".to_string(), |max| format!("{max} bytes")),
         witnesses.join(", "),
-        if witnesses.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (isolation timeout {:.1} s)",
-                cfg.isolation_timeout.as_secs_f64()
-            )
-        },
         if settings.pause_files.is_empty() {
             "none".to_string()
         } else {

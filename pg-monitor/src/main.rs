@@ -3,13 +3,14 @@
 mod cli;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Synchronous};
+use cli::{Cli, Synchronous, DEFAULT_RETRY_INTERVAL};
 use pg_monitor::decide::{Config, SyncMode};
 use pg_monitor::effects::PgCtl;
 use pg_monitor::{Exit, Settings};
-use probe::{logln, ConnectOptions};
+use probe::{logln, ConnectOptions, Endpoint};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -32,6 +33,8 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             "--index and --peer-index are both {peer_index}: the two nodes need different indexes"
         ));
     }
+    check_nodes_differ(&cli.local, &cli.peer)?;
+    let retry_interval = retry_interval(cli.retry_interval, cli.interval)?;
     let application = "pg-monitor";
     let mut local = ConnectOptions::new(
         cli.local.clone(),
@@ -57,10 +60,11 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         index: cli.index,
         peer_index,
         retries: cli.retries,
-        gone_after: cli.interval * cli.retries,
+        lease: cli.isolation_timeout,
+        promote_margin: cli.interval + PROMOTE_MARGIN_BEYOND_INTERVAL,
         max_lag_bytes: cli.max_lag_bytes,
         witnesses: cli.witnesses.len(),
-        isolation_timeout: cli.isolation_timeout,
+        replica_silence: cli.replica_silence,
         synchronous: match cli.synchronous {
             Synchronous::Off => SyncMode::Off,
             Synchronous::On => SyncMode::On,
@@ -76,10 +80,11 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         local,
         peer,
         interval: cli.interval,
-        retry_interval: cli.retry_interval.min(cli.interval),
+        retry_interval,
         witnesses: cli.witnesses,
         pause_files: cli.pause_files,
         fence_commands: cli.fence_commands,
+        rejoin_command: cli.rejoin_command,
         fence_timeout: cli.fence_timeout,
         pg_ctl,
         promote_timeout: cli.promote_timeout,
@@ -87,8 +92,79 @@ fn settings(cli: Cli) -> Result<Settings, String> {
     })
 }
 
+/// The peer must be another node: asking the local node twice would find a
+/// primary "on both nodes" and fence a healthy primary as a split-brain.
+fn check_nodes_differ(local: &Endpoint, peer: &Endpoint) -> Result<(), String> {
+    if local.host.eq_ignore_ascii_case(&peer.host) && local.port == peer.port {
+        return Err(format!(
+            "--local and --peer are both {local}: the peer must be the other node of the pair"
+        ));
+    }
+    Ok(())
+}
+
+/// The pause between checks while failures are counted: it is meant to
+/// confirm a dead primary sooner, so one longer than --interval is refused
+/// rather than quietly shortened. Not given, it is the default or --interval,
+/// whichever is shorter.
+fn retry_interval(given: Option<Duration>, interval: Duration) -> Result<Duration, String> {
+    match given {
+        Some(retry_interval) if retry_interval > interval => Err(format!(
+            "--retry-interval {retry_interval:?} is longer than --interval {interval:?}: it must be at most --interval"
+        )),
+        Some(retry_interval) => Ok(retry_interval),
+        None => Ok(DEFAULT_RETRY_INTERVAL.min(interval)),
+    }
+}
+
+/// The margin beyond one interval a replica adds to the lease before it
+/// promotes over a primary it cannot see: the primary's watchdog needs up
+/// to a second to refuse writes or stop its server; one more to spare.
+const PROMOTE_MARGIN_BEYOND_INTERVAL: Duration = Duration::from_secs(2);
+
 fn usage_error(message: &str) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::ArgumentConflict, message)
         .exit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(text: &str) -> Endpoint {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_peer_must_be_another_node() {
+        let local = endpoint("10.0.0.2:6432");
+        assert!(check_nodes_differ(&local, &endpoint("10.0.0.3:6432")).is_ok());
+        assert!(check_nodes_differ(&local, &endpoint("10.0.0.2:5432")).is_ok());
+        let error = check_nodes_differ(&local, &endpoint("10.0.0.2:6432")).unwrap_err();
+        assert!(
+            error.contains("--local and --peer are both 10.0.0.2:6432"),
+            "{error}"
+        );
+        assert!(check_nodes_differ(&endpoint("DB-0:1"), &endpoint("db-0:1")).is_err());
+    }
+
+    #[test]
+    fn a_retry_interval_longer_than_the_interval_is_refused_not_shortened() {
+        let second = Duration::from_secs(1);
+        assert_eq!(retry_interval(Some(second / 4), second), Ok(second / 4));
+        assert_eq!(retry_interval(Some(second), second), Ok(second));
+        let error = retry_interval(Some(second * 2), second).unwrap_err();
+        assert!(
+            error.contains("--retry-interval 2s is longer than --interval 1s"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_default_retry_interval_follows_a_shorter_interval() {
+        let second = Duration::from_secs(1);
+        assert_eq!(retry_interval(None, second), Ok(DEFAULT_RETRY_INTERVAL));
+        assert_eq!(retry_interval(None, second / 10), Ok(second / 10));
+    }
 }

@@ -254,7 +254,7 @@ fn failover_after(fault: impl FnOnce(&Node)) {
 
     wait_promoted(&replica, &monitor);
     assert_writable(&replica);
-    monitor.wait_log("(3/3): promoting the local replica (primary gone");
+    monitor.wait_log("(3/3): the primary's host answers but PostgreSQL does not run there");
     monitor.wait_log("promoted with pg_promote()");
     monitor.wait_log("local node is primary");
 }
@@ -270,26 +270,29 @@ fn replica_is_promoted_after_the_primary_is_stopped_cleanly() {
 }
 
 #[test]
-fn peer_failures_below_retries_do_not_promote_and_retries_failures_do() {
+fn a_primary_that_stops_answering_is_waited_out_for_the_lease_and_margin() {
     let (primary, replica) = pair();
     cut_replication(&replica);
     let proxy = FaultProxy::new(&primary.endpoint());
-    let monitor = Monitor::start(
-        "replica monitor",
-        &Args::new(&replica, &proxy.endpoint(), 1),
-    );
+    let mut args = Args::new(&replica, &proxy.endpoint(), 1);
+    // Promotes after 1 s + (200 ms + 2 s).
+    args.set("--isolation-timeout", "1s");
+    let monitor = Monitor::start("replica monitor", &args);
     monitor.wait_log("peer is primary; replication does not stream");
 
-    proxy.reset_next(2);
-    monitor.wait_log("(2/3)");
-    monitor.wait_log_count("peer is primary; replication does not stream", 2);
-    assert_still_replica(&replica, &monitor);
-    monitor.assert_log_lacks("(3/3)");
-
-    // The same fault once more than --retries tolerates: now it promotes.
-    proxy.reset_next(3);
+    // The primary's host accepts the connection, then nothing answers: it
+    // may be hung, or slow, and still take writes.
+    proxy.set_mode(ProxyMode::Blackhole);
+    let cut = Instant::now();
+    monitor.wait_log("promoting only after 3.2 s");
+    // Never before its lease (1 s) plus the margin could have run out.
+    while cut.elapsed() < Duration::from_secs(2) {
+        assert_still_replica(&replica, &monitor);
+        std::thread::sleep(Duration::from_millis(100));
+    }
     wait_promoted(&replica, &monitor);
-    monitor.wait_log("(3/3)");
+    monitor.wait_log("longer than its lease plus the margin, so it no longer takes writes");
+    monitor.assert_log_lacks("(3/3)");
 }
 
 #[test]
@@ -399,7 +402,7 @@ fn the_pause_file_withholds_promotion_until_it_is_removed() {
 
     primary.kill9();
     monitor.wait_log("failover paused (pause file present); withheld: peer unreachable");
-    monitor.wait_log("promoting the local replica (primary gone");
+    monitor.wait_log("promoting the local replica");
     assert_still_replica(&replica, &monitor);
 
     fs::remove_file(&pause_file).unwrap();
@@ -459,44 +462,138 @@ fn a_replica_without_a_witness_majority_does_not_promote() {
     wait_promoted(&replica, &monitor);
 }
 
+/// A write on `node` fails as read-only (SQLSTATE 25006).
+fn assert_refuses_writes(node: &Node, monitor: &Monitor) {
+    let refused = node.connect().batch_execute("CREATE TABLE refused (x int)");
+    let code = refused.err().and_then(|err| err.code().cloned());
+    assert_eq!(
+        code.as_ref().map(|c| c.code()),
+        Some("25006"),
+        "{} took a write; monitor log:\n{}",
+        node.endpoint(),
+        monitor.log()
+    );
+}
+
 #[test]
-fn an_isolated_primary_fences_itself_and_one_reaching_a_witness_does_not() {
+fn a_primary_cut_off_from_its_peer_and_witnesses_refuses_writes_until_it_reaches_them_again() {
     let primary = Node::primary();
     // The peer's checks are reset, as behind a broken link.
     let peer = FaultProxy::new("127.0.0.1:1");
     peer.set_mode(ProxyMode::Reset);
-    let witness = TcpListener::bind("127.0.0.1:0").unwrap();
-    let witness_endpoint = format!("127.0.0.1:{}", witness.local_addr().unwrap().port());
+    let witness_port = testkit::free_port();
+    let witness = TcpListener::bind(("127.0.0.1", witness_port)).unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let fenced = dir.path().join("fenced");
     let mut args = Args::new(&primary, &peer.endpoint(), 0);
-    args.set("--witness", &witness_endpoint)
+    args.set("--witness", &format!("127.0.0.1:{witness_port}"))
         .set("--isolation-timeout", "1s")
-        .set("--peer-user", testkit::SUPERUSER)
-        .set("--fence-cmd", &format!("touch {}", fenced.display()));
-    let mut monitor = Monitor::start_in("primary monitor", &args, dir);
+        .set("--peer-user", testkit::SUPERUSER);
+    let mut monitor = Monitor::start("primary monitor", &args);
     monitor.wait_log("local node is primary; peer unreachable");
 
-    // Peer gone but the witness reached: not isolated, however long.
+    // Peer gone but the witness reached: the lease holds, however long.
     let seen = peer.accepted();
     wait_accepted(&peer, seen + 10, &monitor);
-    assert!(monitor.running(), "log:\n{}", monitor.log());
+    monitor.assert_log_lacks("LEASE LAPSED");
+    assert_writable(&primary);
+
+    drop(witness);
+    monitor.wait_log("LEASE LAPSED");
+    monitor.wait_log("local node now refuses writes");
+    assert_refuses_writes(&primary, &monitor);
     assert!(
-        !fenced.exists(),
-        "fenced while a witness was reachable; log:\n{}",
+        monitor.running(),
+        "it refuses writes, it does not fence; log:\n{}",
         monitor.log()
     );
 
-    drop(witness);
-    let status = monitor.wait_exit(PATIENCE);
-    assert_eq!(status.code(), Some(0), "log:\n{}", monitor.log());
-    assert!(
-        fenced.exists(),
-        "the fence command did not run; log:\n{}",
-        monitor.log()
+    // The witness answers again and the peer is no primary: writes resume.
+    let _witness = TcpListener::bind(("127.0.0.1", witness_port))
+        .expect("the witness port was taken meanwhile");
+    monitor.wait_log("taking writes again");
+    testkit::wait_for("the primary to take writes again", PATIENCE, || {
+        primary
+            .connect()
+            .batch_execute("CREATE TABLE IF NOT EXISTS resumed (x int)")
+            .is_ok()
+    });
+}
+
+#[test]
+fn a_hung_primary_server_is_stopped_when_its_lease_lapses() {
+    let (primary, replica) = pair();
+    let mut args = Args::new(&primary, &replica.endpoint(), 0);
+    args.set("--isolation-timeout", "1s")
+        .set(
+            "--pg-ctl",
+            &testkit::pg_bin().path("pg_ctl").display().to_string(),
+        )
+        .set("--data-dir", &primary.data_dir.display().to_string());
+    let monitor = Monitor::start("primary monitor", &args);
+    monitor.wait_log("local node is primary; peer is a replica");
+
+    // Every process of the server stops, as in a storage stall: it could
+    // resume and acknowledge writes after its peer promoted.
+    let stopped = primary.freeze();
+    monitor.wait_log("LEASE LAPSED while a check was still under way");
+    monitor.wait_log("stopped the local server: SIGKILL to its");
+    testkit::wait_for(
+        "every process of the hung server to be gone",
+        PATIENCE,
+        || stopped.iter().all(|&pid| !testkit::process_alive(pid)),
     );
-    monitor.wait_log("ISOLATED");
+    testkit::Server::thaw(&stopped);
+}
+
+#[test]
+fn a_primary_whose_lease_lapsed_steps_down_when_it_meets_its_promoted_peer() {
+    let (old, new) = pair();
+    let link = FaultProxy::new(&new.endpoint());
+    let dir = tempfile::tempdir().unwrap();
+    let rejoined = dir.path().join("rejoined");
+    let mut args = Args::new(&old, &link.endpoint(), 0);
+    args.set("--isolation-timeout", "1s")
+        .set("--rejoin-cmd", &format!("touch {}", rejoined.display()));
+    let monitor = Monitor::start_in("old primary's monitor", &args, dir);
+    monitor.wait_log("local node is primary; peer is a replica");
+
+    // Cut off long enough for its lease to lapse; meanwhile the peer is promoted.
+    link.set_mode(ProxyMode::Reset);
+    monitor.wait_log("local node now refuses writes");
+    new.promote();
+    link.set_mode(ProxyMode::Forward);
+
+    monitor.wait_log("this node is the stale one (this node refuses writes on timeline 1, the peer takes writes on timeline 2)");
+    testkit::wait_for("the rejoin command to run", PATIENCE, || rejoined.exists());
+    assert_refuses_writes(&old, &monitor);
+    monitor.assert_log_lacks("fencing");
+}
+
+#[test]
+fn of_two_primaries_taking_writes_the_older_timeline_steps_down_and_the_newer_goes_on() {
+    let (old, new) = pair();
+    let dir_old = tempfile::tempdir().unwrap();
+    let rejoined = dir_old.path().join("rejoined");
+    let mut args_old = Args::new(&old, &new.endpoint(), 0);
+    args_old.set("--rejoin-cmd", &format!("touch {}", rejoined.display()));
+    let monitor_old = Monitor::start_in("old primary's monitor", &args_old, dir_old);
+    let mut args_new = Args::new(&new, &old.endpoint(), 1);
+    args_new.set("--fence-cmd", "exit 0");
+    let monitor_new = Monitor::start("new primary's monitor", &args_new);
+    monitor_old.wait_log("local node is primary; peer is a replica");
+    monitor_new.wait_log("local node is a replica; peer is primary");
+
+    // An operator promotes the replica while the primary still runs.
+    new.promote();
+
+    testkit::wait_for("the old primary's rejoin command to run", PATIENCE, || {
+        rejoined.exists()
+    });
+    monitor_old.wait_log("this node is the stale one");
+    monitor_new.wait_log("waiting for it to step down");
+    assert_refuses_writes(&old, &monitor_old);
+    assert_writable(&new);
+    monitor_new.assert_log_lacks("fencing");
 }
 
 #[test]
@@ -595,7 +692,7 @@ fn a_monitor_waits_for_its_local_postgres_and_acts_only_once_it_answers() {
 
     replica.start();
     wait_promoted(&replica, &monitor);
-    monitor.wait_log("no primary seen since the monitor started");
+    monitor.wait_log("the primary's host answers but PostgreSQL does not run there");
 }
 
 #[test]
