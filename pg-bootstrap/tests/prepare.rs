@@ -459,6 +459,35 @@ fn a_fallback_clone_cut_half_way_keeps_the_old_data_dir_and_a_retry_completes_it
 }
 
 #[test]
+fn a_peer_primary_refusing_writes_is_not_rejoined() {
+    let (old_primary, new_primary) = pair();
+    new_primary.wait_caught_up(&old_primary);
+    new_primary.promote();
+    // The promoted node's monitor made it refuse writes (it is the stale
+    // half of a split-brain about to step down): following it would rewind
+    // this node's data onto a node on its way out.
+    new_primary.execute("ALTER SYSTEM SET default_transaction_read_only = on");
+    new_primary.execute("SELECT pg_reload_conf()");
+    old_primary.stop("fast");
+    let run = old_primary.prepare(&[
+        "--replication",
+        "--peer",
+        &new_primary.endpoint(),
+        "--grace",
+        "2",
+    ]);
+    run.expect_code(0, "a read-only peer primary")
+        .expect_decision("resume-primary");
+    assert!(
+        run.stderr.contains("refusing writes (not followed)")
+            || run.stdout.contains("refusing writes (not followed)"),
+        "stdout: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
 fn without_a_primary_peer_each_node_resumes_its_last_role() {
     let (primary, replica) = pair();
     let other_replica = Site::new();

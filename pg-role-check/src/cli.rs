@@ -16,7 +16,8 @@ use probe::target::{parse_host, parse_port};
 ///
 /// Exit codes:
 ///   0  the node plays the expected role
-///   1  the node answered in another role (a starting node is never primary;
+///   1  the node answered in another role (a starting node is never primary,
+///      nor is a primary refusing writes, default_transaction_read_only on;
 ///      with --streaming, a replica that is not streaming)
 ///   2  usage error
 ///   3  the role could not be determined: nothing listens, authentication was

@@ -97,7 +97,12 @@ fn exit_code(expect: Expect, streaming_required: bool, report: &Report) -> u8 {
     match status.role {
         Role::Unreachable => UNDETERMINED,
         Role::Starting => 1,
-        Role::Primary => u8::from(expect == Expect::Replica),
+        // A primary refusing writes (its monitor's lease lapsed, a
+        // split-brain) is not the primary haproxy may send writes to.
+        Role::Primary => u8::from(
+            expect == Expect::Replica
+                || (expect == Expect::Primary && status.read_only == Some(true)),
+        ),
         Role::Replica => {
             let stale = streaming_required && status.wal_receiver_streaming != Some(true);
             u8::from(expect == Expect::Primary || stale)
@@ -125,6 +130,9 @@ fn summary_line(endpoint: &Endpoint, report: &Report) -> String {
                 None => "",
             };
             format!("replica {endpoint}{streaming} ({millis:.1} ms)")
+        }
+        (None, Role::Primary) if status.read_only == Some(true) => {
+            format!("primary {endpoint}, refusing writes ({millis:.1} ms)")
         }
         (None, role) => format!("{role} {endpoint} ({millis:.1} ms)"),
     }

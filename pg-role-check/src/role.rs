@@ -368,13 +368,23 @@ async fn ask(
         })
         .ok_or_else(|| transient("the role query returned no row".to_string()))?;
     let columns: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
-    parse_row(&columns)
+    let mut status = parse_row(&columns)?;
+    // By name: the levels of detail put it in different columns.
+    let read_only = row
+        .columns()
+        .iter()
+        .position(|column| column.name() == "read_only");
+    status.read_only = read_only.and_then(|at| row.get(at)).map(|text| text == "t");
+    Ok(status)
 }
 
 /// One statement per level, so every probe is one round trip after login.
 fn query_for(detail: Detail) -> &'static str {
     match detail {
-        Detail::Role => "SELECT pg_is_in_recovery()",
+        Detail::Role => {
+            "SELECT pg_is_in_recovery(), \
+               current_setting('default_transaction_read_only') = 'on' AS read_only"
+        }
         Detail::Streaming => {
             "SELECT pg_is_in_recovery(), (SELECT status = 'streaming' FROM pg_stat_wal_receiver)"
         }
@@ -403,6 +413,7 @@ fn query_for(detail: Detail) -> &'static str {
                     FROM pg_stat_replication \
                    WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END, \
                CASE WHEN NOT r.rec THEN current_setting('default_transaction_read_only') = 'on' END \
+                 AS read_only \
              FROM (SELECT pg_is_in_recovery() AS rec) r"
         }
     }
@@ -445,7 +456,7 @@ fn parse_row(columns: &[Option<&str>]) -> Result<Status, Failure> {
         synchronous_standby_names: column(9).map(str::to_string),
         synchronous_replicas: column(10).and_then(|text| text.parse().ok()),
         synchronous_reply_age_ms: column(11).and_then(|text| text.parse().ok()),
-        read_only: column(12).map(|text| text == "t"),
+        read_only: None,
     })
 }
 

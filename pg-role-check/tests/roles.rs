@@ -90,6 +90,33 @@ fn a_primary_passes_expect_primary_and_any_but_not_replica() {
 }
 
 #[test]
+fn a_primary_refusing_writes_fails_expect_primary_but_is_still_a_primary() {
+    let primary = Node::primary();
+    // What pg-monitor does when its lease lapses or it steps down.
+    primary.execute("ALTER SYSTEM SET default_transaction_read_only = on");
+    primary.execute("SELECT pg_reload_conf()");
+    let run = check_node(primary.port(), &[]);
+    assert_exit(&run, 1, "expect primary on a primary refusing writes");
+    assert!(
+        run.stdout.starts_with("primary 127.0.0.1:") && run.stdout.contains("refusing writes"),
+        "line: {}",
+        run.stdout
+    );
+    assert_exit(
+        &check_node(primary.port(), &["--expect", "any"]),
+        0,
+        "any on a primary refusing writes",
+    );
+    let json = check_node(primary.port(), &["--expect", "any", "--json"]).json();
+    assert_eq!(json["role"], "primary");
+    assert_eq!(json["read_only"], true, "{json}");
+
+    primary.execute("ALTER SYSTEM RESET default_transaction_read_only");
+    primary.execute("SELECT pg_reload_conf()");
+    assert_exit(&check_node(primary.port(), &[]), 0, "writes taken again");
+}
+
+#[test]
 fn a_streaming_replica_passes_expect_replica_and_streaming() {
     let primary = Node::primary();
     let replica = Node::replica_of(&primary);

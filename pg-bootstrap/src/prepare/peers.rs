@@ -60,6 +60,14 @@ impl Asker<'_> {
                     .min(left.max(Duration::from_millis(500)));
                 let endpoint = options.endpoint.clone();
                 match self.prober.probe_once(&options, Detail::Role) {
+                    // A primary refusing writes was stepped down by its monitor (its
+                    // lease lapsed, or a split-brain): it is not one to follow.
+                    Ok(status)
+                        if status.role == Role::Primary && status.read_only == Some(true) =>
+                    {
+                        answered = true;
+                        seen.push(format!("{endpoint} primary refusing writes (not followed)"))
+                    }
                     Ok(status) if status.role == Role::Primary => {
                         match self.system_identifier(&options) {
                             Ok(id) => {
