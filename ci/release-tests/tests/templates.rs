@@ -743,6 +743,20 @@ fn a_grace_of_zero_or_less_is_refused() {
 }
 
 #[test]
+fn a_monitor_timing_of_zero_or_a_word_is_refused() {
+    for name in ["isolation_timeout", "monitor_interval"] {
+        for value in ["0", "soon"] {
+            let manifest = with_postgres("ha", &["postgres", "replication", name], value);
+            assert_render_fails(
+                &manifest,
+                "postgres/0",
+                &format!("postgres.replication.{name}"),
+            );
+        }
+    }
+}
+
+#[test]
 fn a_config_value_of_unsupported_type_is_refused() {
     let manifest = with_postgres(
         "standalone",
