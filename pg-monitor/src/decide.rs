@@ -89,6 +89,12 @@ impl fmt::Display for Witnesses {
 /// What one tick saw.
 #[derive(Clone, Debug)]
 pub struct Observation {
+    /// When the peer's check began: a primary that reached its peer's host or
+    /// the witnesses confirms its lease as of then, not when a slow answer
+    /// arrived (the link is only known to have worked since).
+    pub checked_from: Instant,
+    /// When the observation was complete: the lease and every wait are
+    /// judged at this moment, the one the decision is acted on.
     pub now: Instant,
     /// Whether the pause file exists.
     pub paused: bool,
@@ -539,8 +545,8 @@ impl fmt::Display for Wait {
             }
             Wait::Refusing(peer) => write!(
                 f,
-                "local primary refuses writes until it reaches its peer's host or a majority of \
-                 witnesses again; {peer}"
+                "local primary refuses writes until its peer answers as a replica (it may have \
+                 promoted while this node's lease was lapsed); {peer}"
             ),
             Wait::PeerStale(evidence) => write!(
                 f,
@@ -746,7 +752,7 @@ fn decide_primary(
         primary_last_lsn: None,
         was_synchronous: false,
         confirmed_at: if confirmed {
-            Some(obs.now)
+            Some(obs.checked_from)
         } else {
             state.confirmed_at
         },
@@ -796,7 +802,14 @@ fn decide_primary(
         return (unless_paused(obs, refuse), next);
     }
     if state.refusing_writes {
-        // Confirmed again, and the peer is not a primary.
+        // Once the lease lapsed, the peer may have promoted (and died since,
+        // or be out of sight): only the peer itself answering as a replica
+        // shows it did not, and lifts the refusal. Witnesses, or a lease
+        // confirmed before the refusal, do not.
+        let peer_is_replica = matches!(peer, Ok(status) if status.role == Role::Replica);
+        if !peer_is_replica {
+            return (Action::Wait(Wait::Refusing(peer_view)), next);
+        }
         return (Action::AllowWrites, next);
     }
 
@@ -1121,8 +1134,10 @@ mod tests {
     }
 
     fn observe(local: Result<Status, Failure>, peer: Result<Status, Failure>) -> Observation {
+        let now = Instant::now();
         Observation {
-            now: Instant::now(),
+            checked_from: now,
+            now,
             paused: false,
             local,
             peer: Some(peer),
@@ -1132,6 +1147,7 @@ mod tests {
 
     impl Observation {
         fn at(mut self, now: Instant) -> Self {
+            self.checked_from = now;
             self.now = now;
             self
         }
@@ -1495,6 +1511,62 @@ mod tests {
                 witnesses: None
             })
         );
+    }
+
+    /// A tick whose checks took long is judged when they ended: the lease
+    /// confirmed before the cut may have lapsed meanwhile (the watchdog
+    /// refused writes while the tick waited), and it is not lifted on it.
+    #[test]
+    fn a_slow_tick_judges_the_lease_when_its_checks_ended() {
+        let cfg = config();
+        let start = Instant::now();
+        let healthy = observe(Ok(primary(100)), Ok(replica(100, true))).at(start);
+        let (_, state) = decide(&healthy, &State::default(), &cfg);
+        let mut slow_cut = observe(Ok(primary(100)), timed_out()).at(start + SECOND * 3);
+        slow_cut.now = start + SECOND * 6;
+        let (action, _) = decide(&slow_cut, &state, &cfg);
+        assert!(
+            matches!(action, Action::RefuseWrites(RefuseWhy::LeaseLapsed { .. })),
+            "{action:?}"
+        );
+        let refusing = State {
+            refusing_writes: true,
+            ..state
+        };
+        let mut read_only = primary(100);
+        read_only.read_only = Some(true);
+        let within_old_lease = observe(Ok(read_only), timed_out()).at(start + SECOND * 4);
+        let (action, _) = decide(&within_old_lease, &refusing, &cfg);
+        assert!(
+            matches!(action, Action::Wait(Wait::Refusing(_))),
+            "{action:?}"
+        );
+    }
+
+    /// After a lapse the peer may have promoted: witnesses renew the lease
+    /// but do not lift the refusal; the peer answering as a replica does.
+    #[test]
+    fn a_refusal_is_lifted_only_by_the_peer_answering_as_a_replica() {
+        let cfg = Config {
+            witnesses: 1,
+            ..config()
+        };
+        let refusing = State {
+            refusing_writes: true,
+            ..State::default()
+        };
+        let mut read_only = primary(100);
+        read_only.read_only = Some(true);
+        for peer in [timed_out(), refused()] {
+            let witnessed = observe(Ok(read_only.clone()), peer).witnesses(1, 1);
+            let (action, _) = decide(&witnessed, &refusing, &cfg);
+            assert!(
+                matches!(action, Action::Wait(Wait::Refusing(_))),
+                "{action:?}"
+            );
+        }
+        let back = observe(Ok(read_only), Ok(replica(100, false))).witnesses(1, 1);
+        assert_eq!(decide(&back, &refusing, &cfg).0, Action::AllowWrites);
     }
 
     #[test]

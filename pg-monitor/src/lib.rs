@@ -352,7 +352,7 @@ fn observe(prober: &Prober, settings: &Settings) -> Observation {
     let mut local = effects::probe_node(prober, &settings.local);
     // When the peer's answer proves the link worked, at the latest: the
     // lease counts from here, not from when a slow answer arrived.
-    let now = Instant::now();
+    let checked_from = Instant::now();
     // A primary checks within one interval, so its lease and the watchdog
     // keep up; a replica gives its primary the whole connect timeout.
     let bound = match &local {
@@ -380,7 +380,8 @@ fn observe(prober: &Prober, settings: &Settings) -> Observation {
         _ => None,
     };
     Observation {
-        now,
+        checked_from,
+        now: Instant::now(),
         paused,
         local,
         peer,

@@ -476,18 +476,18 @@ fn assert_refuses_writes(node: &Node, monitor: &Monitor) {
 }
 
 #[test]
-fn a_primary_cut_off_from_its_peer_and_witnesses_refuses_writes_until_it_reaches_them_again() {
-    let primary = Node::primary();
+fn a_primary_cut_off_from_its_peer_and_witnesses_refuses_writes_until_its_peer_answers_as_a_replica(
+) {
+    let (primary, replica) = pair();
     // The peer's checks are reset, as behind a broken link.
-    let peer = FaultProxy::new("127.0.0.1:1");
+    let peer = FaultProxy::new(&replica.endpoint());
     peer.set_mode(ProxyMode::Reset);
     let witness_port = testkit::free_port();
     let witness = TcpListener::bind(("127.0.0.1", witness_port)).unwrap();
 
     let mut args = Args::new(&primary, &peer.endpoint(), 0);
     args.set("--witness", &format!("127.0.0.1:{witness_port}"))
-        .set("--isolation-timeout", "1s")
-        .set("--peer-user", testkit::SUPERUSER);
+        .set("--isolation-timeout", "1s");
     let mut monitor = Monitor::start("primary monitor", &args);
     monitor.wait_log("local node is primary; peer unreachable");
 
@@ -507,9 +507,17 @@ fn a_primary_cut_off_from_its_peer_and_witnesses_refuses_writes_until_it_reaches
         monitor.log()
     );
 
-    // The witness answers again and the peer is no primary: writes resume.
+    // The witness answers again, but the peer, still out of sight, may have
+    // promoted meanwhile: writes stay refused.
     let _witness = TcpListener::bind(("127.0.0.1", witness_port))
         .expect("the witness port was taken meanwhile");
+    let seen = peer.accepted();
+    wait_accepted(&peer, seen + 10, &monitor);
+    monitor.assert_log_lacks("taking writes again");
+    assert_refuses_writes(&primary, &monitor);
+
+    // The peer answers as a replica: it did not promote, writes resume.
+    peer.set_mode(ProxyMode::Forward);
     monitor.wait_log("taking writes again");
     testkit::wait_for("the primary to take writes again", PATIENCE, || {
         primary
