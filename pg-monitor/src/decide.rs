@@ -864,7 +864,7 @@ pub fn split_brain(evidence: Evidence) -> Action {
 /// `wal_sender_timeout`, but its replies stop at once.
 fn replica_answers(local: &Status, cfg: &Config) -> bool {
     let streaming = local.streaming_replicas.unwrap_or(0) > 0;
-    let silent = match (cfg.replica_silence, local.synchronous_reply_age_ms) {
+    let silent = match (cfg.replica_silence, local.standby_reply_age_ms) {
         (Some(limit), Some(age)) => age.max(0) as u128 > limit.as_millis(),
         _ => false,
     };
@@ -2035,25 +2035,40 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_synchronous_standby_counts_as_gone_with_replica_silence() {
+    fn a_silent_standby_counts_as_gone_with_replica_silence() {
         let cfg = Config {
             replica_silence: Some(SECOND * 2),
             ..sync(SyncMode::On)
         };
         let mut hung = primary_sync("*", 1);
-        hung.synchronous_reply_age_ms = Some(2500);
+        hung.standby_reply_age_ms = Some(2500);
         let obs = observe(Ok(hung.clone()), Err(failure(FailureKind::Hung)));
         let (action, _) = decide(&obs, &State::default(), &cfg);
         assert!(
             matches!(action, Action::SetSynchronous(false, _)),
             "{action:?}"
         );
-        hung.synchronous_reply_age_ms = Some(800);
+        hung.standby_reply_age_ms = Some(800);
         let answering = observe(Ok(hung.clone()), Ok(replica(100, true)));
         let (action, _) = decide(&answering, &State::default(), &cfg);
         assert!(matches!(action, Action::Wait(_)), "{action:?}");
+        // Once degraded, a standby still `streaming` but silent does not
+        // make commits synchronous again (they would block at once).
+        let mut degraded = primary_sync("", 0);
+        degraded.streaming_replicas = Some(1);
+        degraded.standby_reply_age_ms = Some(2500);
+        let obs = observe(Ok(degraded.clone()), Err(failure(FailureKind::Hung)));
+        let (action, _) = decide(&obs, &State::default(), &cfg);
+        assert!(matches!(action, Action::Wait(_)), "{action:?}");
+        degraded.standby_reply_age_ms = Some(300);
+        let obs = observe(Ok(degraded), Ok(replica(100, true)));
+        let (action, _) = decide(&obs, &State::default(), &cfg);
+        assert!(
+            matches!(action, Action::SetSynchronous(true, _)),
+            "{action:?}"
+        );
         // Without --replica-silence, a stale reply alone does not count.
-        hung.synchronous_reply_age_ms = Some(60_000);
+        hung.standby_reply_age_ms = Some(60_000);
         let obs = observe(Ok(hung), Err(failure(FailureKind::Hung)));
         let (action, _) = decide(&obs, &State::default(), &sync(SyncMode::On));
         assert!(matches!(action, Action::Wait(_)), "{action:?}");

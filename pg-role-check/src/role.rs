@@ -107,10 +107,11 @@ pub struct Status {
     /// On a primary: how many streaming standbys are synchronous
     /// (`sync_state` `sync` or `quorum`), so a commit waits for them.
     pub synchronous_replicas: Option<i64>,
-    /// On a primary: how long ago, in milliseconds, the synchronous standby
-    /// that replied least recently last replied (`pg_stat_replication.reply_time`);
-    /// a hung standby stays `streaming` until `wal_sender_timeout`, but stops replying.
-    pub synchronous_reply_age_ms: Option<i64>,
+    /// On a primary: how long ago, in milliseconds, the streaming standby
+    /// that replied least recently last replied (`pg_stat_replication.reply_time`),
+    /// synchronous or not; a hung standby stays `streaming` until
+    /// `wal_sender_timeout`, but stops replying.
+    pub standby_reply_age_ms: Option<i64>,
     /// On a primary: whether new transactions are read-only
     /// (`default_transaction_read_only`), as a monitor sets it to refuse writes.
     pub read_only: Option<bool>,
@@ -409,9 +410,8 @@ fn query_for(detail: Detail) -> &'static str {
                  (SELECT count(*) FROM pg_stat_replication \
                    WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END, \
                CASE WHEN NOT r.rec THEN \
-                 (SELECT (extract(epoch FROM now() - min(reply_time)) * 1000)::bigint \
-                    FROM pg_stat_replication \
-                   WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END, \
+                 (SELECT (extract(epoch FROM clock_timestamp() - min(reply_time)) * 1000)::bigint \
+                    FROM pg_stat_replication WHERE state = 'streaming') END, \
                CASE WHEN NOT r.rec THEN current_setting('default_transaction_read_only') = 'on' END \
                  AS read_only \
              FROM (SELECT pg_is_in_recovery() AS rec) r"
@@ -455,7 +455,7 @@ fn parse_row(columns: &[Option<&str>]) -> Result<Status, Failure> {
         streaming_replicas: column(8).and_then(|text| text.parse().ok()),
         synchronous_standby_names: column(9).map(str::to_string),
         synchronous_replicas: column(10).and_then(|text| text.parse().ok()),
-        synchronous_reply_age_ms: column(11).and_then(|text| text.parse().ok()),
+        standby_reply_age_ms: column(11).and_then(|text| text.parse().ok()),
         read_only: None,
     })
 }

@@ -601,6 +601,36 @@ fn json_describes_a_primary_and_its_streaming_replica() {
     assert_eq!(json["synchronous_standby_names"], "*");
 }
 
+/// A hung standby stays `streaming` until the WAL sender times out, but
+/// stops replying: the primary's status says how long ago it last replied,
+/// synchronous or not.
+#[test]
+fn json_shows_how_long_ago_a_streaming_standby_last_replied() {
+    let primary = Node::primary();
+    let replica = Node::replica_of_with(
+        &primary,
+        NodeOptions::new().setting("wal_receiver_status_interval", "'1s'"),
+    );
+    replica.wait_streaming();
+    let age = || check_node(primary.port(), &["--json"]).json()["standby_reply_age_ms"].as_i64();
+    wait_for("a recent reply", Duration::from_secs(30), || {
+        age().is_some_and(|ms| ms < 1500)
+    });
+
+    let frozen = replica.freeze();
+    std::thread::sleep(Duration::from_secs(3));
+    let silent_for = age();
+    testkit::Server::thaw(&frozen);
+    assert!(
+        silent_for.is_some_and(|ms| ms >= 2500),
+        "a standby frozen for 3 s replied {silent_for:?} ms ago"
+    );
+    assert_eq!(
+        check_node(replica.port(), &["--json"]).json()["standby_reply_age_ms"],
+        Value::Null
+    );
+}
+
 #[test]
 fn json_shows_the_new_timeline_after_a_promotion() {
     let primary = Node::primary();
