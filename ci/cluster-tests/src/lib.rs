@@ -52,6 +52,9 @@ pub struct Cluster {
     name: String,
     dir: PathBuf,
     synchronous: bool,
+    /// How many times clients were started: each start writes ids of its own
+    /// (the `writes` table outlives a scenario when several share the cluster).
+    client_starts: std::cell::Cell<u64>,
 }
 
 impl Cluster {
@@ -61,6 +64,7 @@ impl Cluster {
         let cluster = Cluster {
             name: "pghatest".to_string(),
             dir: std::env::temp_dir().join("pg-ha-cluster-test"),
+            client_starts: std::cell::Cell::new(0),
             synchronous,
         };
         // A crashed earlier run may have left one behind.
@@ -132,6 +136,17 @@ impl Cluster {
             .collect()
     }
 
+    /// The VMs whose postgres is a primary taking writes.
+    pub fn writable_primaries(&self) -> Vec<String> {
+        self.status()
+            .into_iter()
+            .filter(|(_, status)| {
+                status["postgres"]["role"] == "primary" && status["postgres"]["read_only"] != true
+            })
+            .map(|(vm, _)| vm)
+            .collect()
+    }
+
     /// The one primary, waiting (bounded) until there is exactly one.
     pub fn wait_for_single_primary(&self, timeout: Duration) -> String {
         let mut primaries = Vec::new();
@@ -156,6 +171,32 @@ impl Cluster {
             let status = &self.status()[vm]["postgres"];
             status["role"] == "replica" && status["wal_receiver_source"] == source.as_str()
         });
+    }
+
+    /// Waits until `vm`'s monitor has seen its replica synchronous: a replica
+    /// promotes only if it was synchronous when it last saw its primary, so
+    /// a failover right after a clone would otherwise (rightly) not happen.
+    pub fn wait_for_synchronous_replica(&self, vm: &str, timeout: Duration) {
+        wait_until(
+            &format!("{vm}'s monitor to see it synchronous"),
+            timeout,
+            || {
+                let log = self.check(&[
+                    "exec",
+                    vm,
+                    "tail",
+                    "-n",
+                    "20",
+                    "/var/vcap/sys/log/postgres/monitor.log",
+                ]);
+                log.lines()
+                    .rev()
+                    .find(|line| line.contains("local node is"))
+                    .is_some_and(|line| {
+                        line.contains("local node is a replica") && line.contains("(synchronous)")
+                    })
+            },
+        );
     }
 
     /// Whether `vm` fenced itself: postgres, haproxy and the monitor all stopped.
@@ -208,32 +249,53 @@ impl Cluster {
         stored.unwrap()
     }
 
-    /// Starts the writer (through the VIP) and the observer (through both haproxies).
-    pub fn start_clients(&self) -> Clients {
+    /// Starts the clients: a writer through the VIP and an observer through
+    /// both haproxies (from the client namespace), an observer of each VM's
+    /// own postgres (inside the VM, so it sees both sides of a partition)
+    /// and, with `local_writers`, a writer inside each VM through its own
+    /// haproxy (a client on each side of a partition).
+    pub fn start_clients(&self, local_writers: bool) -> Clients {
         let dir = tempfile::Builder::new()
             .prefix("ha-client.")
             .tempdir()
             .expect("temp dir");
-        let client = ha_client();
-        let vip = format!("{VIP}:{WRITE_PORT}");
-        let writes = dir.path().join("writes.log");
-        let writer = self
-            .in_client(&client)
-            .args([
-                "write",
-                "--target",
-                &vip,
-                "--interval",
-                "50ms",
-                "--timeout",
-                "1s",
-                "--out",
-            ])
-            .arg(&writes)
-            .spawn()
-            .expect("start the writer");
-        let observations = dir.path().join("observations.log");
-        let mut observe = self.in_client(&client);
+        let mut clients = Clients {
+            writers: Vec::new(),
+            observations: dir.path().join("observations.log"),
+            node_observations: Vec::new(),
+            children: Vec::new(),
+            _dir: dir,
+        };
+        let logs = clients._dir.path().to_path_buf();
+        let log = |name: &str| logs.join(format!("{name}.log"));
+        let start = self.client_starts.get();
+        self.client_starts.set(start + 1);
+        let ids = start * IDS_PER_START;
+        let vip_writes = log("writes");
+        let writer = self.client_command(
+            "write",
+            &format!("{VIP}:{WRITE_PORT}"),
+            ids + 1,
+            &vip_writes,
+        );
+        clients.spawn(writer, "the writer through the VIP");
+        clients.writers.push(("vip".to_string(), vip_writes));
+        if local_writers {
+            for (number, vm) in VMS.iter().enumerate() {
+                let path = log(&format!("writes-{vm}"));
+                let first_id = ids + (number as u64 + 1) * LOCAL_WRITER_IDS;
+                let mut writer = self.client_command(
+                    "write",
+                    &format!("127.0.0.1:{WRITE_PORT}"),
+                    first_id,
+                    &path,
+                );
+                in_vm_namespace(&mut writer, &self.name, vm);
+                clients.spawn(writer, &format!("the writer in {vm}"));
+                clients.writers.push((vm.to_string(), path));
+            }
+        }
+        let mut observe = self.in_client(&ha_client());
         observe.args([
             "observe",
             "--interval",
@@ -242,24 +304,105 @@ impl Cluster {
             "500ms",
             "--out",
         ]);
-        observe.arg(&observations);
+        observe.arg(&clients.observations);
         for vm in VMS {
             observe.args(["--target", &format!("{}:{WRITE_PORT}", address(vm))]);
         }
-        let observer = observe.spawn().expect("start the observer");
-        Clients {
-            _dir: dir,
-            writer,
-            observer,
-            writes,
-            observations,
+        clients.spawn(observe, "the observer of the haproxies");
+        for vm in VMS {
+            let path = log(&format!("node-{vm}"));
+            let mut observe = self.in_client(&ha_client());
+            observe.args(["observe", "--interval", "100ms", "--timeout", "500ms"]);
+            observe
+                .args(["--target", "127.0.0.1:6432", "--out"])
+                .arg(&path);
+            in_vm_namespace(&mut observe, &self.name, vm);
+            clients.spawn(observe, &format!("the observer of {vm}'s postgres"));
+            clients.node_observations.push((vm.to_string(), path));
+        }
+        clients
+    }
+
+    fn client_command(&self, verb: &str, target: &str, first_id: u64, out: &Path) -> Command {
+        let mut command = self.in_client(&ha_client());
+        command
+            .args([
+                verb,
+                "--target",
+                target,
+                "--interval",
+                "50ms",
+                "--timeout",
+                "1s",
+            ])
+            .args(["--first-id", &first_id.to_string(), "--out"])
+            .arg(out);
+        command
+    }
+}
+
+/// The ids of the writers inside the VMs start at one and two times this
+/// past the ids of the writer through the VIP.
+const LOCAL_WRITER_IDS: u64 = 1_000_000_000;
+
+/// Each start of the clients writes ids from its own block of this many.
+const IDS_PER_START: u64 = 10 * LOCAL_WRITER_IDS;
+
+/// Makes `command` (an `ip netns exec <client namespace> ...`) run in `vm`'s
+/// network namespace instead, with the same environment.
+fn in_vm_namespace(command: &mut Command, cluster: &str, vm: &str) {
+    let args: Vec<std::ffi::OsString> = command.get_args().map(|a| a.to_os_string()).collect();
+    let client_namespace = format!("{cluster}-client");
+    let at = args
+        .iter()
+        .position(|arg| arg.as_os_str() == client_namespace.as_str())
+        .expect("a command built for the client namespace");
+    let mut rebuilt = Command::new(command.get_program());
+    rebuilt
+        .args(&args[..at])
+        .arg(format!("{cluster}-{vm}"))
+        .args(&args[at + 1..]);
+    for (key, value) in command.get_envs() {
+        if let Some(value) = value {
+            rebuilt.env(key, value);
         }
     }
+    *command = rebuilt;
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.keep_logs();
         let _ = self.run(&["down"]);
+    }
+}
+
+impl Cluster {
+    /// Before the cluster goes: with PG_CLUSTER_LOGS=DIR, every VM's job logs
+    /// are copied to DIR/<vm>; after a failed assertion, the end of each
+    /// monitor's log is printed, so a CI log says what the monitors decided.
+    fn keep_logs(&self) {
+        for vm in VMS {
+            let logs = self.dir.join(vm).join("vcap/sys/log");
+            if let Some(keep) = std::env::var_os("PG_CLUSTER_LOGS") {
+                let into = PathBuf::from(keep).join(vm);
+                let _ = fs::create_dir_all(&into);
+                let _ = Command::new("cp")
+                    .arg("-a")
+                    .arg(logs.join("."))
+                    .arg(&into)
+                    .status();
+            }
+            if std::thread::panicking() {
+                let monitor =
+                    fs::read_to_string(logs.join("postgres/monitor.log")).unwrap_or_default();
+                let lines: Vec<&str> = monitor.lines().collect();
+                eprintln!("--- {vm}: the end of postgres/monitor.log ---");
+                for line in &lines[lines.len().saturating_sub(60)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
 
@@ -280,50 +423,129 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
 }
 
-/// The writer and observer processes, and their logs.
+/// The writers and observers of a scenario, and their logs.
 pub struct Clients {
-    /// Holds the two logs; removed when the clients are dropped.
-    _dir: tempfile::TempDir,
-    writer: Child,
-    observer: Child,
-    writes: PathBuf,
+    /// (where it writes from, its log); the first writes through the VIP.
+    writers: Vec<(String, PathBuf)>,
+    /// The observer through both haproxies.
     observations: PathBuf,
+    /// Each VM's observer of its own postgres.
+    node_observations: Vec<(String, PathBuf)>,
+    children: Vec<Child>,
+    /// Holds the logs; removed when the clients are dropped.
+    _dir: tempfile::TempDir,
 }
 
 impl Clients {
-    /// Waits until the writer has had `count` acknowledgements after `since_ms`.
+    fn spawn(&mut self, mut command: Command, what: &str) {
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+        self.children.push(child);
+    }
+
+    /// Waits until the writer through the VIP has had `count` acknowledgements after `since_ms`.
     pub fn wait_for_acks_after(&self, since_ms: u128, count: usize, timeout: Duration) {
         wait_until(&format!("{count} acknowledged writes"), timeout, || {
             self.writes().acked_after(since_ms).len() >= count
         });
     }
 
+    /// What the writer through the VIP saw.
     pub fn writes(&self) -> WriteLog {
-        WriteLog::parse(&fs::read_to_string(&self.writes).unwrap_or_default())
+        read_writes(&self.writers[0].1)
     }
 
-    pub fn observations(&self) -> Observations {
-        Observations::parse(&fs::read_to_string(&self.observations).unwrap_or_default())
-    }
-
-    /// Stops both (SIGTERM, they finish their current round) and returns their logs.
-    pub fn stop(mut self) -> (WriteLog, Observations) {
-        for child in [&mut self.writer, &mut self.observer] {
+    /// Stops them all (SIGTERM: they finish their current round) and returns what they saw.
+    pub fn stop(mut self) -> Seen {
+        for child in &mut self.children {
             let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
-        (self.writes(), self.observations())
+        Seen {
+            writes: self
+                .writers
+                .iter()
+                .map(|(side, path)| (side.clone(), read_writes(path)))
+                .collect(),
+            haproxies: read_observations(&self.observations),
+            nodes: self
+                .node_observations
+                .iter()
+                .map(|(vm, path)| (vm.clone(), read_observations(path)))
+                .collect(),
+        }
     }
 }
 
 impl Drop for Clients {
     fn drop(&mut self) {
-        for child in [&mut self.writer, &mut self.observer] {
+        for child in &mut self.children {
             if child.try_wait().ok().flatten().is_none() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
         }
+    }
+}
+
+fn read_writes(path: &Path) -> WriteLog {
+    WriteLog::parse(&fs::read_to_string(path).unwrap_or_default())
+}
+
+fn read_observations(path: &Path) -> Observations {
+    Observations::parse(&fs::read_to_string(path).unwrap_or_default())
+}
+
+/// Everything the clients saw in one scenario.
+pub struct Seen {
+    /// Each writer's log, the one through the VIP first.
+    pub writes: Vec<(String, WriteLog)>,
+    pub haproxies: Observations,
+    /// What each VM's own postgres said it was, sample by sample.
+    pub nodes: Vec<(String, Observations)>,
+}
+
+impl Seen {
+    /// The writes any writer had acknowledged.
+    pub fn acked(&self) -> BTreeSet<u64> {
+        self.writes
+            .iter()
+            .flat_map(|(_, log)| log.acked())
+            .collect()
+    }
+
+    /// Samples (in 250 ms slots) in which both nodes took writes: never, if
+    /// the pair keeps its promise.
+    pub fn both_writable(&self) -> Vec<u128> {
+        let slots = |observations: &Observations| -> BTreeSet<u128> {
+            observations
+                .writable
+                .keys()
+                .map(|round| round / 250)
+                .collect()
+        };
+        match self.nodes.as_slice() {
+            [(_, first), (_, second)] => slots(first)
+                .intersection(&slots(second))
+                .map(|slot| slot * 250)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// When `side`'s writer last had a write acknowledged, if ever.
+    pub fn last_ack(&self, side: &str) -> Option<u128> {
+        self.writes
+            .iter()
+            .find(|(name, _)| name == side)
+            .and_then(|(_, log)| {
+                log.outcomes
+                    .iter()
+                    .filter(|(_, v, _)| v == "ack")
+                    .map(|(_, _, at)| *at)
+                    .max()
+            })
     }
 }
 
@@ -429,10 +651,16 @@ impl Observations {
 #[derive(Debug)]
 pub struct Outcome {
     pub scenario: String,
+    /// The longest silence of the writer through the VIP from the fault on.
     pub write_gap: Option<Duration>,
+    /// Writes acknowledged, by every writer.
     pub acked: usize,
+    /// Acknowledged writes missing at the end.
     pub lost: Vec<u64>,
+    /// Rounds in which the two haproxies routed writes to two different nodes.
     pub split_rounds: usize,
+    /// 250 ms slots in which both nodes took writes.
+    pub both_writable: usize,
     pub new_primary: String,
 }
 
@@ -444,11 +672,13 @@ impl std::fmt::Display for Outcome {
             .unwrap_or("-".into());
         write!(
             f,
-            "{}: write gap {gap}, {} acknowledged, {} acknowledged-but-lost, {} split rounds, primary now {}",
+            "{}: write gap {gap}, {} acknowledged, {} acknowledged-but-lost, {} split rounds, \
+             {} both-writable samples, primary now {}",
             self.scenario,
             self.acked,
             self.lost.len(),
             self.split_rounds,
+            self.both_writable,
             self.new_primary
         )
     }
@@ -458,19 +688,19 @@ impl std::fmt::Display for Outcome {
 pub fn outcome(
     scenario: &str,
     cluster: &Cluster,
-    writes: &WriteLog,
-    observations: &Observations,
+    seen: &Seen,
     fault_ms: u128,
     new_primary: &str,
 ) -> Outcome {
     let stored = cluster.stored_ids();
-    let acked = writes.acked();
+    let acked = seen.acked();
     Outcome {
         scenario: scenario.to_string(),
-        write_gap: writes.gap_around(fault_ms),
+        write_gap: seen.writes[0].1.gap_around(fault_ms),
         acked: acked.len(),
         lost: acked.difference(&stored).copied().collect(),
-        split_rounds: observations.split_rounds().len(),
+        split_rounds: seen.haproxies.split_rounds().len(),
+        both_writable: seen.both_writable().len(),
         new_primary: new_primary.to_string(),
     }
 }

@@ -1,6 +1,8 @@
-//! The fault scenarios, each run on a freshly started cluster while the client
-//! writes through the VIP. Shared by the tests (which assert on the outcome)
-//! and the benchmark (which reports the write gaps).
+//! The fault scenarios, each run on a healthy cluster while clients write
+//! through the VIP (and, for partitions, on both sides of it). Shared by the
+//! tests (which assert on the outcome) and the benchmark (which reports the
+//! write gaps). A scenario ends with the pair healed, one primary and the
+//! other streaming from it, so several can run one after another on one cluster.
 
 use std::time::Duration;
 
@@ -13,6 +15,10 @@ const STEP: Duration = Duration::from_secs(120);
 /// times what its monitor needs to give up on a peer.
 const LONE_REPLICA_WATCH: Duration = Duration::from_secs(10);
 
+/// The release's lease (postgres.replication.isolation_timeout's default):
+/// an isolated primary acknowledges nothing later than this after its cut.
+pub const LEASE: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     KillPostmaster,
@@ -22,11 +28,23 @@ pub enum Scenario {
     RestartReplicaJobs,
     RestartBothPrimaryFirst,
     RestartBothReplicaFirst,
-    SplitBrain,
+    OperatorPromotesReplica,
+    /// Every process of the primary's postgres stopped for this many seconds.
+    HungPrimary(u64),
+    /// Every process of the replica's postgres stopped for ten seconds.
+    HungReplica,
+    /// The primary's link cut for 30 s, a client writing on each side.
+    PartitionPrimary,
+    /// The primary's link down 7 s and up 3 s, three times.
+    FlappingLink,
+    /// The replica re-cloned while the primary's monitor manages synchronous
+    /// commits, then promoted: its commits must not block.
+    CloneThenFailover,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    /// The fault matrix as the benchmark runs it (numbered from 1 in this order).
+    pub const ALL: [Scenario; 15] = [
         Scenario::KillPostmaster,
         Scenario::MonitStopPostgres,
         Scenario::KillHaproxyOnVipHolder,
@@ -34,37 +52,114 @@ impl Scenario {
         Scenario::RestartReplicaJobs,
         Scenario::RestartBothPrimaryFirst,
         Scenario::RestartBothReplicaFirst,
-        Scenario::SplitBrain,
+        Scenario::OperatorPromotesReplica,
+        Scenario::HungPrimary(5),
+        Scenario::HungPrimary(10),
+        Scenario::HungPrimary(20),
+        Scenario::HungReplica,
+        Scenario::PartitionPrimary,
+        Scenario::FlappingLink,
+        Scenario::CloneThenFailover,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Scenario::KillPostmaster => "kill -9 the primary's postmaster",
-            Scenario::MonitStopPostgres => "monit stop postgres on the primary",
-            Scenario::KillHaproxyOnVipHolder => "kill haproxy on the VIP holder",
-            Scenario::CutPrimaryLink => "cut the primary's link, then restore it",
-            Scenario::RestartReplicaJobs => "restart the replica VM's jobs",
-            Scenario::RestartBothPrimaryFirst => "stop both VMs, start the primary's first",
-            Scenario::RestartBothReplicaFirst => "stop both VMs, start the replica's first",
-            Scenario::SplitBrain => "split-brain (promote the replica), then bin/recover",
+            Scenario::KillPostmaster => "kill -9 the primary's postmaster".into(),
+            Scenario::MonitStopPostgres => "monit stop postgres on the primary".into(),
+            Scenario::KillHaproxyOnVipHolder => "kill haproxy on the VIP holder".into(),
+            Scenario::CutPrimaryLink => "cut the primary's link, then restore it".into(),
+            Scenario::RestartReplicaJobs => "restart the replica VM's jobs".into(),
+            Scenario::RestartBothPrimaryFirst => "stop both VMs, start the primary's first".into(),
+            Scenario::RestartBothReplicaFirst => "stop both VMs, start the replica's first".into(),
+            Scenario::OperatorPromotesReplica => {
+                "an operator promotes the replica (split-brain)".into()
+            }
+            Scenario::HungPrimary(seconds) => {
+                format!("the primary's postgres hung for {seconds} s")
+            }
+            Scenario::HungReplica => "the replica's postgres hung for 10 s".into(),
+            Scenario::PartitionPrimary => {
+                "the primary's link cut for 30 s, a writer on each side".into()
+            }
+            Scenario::FlappingLink => "the primary's link down 7 s, up 3 s, three times".into(),
+            Scenario::CloneThenFailover => {
+                "the replica re-cloned under synchronous mode, then the primary killed".into()
+            }
         }
+    }
+
+    /// Whether a client writes inside each VM too (both sides of a partition).
+    fn local_writers(self) -> bool {
+        matches!(self, Scenario::PartitionPrimary | Scenario::FlappingLink)
+    }
+
+    /// Whether the scenario itself makes two primaries take writes for a
+    /// moment (an operator promoting the replica of a running primary).
+    pub fn makes_two_writable_primaries(self) -> bool {
+        self == Scenario::OperatorPromotesReplica
     }
 }
 
-/// Runs `scenario` on `cluster` (healthy, freshly up) and reports what the client saw.
+/// What a scenario leaves for the tests to check beyond the outcome.
+pub struct Run {
+    pub outcome: Outcome,
+    /// The primary the fault was aimed at.
+    pub faulted: String,
+    /// When the fault began (unix ms).
+    pub fault_ms: u128,
+    /// When each VM's own writer last had a write acknowledged (local writers only).
+    pub last_local_acks: Vec<(String, Option<u128>)>,
+}
+
+/// Runs `scenario` on `cluster` (healthy) and reports what the clients saw.
 pub fn run(scenario: Scenario, cluster: &Cluster) -> Outcome {
+    run_detailed(scenario, cluster).outcome
+}
+
+/// [`run`], with what the partition checks need.
+pub fn run_detailed(scenario: Scenario, cluster: &Cluster) -> Run {
     let primary = cluster.wait_for_single_primary(STEP);
     let replica = other(&primary).to_string();
+    cluster.wait_for_replica_of(&replica, &primary, STEP);
     cluster.setup_table();
-    let clients = cluster.start_clients();
+    let clients = cluster.start_clients(scenario.local_writers());
     clients.wait_for_acks_after(0, 20, STEP);
     let fault = now_ms();
 
-    let expected_primary = match scenario {
+    let expected_primary = inject(scenario, cluster, &primary, &replica);
+
+    let new_primary = cluster.wait_for_single_primary(STEP);
+    assert_eq!(
+        new_primary,
+        expected_primary,
+        "{}: unexpected primary",
+        scenario.name()
+    );
+    let old_side = other(&new_primary).to_string();
+    cluster.wait_for_replica_of(&old_side, &new_primary, STEP);
+    let healed = now_ms();
+    clients.wait_for_acks_after(healed, 20, STEP);
+    let seen = clients.stop();
+    let last_local_acks = crate::VMS
+        .iter()
+        .map(|vm| (vm.to_string(), seen.last_ack(vm)))
+        .collect();
+    Run {
+        outcome: outcome(&scenario.name(), cluster, &seen, fault, &new_primary),
+        faulted: primary,
+        fault_ms: fault,
+        last_local_acks,
+    }
+}
+
+/// The fault itself; returns which VM should be primary once it is over.
+fn inject(scenario: Scenario, cluster: &Cluster, primary: &str, replica: &str) -> String {
+    let (primary, replica) = (primary.to_string(), replica.to_string());
+    match scenario {
         Scenario::KillPostmaster => {
             cluster.check(&["kill-postmaster", &primary]);
             // monit restarts it; pg-bootstrap finds the new primary and rejoins it.
-            replica.clone()
+            replica
         }
         Scenario::MonitStopPostgres => {
             cluster.check(&["monit", &primary, "stop", "postgres"]);
@@ -72,7 +167,7 @@ pub fn run(scenario: Scenario, cluster: &Cluster) -> Outcome {
                 cluster.primaries() == [replica.clone()]
             });
             cluster.check(&["monit", &primary, "start", "postgres"]);
-            replica.clone()
+            replica
         }
         Scenario::KillHaproxyOnVipHolder => {
             let holder = cluster.vip_holder().expect("a VM holds the VIP");
@@ -81,32 +176,31 @@ pub fn run(scenario: Scenario, cluster: &Cluster) -> Outcome {
             wait_until("the VIP to move", STEP, || {
                 cluster.vip_holder().as_deref() == Some(moved_to.as_str())
             });
-            primary.clone()
+            primary
         }
         Scenario::CutPrimaryLink => {
             cluster.check(&["link", &primary, "down"]);
-            // The isolated primary fences itself (it reaches neither its peer nor
-            // the witness); the replica, which reaches the witness, promotes.
-            wait_until(
-                "the replica to be promoted and the isolated primary fenced",
-                STEP,
-                || cluster.primaries() == [replica.clone()] && cluster.fenced(&primary),
-            );
+            // The isolated primary's lease lapses (it reaches neither its peer
+            // nor the witness): it refuses writes; the replica, which reaches
+            // the witness, promotes once the lease and the margin are over.
+            wait_until("the replica to be promoted", STEP, || {
+                cluster.writable_primaries() == [replica.clone()]
+            });
             cluster.check(&["link", &primary, "up"]);
-            cluster.check(&["recover", &primary]);
-            replica.clone()
+            // The old primary, on the older timeline, steps down and rejoins by itself.
+            replica
         }
         Scenario::RestartReplicaJobs => {
             cluster.check(&["stop-vm", &replica]);
             cluster.check(&["start-vm", &replica]);
-            primary.clone()
+            primary
         }
         Scenario::RestartBothPrimaryFirst => {
             cluster.check(&["stop-vm", &replica]);
             cluster.check(&["stop-vm", &primary]);
             cluster.check(&["start-vm", &primary]);
             cluster.check(&["start-vm", &replica]);
-            primary.clone()
+            primary
         }
         Scenario::RestartBothReplicaFirst => {
             cluster.check(&["stop-vm", &replica]);
@@ -123,7 +217,7 @@ pub fn run(scenario: Scenario, cluster: &Cluster) -> Outcome {
                     "the lone replica promoted itself"
                 );
                 cluster.check(&["start-vm", &primary]);
-                primary.clone()
+                primary
             } else {
                 // Asynchronous: the lone replica promotes once its monitor gives
                 // up on the peer; the old primary then rejoins as its replica.
@@ -131,41 +225,70 @@ pub fn run(scenario: Scenario, cluster: &Cluster) -> Outcome {
                     cluster.primaries() == [replica.clone()]
                 });
                 cluster.check(&["start-vm", &primary]);
-                replica.clone()
+                replica
             }
         }
-        Scenario::SplitBrain => {
+        Scenario::OperatorPromotesReplica => {
+            // Two primaries; the old one is on the older timeline: it steps
+            // down and rejoins, without an operator.
             cluster.check(&["promote", &replica]);
-            wait_until("both nodes to fence themselves", STEP, || {
-                cluster.primaries().is_empty()
-                    && cluster.fenced(&primary)
-                    && cluster.fenced(&replica)
-            });
-            // README: recover the node whose data is the truth first, then the other.
-            cluster.check(&["recover", &primary]);
-            cluster.check(&["recover", &replica]);
-            primary.clone()
+            replica
         }
-    };
-
-    let new_primary = cluster.wait_for_single_primary(STEP);
-    assert_eq!(
-        new_primary,
-        expected_primary,
-        "{}: unexpected primary",
-        scenario.name()
-    );
-    let old_side = other(&new_primary).to_string();
-    cluster.wait_for_replica_of(&old_side, &new_primary, STEP);
-    let healed = now_ms();
-    clients.wait_for_acks_after(healed, 20, STEP);
-    let (writes, observations) = clients.stop();
-    outcome(
-        scenario.name(),
-        cluster,
-        &writes,
-        &observations,
-        fault,
-        &new_primary,
-    )
+        Scenario::HungPrimary(seconds) => {
+            cluster.check(&["freeze", &primary]);
+            std::thread::sleep(Duration::from_secs(seconds));
+            cluster.check(&["thaw", &primary]);
+            // A stall well past the lease makes the primary's monitor stop
+            // its server, and the replica promote; one about as long as the
+            // lease may end either way. Whichever: the other follows it.
+            if seconds > 2 * LEASE.as_secs() {
+                replica
+            } else {
+                cluster.wait_for_single_primary(STEP)
+            }
+        }
+        Scenario::HungReplica => {
+            cluster.check(&["freeze", &replica]);
+            std::thread::sleep(Duration::from_secs(10));
+            cluster.check(&["thaw", &replica]);
+            primary
+        }
+        Scenario::PartitionPrimary => {
+            cluster.check(&["link", &primary, "down"]);
+            std::thread::sleep(Duration::from_secs(30));
+            cluster.check(&["link", &primary, "up"]);
+            replica
+        }
+        Scenario::FlappingLink => {
+            for _ in 0..3 {
+                cluster.check(&["link", &primary, "down"]);
+                std::thread::sleep(Duration::from_secs(7));
+                cluster.check(&["link", &primary, "up"]);
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            // Each cut is longer than the replica's wait (the lease and the
+            // margin, 8 s) only by its own measure; whichever node ends up
+            // primary, the other follows it.
+            cluster.wait_for_single_primary(STEP)
+        }
+        Scenario::CloneThenFailover => {
+            cluster.check(&["stop-vm", &replica]);
+            cluster.check(&["exec", &replica, "rm", "-rf", "/var/vcap/store/postgres/db"]);
+            cluster.check(&["start-vm", &replica]);
+            cluster.wait_for_replica_of(&replica, &primary, STEP);
+            let auto_conf = cluster.check(&[
+                "exec",
+                &replica,
+                "cat",
+                "/var/vcap/store/postgres/db/postgresql.auto.conf",
+            ]);
+            assert!(
+                !auto_conf.contains("synchronous_standby_names"),
+                "the clone carries the primary's synchronous setting:\n{auto_conf}"
+            );
+            cluster.wait_for_synchronous_replica(&replica, STEP);
+            cluster.check(&["kill-postmaster", &primary]);
+            replica
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! --runs runs (each on a fresh local cluster), next to the original
 //! release's claim of under 5 s. Needs root, like ci/cluster.
 //!
-//!   cargo run --release -p cluster-tests --bin failover-bench -- [--runs 5] [SCENARIO...]
+//!   cargo run --release -p cluster-tests --bin failover-bench -- [--runs 5] [--asynchronous] [SCENARIO...]
 
 use std::time::Duration;
 
@@ -14,8 +14,12 @@ use cluster_tests::Cluster;
 struct Cli {
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Scenario numbers (1-8, in the order of README's table); all when omitted.
-    scenarios: Vec<usize>,
+    /// Run the clusters with `synchronous: off` instead of the default `on`.
+    #[arg(long)]
+    asynchronous: bool,
+    /// Scenario numbers (1-15, in the order of README's table); all when omitted.
+    #[arg(value_parser = clap::value_parser!(u64).range(1..=Scenario::ALL.len() as u64))]
+    scenarios: Vec<u64>,
 }
 
 fn main() {
@@ -23,14 +27,17 @@ fn main() {
     let chosen: Vec<Scenario> = if cli.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
-        cli.scenarios.iter().map(|n| Scenario::ALL[n - 1]).collect()
+        cli.scenarios
+            .iter()
+            .map(|&n| Scenario::ALL[n as usize - 1])
+            .collect()
     };
     let mut rows = Vec::new();
     for scenario in chosen {
         let mut gaps = Vec::new();
         let mut lost = 0;
         for run_number in 1..=cli.runs {
-            let cluster = Cluster::up(true);
+            let cluster = Cluster::up(!cli.asynchronous);
             let outcome = run(scenario, &cluster);
             eprintln!("run {run_number}: {outcome}");
             gaps.extend(outcome.write_gap);

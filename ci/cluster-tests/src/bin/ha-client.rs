@@ -2,14 +2,15 @@
 //!
 //!   ha-client setup   --host H --port P              create the `writes` table
 //!   ha-client write   --host H --port P --out FILE   insert numbered rows every --interval
-//!   ha-client observe --host H ... --out FILE        which backend accepts writes through each haproxy
+//!   ha-client observe --host H ... --out FILE        which backend accepts writes through each target
 //!   ha-client dump    --host H --port P              print the ids present, one per line
 //!   ha-client listen  --address HOST:PORT            a TCP witness: accept and close, until killed
 //!
 //! `write` and `observe` run until SIGTERM/SIGINT and append one line per event
 //! to FILE (flushed at once, so nothing is lost if they are killed):
 //!   write:   `<id> ack|err|unknown <unix ms> [message]`
-//!   observe: `<unix ms> <haproxy host:port> primary|replica|down [<backend address>]`
+//!   observe: `<unix ms> <target host:port> primary|readonly|replica|down [<backend address>]`
+//!            (`primary` takes writes; `readonly` is a primary refusing them)
 //! The user, database and password come from PGUSER, PGDATABASE, PGPASSWORD.
 
 use std::fs::File;
@@ -50,6 +51,10 @@ enum Command {
         target: Target,
         #[arg(long, default_value = "50ms", value_parser = parse_positive_duration)]
         interval: Duration,
+        /// The first id written: writers on different sides of a partition
+        /// use ranges of their own.
+        #[arg(long, default_value_t = 1)]
+        first_id: u64,
         #[arg(long)]
         out: PathBuf,
     },
@@ -76,8 +81,9 @@ fn main() -> std::process::ExitCode {
         Command::Write {
             target,
             interval,
+            first_id,
             out,
-        } => write(&target, interval, &out),
+        } => write(&target, interval, first_id, &out),
         Command::Observe {
             target,
             interval,
@@ -176,14 +182,14 @@ fn dump(target: &Target) -> Result<(), String> {
 /// Inserts ids 1, 2, 3, ... one per interval, over one connection re-established
 /// whenever it breaks, and records each outcome. A statement whose answer never
 /// came (timeout, connection lost) is `unknown`: it may or may not have committed.
-fn write(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), String> {
+fn write(target: &Target, interval: Duration, first_id: u64, out: &PathBuf) -> Result<(), String> {
     let stop = stop_flag()?;
     let prober = Prober::new().map_err(|err| err.to_string())?;
     let options = options(&target.targets[0], target.timeout);
     let mut log =
         LineWriter::new(File::create(out).map_err(|err| format!("{}: {err}", out.display()))?);
     let mut client: Option<tokio_postgres::Client> = None;
-    let mut id: u64 = 0;
+    let mut id = first_id.saturating_sub(1);
     while !stop.load(Ordering::SeqCst) {
         let started = std::time::Instant::now();
         id += 1;
@@ -247,14 +253,15 @@ fn observe(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), Str
             let answer = run_sql(
                 &prober,
                 &options,
-                "SELECT pg_is_in_recovery(), inet_server_addr()",
+                "SELECT pg_is_in_recovery(), inet_server_addr(), \
+                   current_setting('default_transaction_read_only')",
             );
             let line = match answer.as_ref().ok().and_then(|rows| rows.first()) {
                 Some(row) => {
-                    let role = if row[0].as_deref() == Some("f") {
-                        "primary"
-                    } else {
-                        "replica"
+                    let role = match (row[0].as_deref(), row[2].as_deref()) {
+                        (Some("f"), Some("on")) => "readonly",
+                        (Some("f"), _) => "primary",
+                        _ => "replica",
                     };
                     format!(
                         "{round} {endpoint} {role} {}",
