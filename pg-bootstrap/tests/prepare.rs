@@ -687,6 +687,16 @@ fn bad_input_is_refused_in_one_line_and_changes_nothing() {
             vec![
                 "--replication",
                 "--peer",
+                "127.0.0.1:5432",
+                "--replication-password-file",
+                "/dev/zero",
+            ],
+            "/dev/zero: not a regular file",
+        ),
+        (
+            vec![
+                "--replication",
+                "--peer",
                 "not a peer",
                 "--replication-password-file",
                 &password_file,

@@ -44,8 +44,8 @@ pub fn find_password(path: &Path, lookup: &Lookup) -> Result<Option<String>, Str
             path.display()
         ));
     }
-    let text = fs::read_to_string(path)
-        .map_err(|err| format!("cannot read password file {}: {err}", path.display()))?;
+    let text = crate::input::read_text(path)
+        .map_err(|why| format!("password file {}: {why}", path.display()))?;
     Ok(match_password(&text, lookup))
 }
 
@@ -141,5 +141,18 @@ mod tests {
             &lookup("/var/vcap/sys/run/postgres", 5432, "d", "vcap"),
         );
         assert_eq!(found.as_deref(), Some("local"));
+    }
+
+    #[test]
+    fn a_password_file_larger_than_the_bound_is_refused_not_read_whole() {
+        let path = std::env::temp_dir().join(format!("pgpass-bound-{}", std::process::id()));
+        let mut text = "*:*:*:*:secret\n".to_string();
+        text.push_str(&"#".repeat(crate::input::MAX_FILE_BYTES as usize));
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let refused = find_password(&path, &lookup("h", 1, "d", "u"));
+        fs::remove_file(&path).unwrap();
+        let refused = refused.unwrap_err();
+        assert!(refused.contains("larger than"), "{refused}");
     }
 }

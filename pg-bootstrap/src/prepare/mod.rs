@@ -577,9 +577,9 @@ fn run_as(name: Option<&str>) -> Result<Option<User>, Stop> {
 
 /// The replication password: the file's content without its final line break.
 fn read_password(file: &Path) -> Result<String, Stop> {
-    let text = std::fs::read_to_string(file).map_err(|err| {
+    let text = probe::input::read_text(file).map_err(|why| {
         usage(format!(
-            "--replication-password-file {}: {err}",
+            "--replication-password-file {}: {why}",
             file.display()
         ))
     })?;
