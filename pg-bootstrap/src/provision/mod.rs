@@ -75,12 +75,14 @@ pub fn load_spec(config: &ProvisionConfig) -> Result<Spec, Stop> {
     spec::load(&config.spec).map_err(Stop::Usage)
 }
 
+/// Group access is how BOSH installs job files (root:vcap 0640); access for
+/// every other local user is what the warning is for.
 fn warn_if_readable_by_others(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
+        if meta.permissions().mode() & 0o007 != 0 {
             logln!(
-                "warning: spec {} holds passwords but is readable by group or others (mode {:o}); make it 0600",
+                "warning: spec {} holds passwords but other users can read it (mode {:o}); make it 0640 or 0600",
                 path.display(),
                 meta.permissions().mode() & 0o777
             );
