@@ -26,7 +26,7 @@ fn primary() -> Node {
     )
 }
 
-/// Writes the spec as the release renders it: mode 0600.
+/// Writes the spec, mode 0600.
 fn write_spec(dir: &Path, text: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("provision.yml");
@@ -356,6 +356,24 @@ fn a_dry_run_plans_without_changing_anything() {
             .as_deref(),
         Some("0")
     );
+}
+
+#[test]
+fn a_spec_other_users_can_read_gets_a_warning_and_one_moded_as_bosh_does_none() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = primary();
+    let spec = write_spec(node.root(), SPEC);
+    for (mode, warned) in [(0o600, false), (0o640, false), (0o644, true)] {
+        fs::set_permissions(&spec, fs::Permissions::from_mode(mode)).unwrap();
+        let run = provision(node.port(), &spec, &["--dry-run"]);
+        run.expect_code(0, "dry run");
+        assert_eq!(
+            run.stderr.contains("other users can read it"),
+            warned,
+            "mode {mode:o}: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]
