@@ -42,7 +42,7 @@ pub struct Cli {
     #[arg(long, default_value = "postgres", value_parser = parse_backend)]
     pub backend: String,
 
-    /// Bound on talking to the stats socket: seconds, or 250ms / 2s; at most
+    /// Bound on the whole exchange with the stats socket: seconds, or 250ms / 2s; at most
     /// 86400 s (one day).
     #[arg(long, default_value = "1", value_parser = parse_positive_duration)]
     pub timeout: Duration,

@@ -6,10 +6,10 @@
 //! own pidfile, its name, and optionally what haproxy itself reports.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why the node should not hold the VIP. Displayed as the reason on stderr.
 #[derive(Debug, PartialEq, Eq)]
@@ -106,15 +106,39 @@ pub fn check_backend(socket: &Path, backend: &str, timeout: Duration) -> Result<
     Ok(up)
 }
 
+/// The most of a `show stat` answer that is read: a few hundred bytes per
+/// server, and a pair has a handful.
+const MAX_STAT_BYTES: usize = 1 << 20;
+
+/// haproxy's `show stat`, all of it within `timeout` (keepalived waits for
+/// this script, so a socket that answers a byte at a time must not hold it).
 fn show_stat(socket: &Path, timeout: Duration) -> std::io::Result<String> {
+    let deadline = Instant::now() + timeout;
     let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(b"show stat\n")?;
     // haproxy answers and closes the connection (non-interactive mode).
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    Ok(answer)
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| std::io::Error::new(ErrorKind::TimedOut, "no full answer in time"))?;
+        stream.set_read_timeout(Some(left))?;
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..read]);
+        if answer.len() > MAX_STAT_BYTES {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("answer larger than {MAX_STAT_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
 /// One server row of `show stat`.
@@ -159,6 +183,27 @@ pub fn servers_of(csv: &str, backend: &str) -> Option<Vec<Server>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stats_socket_that_answers_a_byte_at_a_time_is_given_up_within_the_timeout() {
+        let socket = std::env::temp_dir().join(format!("vrrp-watch-drip-{}", std::process::id()));
+        let _ = fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            for _ in 0..100 {
+                if peer.write_all(b"#").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        // Each byte comes well within the timeout (the answer would take 5 s):
+        // only a bound on the whole answer ends it.
+        let answer = show_stat(&socket, Duration::from_millis(300));
+        fs::remove_file(&socket).unwrap();
+        assert_eq!(answer.unwrap_err().kind(), ErrorKind::TimedOut);
+    }
 
     const SHOW_STAT: &str = "# pxname,svname,qcur,status,weight\n\
         postgres,FRONTEND,,OPEN,\n\
