@@ -316,6 +316,45 @@ fn a_crashed_former_primary_rejoins_its_promoted_peer_with_pg_rewind() {
 }
 
 #[test]
+fn a_former_primary_on_the_timeline_its_peer_writes_is_cloned_not_rewound() {
+    let (primary, second) = pair();
+    primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
+    second.wait_caught_up(&primary);
+    // A second primary on timeline 1, without a promotion (as a restored
+    // backup would be): the replica started without its standby.signal.
+    second.stop("fast");
+    fs::remove_file(second.data_dir.join("standby.signal")).unwrap();
+    second.start();
+    assert!(!second.in_recovery());
+    second.execute("INSERT INTO t VALUES ('diverged')");
+    primary.execute("INSERT INTO t VALUES ('after')");
+    second.stop("fast");
+
+    let run = second.prepare(&[
+        "--replication",
+        "--peer",
+        &primary.endpoint(),
+        "--grace",
+        "5",
+        "--json",
+    ]);
+    run.expect_code(0, "rejoin");
+    assert_eq!(run.json()["decision"], "rejoin", "{}", run.stderr);
+    // pg_rewind would find "no rewind required", and the node could not stream.
+    assert_eq!(run.json()["method"], "clone", "{}", run.stderr);
+    assert!(
+        run.stderr.contains("two primaries on one timeline"),
+        "{}",
+        run.stderr
+    );
+    second.start();
+    second.wait_streaming();
+    primary.execute("INSERT INTO t VALUES ('streamed')");
+    second.wait_caught_up(&primary);
+    assert_eq!(rows(&second), ["after", "before", "streamed"]);
+}
+
+#[test]
 fn a_replica_rebooting_while_its_primary_runs_rejoins_without_a_clone() {
     let (primary, replica) = pair();
     primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");

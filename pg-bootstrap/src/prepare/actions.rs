@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use probe::{logln, ConnectOptions, Endpoint};
 use serde::Serialize;
 
@@ -128,7 +128,7 @@ impl Effects<'_> {
             })?;
             return Ok(Method::Reconfigure);
         }
-        let (why, rewind_started) = match self.rewind(peer, options, asker, clean) {
+        let (why, rewind_started) = match self.rewind(peer, options, asker, clean, was_primary) {
             Ok(()) => return Ok(Method::Rewind),
             Err(Rewind::Impossible(why)) => (why, false),
             Err(Rewind::Failed(why)) => (why, true),
@@ -168,6 +168,7 @@ impl Effects<'_> {
         options: &ConnectOptions,
         asker: &Asker,
         clean: bool,
+        was_primary: bool,
     ) -> Result<(), Rewind> {
         let data_dir = &self.paths.data_dir;
         if !clean {
@@ -189,6 +190,10 @@ impl Effects<'_> {
                 .arg("template1");
             process::run(&mut single, "postgres --single", self.limits, self.cancel)
                 .map_err(|err| Rewind::Impossible(err.context("crash recovery failed")))?;
+        }
+        if was_primary {
+            self.refuse_same_timeline(peer, options, asker)
+                .map_err(Rewind::Impossible)?;
         }
         self.wait_for_source_checkpoint(peer, options, asker)
             .map_err(Rewind::Impossible)?;
@@ -235,6 +240,31 @@ impl Effects<'_> {
             data_dir.display(),
             started.elapsed().as_secs_f64()
         );
+        Ok(())
+    }
+
+    /// A former primary on the timeline its peer writes was a primary beside
+    /// it, not before it (a promotion would have begun a new timeline): two
+    /// primaries on one timeline, as after a restored backup. Their histories
+    /// differ, yet pg_rewind compares timelines only, finds "no rewind
+    /// required", and the node then cannot stream; only a clone rejoins it.
+    fn refuse_same_timeline(
+        &self,
+        peer: &Endpoint,
+        options: &ConnectOptions,
+        asker: &Asker,
+    ) -> anyhow::Result<()> {
+        let local = datadir::checkpoint_timeline(&self.paths.data_dir)
+            .context("cannot read the data directory's timeline")?;
+        let (_, current) = asker
+            .checkpoint_timelines(options)
+            .map_err(|failure| anyhow!("cannot read the timelines of {peer}: {failure}"))?;
+        if local == current {
+            bail!(
+                "this data directory was a primary on timeline {local}, the timeline {peer} writes: \
+                 two primaries on one timeline have diverged in a way pg_rewind cannot see"
+            );
+        }
         Ok(())
     }
 

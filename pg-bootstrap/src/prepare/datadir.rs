@@ -235,6 +235,20 @@ pub fn system_identifier(data_dir: &Path) -> io::Result<u64> {
     Ok(u64::from_ne_bytes(first))
 }
 
+/// The timeline of the data directory's last checkpoint, from pg_control:
+/// `checkPointCopy.ThisTimeLineID`, a native `uint32` at byte 48 in every
+/// PostgreSQL version the release runs (after the system identifier, two
+/// version numbers, the state, the time and the checkpoint's location, then
+/// the checkpoint's redo location).
+pub fn checkpoint_timeline(data_dir: &Path) -> io::Result<u32> {
+    let bytes = fs::read(data_dir.join("global").join("pg_control"))?;
+    let field: [u8; 4] = bytes
+        .get(48..52)
+        .and_then(|slice| slice.try_into().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "pg_control is too short"))?;
+    Ok(u32::from_ne_bytes(field))
+}
+
 /// The pid in postmaster.pid when that process is a postmaster of this data
 /// directory: a postmaster's working directory is its data directory, which
 /// tells a live server from a stale pid file whose pid was reused.
