@@ -112,6 +112,12 @@ pub struct Cli {
     #[arg(long = "fence-cmd", value_name = "COMMAND", value_parser = parse_fence_command)]
     pub fence_commands: Vec<String>,
 
+    /// Before the fence commands run, write why to this file (JSON, see
+    /// README), so that an operator finds it on a fenced node; whoever
+    /// recovers the node removes it.
+    #[arg(long, value_name = "PATH")]
+    pub fence_record: Option<PathBuf>,
+
     /// Bound on each fence command; one still running then is killed.
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
     pub fence_timeout: Duration,

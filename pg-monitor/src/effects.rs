@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context};
 use probe::{logln, ConnectOptions, Detail, Endpoint, Failure, Prober, Status};
 use tokio_postgres::SimpleQueryMessage;
 
-use crate::decide::Witnesses;
+use crate::decide::{Evidence, Witnesses};
 
 /// One full status of a node (role, WAL positions, replication and
 /// synchronous state) in one bounded round trip.
@@ -270,6 +270,21 @@ fn children_of(parent: i32) -> Vec<i32> {
                 == Some(parent)
         })
         .collect()
+}
+
+/// The fence record (`--fence-record`): when and why this node fenced, and
+/// the evidence it had, as one JSON object.
+pub fn fence_record(evidence: &Evidence, message: &str) -> String {
+    let record = probe::serde_json::json!({
+        "fenced_at": probe::log::rfc3339_now(),
+        "why": "split-brain",
+        "message": message,
+        "local_timeline": evidence.local_timeline,
+        "peer_timeline": evidence.peer_timeline,
+        "local_refuses_writes": evidence.local_refuses,
+        "peer_refuses_writes": evidence.peer_refuses,
+    });
+    format!("{record}\n")
 }
 
 /// Runs each fence command with `/bin/sh -c`, in order, each bounded by

@@ -24,7 +24,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use decide::{
-    after_promotion, after_step_down, decide, needs_witnesses, Action, Config, LeaseView,
+    after_promotion, after_step_down, decide, needs_witnesses, Action, Config, FenceWhy, LeaseView,
     Observation, RefuseWhy, State, Wait,
 };
 use effects::PgCtl;
@@ -43,6 +43,8 @@ pub struct Settings {
     pub pause_files: Vec<PathBuf>,
     pub fence_commands: Vec<String>,
     pub fence_timeout: Duration,
+    /// Where the reason for fencing is written before the fence commands run.
+    pub fence_record: Option<PathBuf>,
     /// Run (with /bin/sh -c) when this node is the stale half of a
     /// split-brain, to restart its postgres so that it rejoins the peer.
     pub rejoin_command: Option<String>,
@@ -246,9 +248,16 @@ fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Resul
                 }
                 state = after_step_down(&state);
             }
-            Action::Fence(_) => {
+            Action::Fence(FenceWhy::SplitBrain(evidence)) => {
                 if !control.begin_fencing() {
                     return Ok(Exit::Stopped("signal"));
+                }
+                if let Some(path) = &settings.fence_record {
+                    let record = effects::fence_record(evidence, &action.to_string());
+                    match process::write_atomically(path, record.as_bytes()) {
+                        Ok(()) => logln!("wrote why this node fences to {}", path.display()),
+                        Err(err) => logln!("error: cannot write {}: {err}", path.display()),
+                    }
                 }
                 // Writes stop now; the fence commands follow after the delay.
                 if let Err(failure) = effects::refuse_writes(&prober, &settings.local) {

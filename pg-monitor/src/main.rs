@@ -86,6 +86,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         fence_commands: cli.fence_commands,
         rejoin_command: cli.rejoin_command,
         fence_timeout: cli.fence_timeout,
+        fence_record: cli.fence_record,
         pg_ctl,
         promote_timeout: cli.promote_timeout,
         pidfile: cli.pidfile,

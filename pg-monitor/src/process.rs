@@ -29,15 +29,8 @@ impl Pidfile {
                 );
             }
         }
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(format!(".tmp.{pid}"));
-        let temp = PathBuf::from(temp);
-        let write = || -> std::io::Result<()> {
-            let mut file = fs::File::create(&temp)?;
-            writeln!(file, "{pid}")?;
-            fs::rename(&temp, path)
-        };
-        write().with_context(|| format!("cannot write the pidfile {}", path.display()))?;
+        write_atomically(path, format!("{pid}\n").as_bytes())
+            .with_context(|| format!("cannot write the pidfile {}", path.display()))?;
         Ok(Pidfile {
             path: path.to_path_buf(),
             pid,
@@ -116,6 +109,21 @@ impl Control {
     pub fn stopping(&self) -> bool {
         *self.phase() == Phase::Stopping
     }
+}
+
+/// Writes `contents` to `path` through a temporary file renamed over it, so
+/// a reader sees the old file or the new one, never a part.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp.{}", std::process::id()));
+    let temp = PathBuf::from(temp);
+    let written = fs::File::create(&temp)
+        .and_then(|mut file| file.write_all(contents).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -324,8 +324,13 @@ fn split_brain_runs_the_fence_commands_on_both_monitors_in_order() {
     let dir_b = tempfile::tempdir().unwrap();
     let fenced_a = dir_a.path().join("fenced");
     let fenced_b = dir_b.path().join("fenced");
+    let records = [
+        dir_a.path().join("fenced.json"),
+        dir_b.path().join("fenced.json"),
+    ];
     let mut args_a = Args::new(&a, &b.endpoint(), 0);
     args_a
+        .set("--fence-record", records[0].to_str().unwrap())
         .set(
             "--fence-cmd",
             &format!("echo first >> {}", fenced_a.display()),
@@ -336,10 +341,12 @@ fn split_brain_runs_the_fence_commands_on_both_monitors_in_order() {
             &format!("echo third >> {}", fenced_a.display()),
         );
     let mut args_b = Args::new(&b, &a.endpoint(), 1);
-    args_b.set(
-        "--fence-cmd",
-        &format!("echo fenced >> {}", fenced_b.display()),
-    );
+    args_b
+        .set("--fence-record", records[1].to_str().unwrap())
+        .set(
+            "--fence-cmd",
+            &format!("echo fenced >> {}", fenced_b.display()),
+        );
     let mut monitor_a = Monitor::start_in("monitor a", &args_a, dir_a);
     let mut monitor_b = Monitor::start_in("monitor b", &args_b, dir_b);
 
@@ -373,6 +380,22 @@ fn split_brain_runs_the_fence_commands_on_both_monitors_in_order() {
         "monitor b: log:\n{}",
         monitor_b.log()
     );
+    // Each left why it fenced: two primaries on the same timeline.
+    for record in &records {
+        let text = fs::read_to_string(record).unwrap_or_default();
+        let json: probe::serde_json::Value = probe::serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("{}: {err}: {text:?}", record.display()));
+        assert_eq!(json["why"], "split-brain", "{json}");
+        assert_eq!(json["local_timeline"], 1, "{json}");
+        assert_eq!(json["peer_timeline"], 1, "{json}");
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("cannot tell"),
+            "{json}"
+        );
+    }
     // Before fencing, both stopped taking writes: neither may acknowledge one
     // that the operator's recovery would then discard.
     for node in [&a, &b] {

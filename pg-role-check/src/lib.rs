@@ -16,4 +16,6 @@ pub mod role;
 pub mod target;
 
 pub use role::{Detail, Failure, FailureKind, Lsn, Prober, Report, RetryPolicy, Role, Status};
+/// The JSON library of `--json` outputs, for the programs that write JSON too.
+pub use serde_json;
 pub use target::{ConnectOptions, Endpoint};

@@ -40,11 +40,15 @@ pub enum Scenario {
     /// The replica re-cloned while the primary's monitor manages synchronous
     /// commits, then promoted: its commits must not block.
     CloneThenFailover,
+    /// The replica made a primary on the primary's own timeline (as a
+    /// restored backup would be): nothing tells them apart, both fence, and
+    /// an operator runs bin/recover on the node to keep, then the other.
+    EqualTimelines,
 }
 
 impl Scenario {
     /// The fault matrix as the benchmark runs it (numbered from 1 in this order).
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::KillPostmaster,
         Scenario::MonitStopPostgres,
         Scenario::KillHaproxyOnVipHolder,
@@ -60,6 +64,7 @@ impl Scenario {
         Scenario::PartitionPrimary,
         Scenario::FlappingLink,
         Scenario::CloneThenFailover,
+        Scenario::EqualTimelines,
     ];
 
     pub fn name(self) -> String {
@@ -85,6 +90,9 @@ impl Scenario {
             Scenario::CloneThenFailover => {
                 "the replica re-cloned under synchronous mode, then the primary killed".into()
             }
+            Scenario::EqualTimelines => {
+                "two primaries on one timeline: both fence, bin/recover both".into()
+            }
         }
     }
 
@@ -96,7 +104,10 @@ impl Scenario {
     /// Whether the scenario itself makes two primaries take writes for a
     /// moment (an operator promoting the replica of a running primary).
     pub fn makes_two_writable_primaries(self) -> bool {
-        self == Scenario::OperatorPromotesReplica
+        matches!(
+            self,
+            Scenario::OperatorPromotesReplica | Scenario::EqualTimelines
+        )
     }
 }
 
@@ -290,5 +301,59 @@ fn inject(scenario: Scenario, cluster: &Cluster, primary: &str, replica: &str) -
             cluster.check(&["kill-postmaster", &primary]);
             replica
         }
+        Scenario::EqualTimelines => {
+            make_a_primary_on_the_same_timeline(cluster, &primary, &replica);
+            wait_until("both nodes to fence themselves", STEP, || {
+                cluster.fenced(&primary) && cluster.fenced(&replica)
+            });
+            for vm in [&primary, &replica] {
+                let record = &cluster.status()[vm.as_str()]["fenced"];
+                assert!(
+                    record["why"] == "split-brain"
+                        && record["local_timeline"] == record["peer_timeline"],
+                    "{vm}: the fence record does not say why: {record}"
+                );
+            }
+            // README: recover the node whose data is the truth first, then the other.
+            cluster.check(&["recover", &primary]);
+            cluster.check(&["recover", &replica]);
+            for vm in [&primary, &replica] {
+                assert!(
+                    cluster.status()[vm.as_str()]["fenced"].is_null(),
+                    "{vm}: bin/recover left the fence record"
+                );
+            }
+            primary
+        }
+    }
+}
+
+/// Turns `replica` into a second primary on `primary`'s timeline, as a
+/// restored backup would be, with failover paused meanwhile: it stops, loses
+/// its standby.signal and starts cut off from its peer, so it resumes as a
+/// primary without a promotion. Failover resumes once the link is back.
+fn make_a_primary_on_the_same_timeline(cluster: &Cluster, primary: &str, replica: &str) {
+    const PAUSE_FILE: &str = "/var/vcap/store/postgres/failover.paused";
+    for vm in [primary, replica] {
+        cluster.check(&["exec", vm, "touch", PAUSE_FILE]);
+    }
+    cluster.check(&["monit", replica, "stop", "postgres"]);
+    wait_until("the replica's postgres to stop", STEP, || {
+        let status = &cluster.status()[replica];
+        status["postgres"]["role"] == "unreachable"
+            && status["services"]["postgres"] == "Not monitored"
+    });
+    cluster.check(&[
+        "exec",
+        replica,
+        "rm",
+        "/var/vcap/store/postgres/db/standby.signal",
+    ]);
+    cluster.check(&["link", replica, "down"]);
+    cluster.check(&["monit", replica, "start", "postgres"]);
+    cluster.wait_for_local_role(replica, "primary", STEP);
+    cluster.check(&["link", replica, "up"]);
+    for vm in [primary, replica] {
+        cluster.check(&["exec", vm, "rm", PAUSE_FILE]);
     }
 }

@@ -91,6 +91,11 @@ fn check_isolated_side(run: &Run, synchronous: bool) {
     // then go to the new primary and are not the isolated side's.
     let isolated_until = run.fault_ms + 30_000;
     if isolated_acks > run.fault_ms && isolated_acks < isolated_until {
+        println!(
+            "{}: the isolated primary's last acknowledged write came {:.2} s after the cut",
+            run.outcome.scenario,
+            (isolated_acks - run.fault_ms) as f64 / 1000.0
+        );
         assert!(
             isolated_acks <= run.fault_ms + bound.as_millis(),
             "{}: the isolated primary acknowledged a write {:.1} s after the cut (bound {:.1} s)",
@@ -149,6 +154,11 @@ fn both_vms_restarted_replica_first_end_with_one_primary() {
 #[test]
 fn a_replica_promoted_by_an_operator_wins_and_the_old_primary_rejoins_it() {
     scenario(Scenario::OperatorPromotesReplica, true);
+}
+
+#[test]
+fn two_primaries_on_one_timeline_both_fence_say_why_and_bin_recover_restores_the_pair() {
+    scenario(Scenario::EqualTimelines, true);
 }
 
 const HUNG: [Scenario; 4] = [
