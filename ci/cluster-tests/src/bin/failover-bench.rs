@@ -17,7 +17,7 @@ struct Cli {
     /// Run the clusters with `synchronous: off` instead of the default `on`.
     #[arg(long)]
     asynchronous: bool,
-    /// Scenario numbers (1-15, in the order of README's table); all when omitted.
+    /// Scenario numbers, from 1 in the order of README's Failover figures; all when omitted.
     #[arg(value_parser = clap::value_parser!(u64).range(1..=Scenario::ALL.len() as u64))]
     scenarios: Vec<u64>,
 }
