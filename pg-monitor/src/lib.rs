@@ -252,16 +252,16 @@ fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Resul
                 if !control.begin_fencing() {
                     return Ok(Exit::Stopped("signal"));
                 }
+                // Writes stop now; the fence commands follow after the delay.
+                if let Err(failure) = effects::refuse_writes(&prober, &settings.local) {
+                    logln!("error: cannot make the local node refuse writes: {failure}; fencing anyway");
+                }
                 if let Some(path) = &settings.fence_record {
                     let record = effects::fence_record(evidence, &action.to_string());
                     match process::write_atomically(path, record.as_bytes()) {
                         Ok(()) => logln!("wrote why this node fences to {}", path.display()),
                         Err(err) => logln!("error: cannot write {}: {err}", path.display()),
                     }
-                }
-                // Writes stop now; the fence commands follow after the delay.
-                if let Err(failure) = effects::refuse_writes(&prober, &settings.local) {
-                    logln!("error: cannot make the local node refuse writes: {failure}; fencing anyway");
                 }
                 let delay = fence_delay(settings.interval);
                 logln!(

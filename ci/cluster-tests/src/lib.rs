@@ -259,15 +259,15 @@ impl Cluster {
             .prefix("ha-client.")
             .tempdir()
             .expect("temp dir");
+        let logs = dir.path().to_path_buf();
+        let log = |name: &str| logs.join(format!("{name}.log"));
         let mut clients = Clients {
             writers: Vec::new(),
-            observations: dir.path().join("observations.log"),
+            observations: log("observations"),
             node_observations: Vec::new(),
             children: Vec::new(),
             _dir: dir,
         };
-        let logs = clients._dir.path().to_path_buf();
-        let log = |name: &str| logs.join(format!("{name}.log"));
         let start = self.client_starts.get();
         self.client_starts.set(start + 1);
         let ids = start * IDS_PER_START;
