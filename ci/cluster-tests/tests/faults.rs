@@ -111,8 +111,10 @@ fn a_killed_postmaster_fails_over_without_losing_acknowledged_writes() {
     scenario(Scenario::KillPostmaster, true);
 }
 
+/// Asynchronous replication may lose what the replica had not received: the
+/// count is reported, not asserted; the invariants of [`check`] still hold.
 #[test]
-fn a_killed_postmaster_with_asynchronous_replication_reports_lost_writes() {
+fn a_killed_postmaster_with_asynchronous_replication_fails_over_to_one_writable_primary() {
     let outcome = scenario(Scenario::KillPostmaster, false);
     println!(
         "asynchronous replication: {} of {} acknowledged writes lost",
