@@ -534,15 +534,15 @@ impl Seen {
         }
     }
 
-    /// When `side`'s writer last had a write acknowledged, if ever.
-    pub fn last_ack(&self, side: &str) -> Option<u128> {
+    /// When `side`'s writer last had a write acknowledged in [from_ms, until_ms).
+    pub fn last_ack_between(&self, side: &str, from_ms: u128, until_ms: u128) -> Option<u128> {
         self.writes
             .iter()
             .find(|(name, _)| name == side)
             .and_then(|(_, log)| {
                 log.outcomes
                     .iter()
-                    .filter(|(_, v, _)| v == "ack")
+                    .filter(|(_, v, at)| v == "ack" && (from_ms..until_ms).contains(at))
                     .map(|(_, _, at)| *at)
                     .max()
             })

@@ -114,12 +114,19 @@ impl Scenario {
 /// What a scenario leaves for the tests to check beyond the outcome.
 pub struct Run {
     pub outcome: Outcome,
-    /// The primary the fault was aimed at.
-    pub faulted: String,
-    /// When the fault began (unix ms).
-    pub fault_ms: u128,
-    /// When each VM's own writer last had a write acknowledged (local writers only).
-    pub last_local_acks: Vec<(String, Option<u128>)>,
+    /// Each time the faulted primary's link was down, and what the writer
+    /// inside it (on the isolated side) had acknowledged meanwhile.
+    pub isolations: Vec<Isolation>,
+}
+
+/// One cut of the faulted primary's link.
+pub struct Isolation {
+    /// When the link was cut and restored (unix ms).
+    pub from_ms: u128,
+    pub until_ms: u128,
+    /// The last write the writer inside the isolated VM had acknowledged
+    /// while it was cut off, if any.
+    pub last_ack_ms: Option<u128>,
 }
 
 /// Runs `scenario` on `cluster` (healthy) and reports what the clients saw.
@@ -137,7 +144,8 @@ pub fn run_detailed(scenario: Scenario, cluster: &Cluster) -> Run {
     clients.wait_for_acks_after(0, 20, STEP);
     let fault = now_ms();
 
-    let expected_primary = inject(scenario, cluster, &primary, &replica);
+    let mut cuts = Vec::new();
+    let expected_primary = inject(scenario, cluster, &primary, &replica, &mut cuts);
 
     let new_primary = cluster.wait_for_single_primary(STEP);
     assert_eq!(
@@ -151,20 +159,39 @@ pub fn run_detailed(scenario: Scenario, cluster: &Cluster) -> Run {
     let healed = now_ms();
     clients.wait_for_acks_after(healed, 20, STEP);
     let seen = clients.stop();
-    let last_local_acks = crate::VMS
-        .iter()
-        .map(|vm| (vm.to_string(), seen.last_ack(vm)))
+    let isolations = cuts
+        .into_iter()
+        .map(|(from_ms, until_ms)| Isolation {
+            from_ms,
+            until_ms,
+            last_ack_ms: seen.last_ack_between(&primary, from_ms, until_ms),
+        })
         .collect();
     Run {
         outcome: outcome(&scenario.name(), cluster, &seen, fault, &new_primary),
-        faulted: primary,
-        fault_ms: fault,
-        last_local_acks,
+        isolations,
     }
 }
 
+/// Cuts `vm`'s link for `length`, recording when (unix ms) in `cuts`.
+fn cut_link(cluster: &Cluster, vm: &str, length: Duration, cuts: &mut Vec<(u128, u128)>) {
+    let from = now_ms();
+    cluster.check(&["link", vm, "down"]);
+    std::thread::sleep(length);
+    let until = now_ms();
+    cluster.check(&["link", vm, "up"]);
+    cuts.push((from, until));
+}
+
 /// The fault itself; returns which VM should be primary once it is over.
-fn inject(scenario: Scenario, cluster: &Cluster, primary: &str, replica: &str) -> String {
+/// Cuts of the primary's link are recorded in `cuts`.
+fn inject(
+    scenario: Scenario,
+    cluster: &Cluster,
+    primary: &str,
+    replica: &str,
+    cuts: &mut Vec<(u128, u128)>,
+) -> String {
     let (primary, replica) = (primary.to_string(), replica.to_string());
     match scenario {
         Scenario::KillPostmaster => {
@@ -265,16 +292,12 @@ fn inject(scenario: Scenario, cluster: &Cluster, primary: &str, replica: &str) -
             primary
         }
         Scenario::PartitionPrimary => {
-            cluster.check(&["link", &primary, "down"]);
-            std::thread::sleep(Duration::from_secs(30));
-            cluster.check(&["link", &primary, "up"]);
+            cut_link(cluster, &primary, Duration::from_secs(30), cuts);
             replica
         }
         Scenario::FlappingLink => {
             for _ in 0..3 {
-                cluster.check(&["link", &primary, "down"]);
-                std::thread::sleep(Duration::from_secs(7));
-                cluster.check(&["link", &primary, "up"]);
+                cut_link(cluster, &primary, Duration::from_secs(7), cuts);
                 std::thread::sleep(Duration::from_secs(3));
             }
             // Each cut is longer than the replica's wait (the lease and the
@@ -332,17 +355,28 @@ fn inject(scenario: Scenario, cluster: &Cluster, primary: &str, replica: &str) -
 /// restored backup would be, with failover paused meanwhile: it stops, loses
 /// its standby.signal and starts cut off from its peer, so it resumes as a
 /// primary without a promotion. Failover resumes once the link is back.
+/// Its haproxy and keepalived are stopped first: no client is sent to the
+/// second primary (cut off, its haproxy would route to itself, and its
+/// keepalived claim the VIP), so no write is lost to the operator's choice.
 fn make_a_primary_on_the_same_timeline(cluster: &Cluster, primary: &str, replica: &str) {
     const PAUSE_FILE: &str = "/var/vcap/store/postgres/failover.paused";
     for vm in [primary, replica] {
         cluster.check(&["exec", vm, "touch", PAUSE_FILE]);
     }
-    cluster.check(&["monit", replica, "stop", "postgres"]);
-    wait_until("the replica's postgres to stop", STEP, || {
-        let status = &cluster.status()[replica];
-        status["postgres"]["role"] == "unreachable"
-            && status["services"]["postgres"] == "Not monitored"
-    });
+    for service in ["haproxy", "keepalived", "postgres"] {
+        cluster.check(&["monit", replica, "stop", service]);
+    }
+    wait_until(
+        "the replica's postgres, haproxy and keepalived to stop",
+        STEP,
+        || {
+            let status = &cluster.status()[replica];
+            status["postgres"]["role"] == "unreachable"
+                && ["haproxy", "keepalived", "postgres"]
+                    .iter()
+                    .all(|service| status["services"][service] == "Not monitored")
+        },
+    );
     cluster.check(&[
         "exec",
         replica,
@@ -353,6 +387,8 @@ fn make_a_primary_on_the_same_timeline(cluster: &Cluster, primary: &str, replica
     cluster.check(&["monit", replica, "start", "postgres"]);
     cluster.wait_for_local_role(replica, "primary", STEP);
     cluster.check(&["link", replica, "up"]);
+    // The fence stops postgres, haproxy and the monitor, not keepalived.
+    cluster.check(&["monit", replica, "start", "keepalived"]);
     for vm in [primary, replica] {
         cluster.check(&["exec", vm, "rm", PAUSE_FILE]);
     }
