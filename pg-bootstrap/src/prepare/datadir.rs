@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -113,18 +113,16 @@ pub fn lock(paths: &Paths, owner: Option<&User>) -> io::Result<Option<Lock>> {
 /// call created it. A run that changed nothing removes the file it created,
 /// so the file locked may no longer be the one at `path`: then it starts over.
 fn lock_file(path: &Path) -> io::Result<Option<(File, bool)>> {
-    use std::os::fd::AsRawFd;
     for _ in 0..LOCK_ATTEMPTS {
         let Some((file, created)) = open_lock_file(path)? else {
             continue;
         };
-        // SAFETY: flock on a descriptor we own; LOCK_NB makes it fail instead of waiting.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let error = io::Error::last_os_error();
-            return match error.kind() {
-                io::ErrorKind::WouldBlock => Ok(None),
-                _ => Err(error),
-            };
+        // An exclusive lock that fails instead of waiting (flock on Linux,
+        // so it is released when the process dies).
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(err)) => return Err(err),
         }
         if is_still_at(&file, path)? {
             return Ok(Some((file, created)));
