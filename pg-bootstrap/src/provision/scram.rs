@@ -58,17 +58,7 @@ fn prepare(password: &str) -> Vec<u8> {
 
 /// PBKDF2-HMAC-SHA-256 with a 32-byte output ("Hi" in RFC 5802).
 fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut block = salt.to_vec();
-    block.extend_from_slice(&1u32.to_be_bytes());
-    let mut previous = hmac(password, &block);
-    let mut result = previous;
-    for _ in 1..iterations {
-        previous = hmac(password, &previous);
-        for (out, byte) in result.iter_mut().zip(previous) {
-            *out ^= byte;
-        }
-    }
-    result
+    pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations)
 }
 
 fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
