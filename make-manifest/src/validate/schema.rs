@@ -1,86 +1,60 @@
-//! Checks the merged result the way the director would, before anything is
-//! written: every key a v2 manifest and cloud-config require, every name an
-//! instance group uses declared in the cloud-config, the topology rules of the
-//! release (HA is exactly two nodes, replication at least two, standalone
-//! one), and a VIP that BOSH can never hand to a VM.
-//!
-//! Errors name the document and the path in it, e.g.
-//! `manifest: instance_groups[postgres].networks[0]: ...`.
+//! What BOSH itself requires, checked the way the director would: every key
+//! a v2 manifest and cloud-config need, and every name an instance group uses
+//! declared in the cloud-config. What these checks read (the cloud-config's
+//! networks, the groups' jobs) is what the release's rules then work on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde_yaml::{Mapping, Value};
 
-use crate::merge::{scalar_text, spruce_operator};
+use super::{fail, CLOUD, MANIFEST};
+use crate::merge::scalar_text;
 use crate::net::{Cidr, IpRange};
-use crate::{input_error, InputError};
-
-/// The property of the `vip` job that holds the virtual IP address.
-pub const VIP_PROPERTY: &str = "vip";
-
-/// Checks both documents; the first problem found is the error.
-pub fn validate(manifest: &Value, cloud_config: &Value) -> Result<(), InputError> {
-    no_spruce_operators(manifest, MANIFEST, "")?;
-    no_spruce_operators(cloud_config, CLOUD, "")?;
-    let cloud = check_cloud_config(cloud_config)?;
-    let groups = check_manifest(manifest, &cloud)?;
-    for group in &groups {
-        check_topology(group)?;
-        check_vip(group, &cloud)?;
-    }
-    check_errand_credentials(&groups)
-}
-
-const MANIFEST: &str = "manifest";
-const CLOUD: &str = "cloud-config";
-
-fn fail(doc: &str, path: &str, message: impl std::fmt::Display) -> InputError {
-    input_error!("{doc}: {path}: {message}")
-}
+use crate::InputError;
 
 /// What the manifest may refer to in the cloud-config.
 #[derive(Debug, Default)]
-struct Cloud {
-    azs: BTreeSet<String>,
-    vm_types: BTreeSet<String>,
-    disk_types: BTreeSet<String>,
-    networks: BTreeMap<String, Network>,
+pub(super) struct Cloud {
+    pub(super) azs: BTreeSet<String>,
+    pub(super) vm_types: BTreeSet<String>,
+    pub(super) disk_types: BTreeSet<String>,
+    pub(super) networks: BTreeMap<String, Network>,
 }
 
 #[derive(Debug)]
-struct Network {
-    kind: NetworkKind,
+pub(super) struct Network {
+    pub(super) kind: NetworkKind,
     /// The AZs its subnets are in; empty for a network without AZs.
-    azs: BTreeSet<String>,
-    subnets: Vec<Subnet>,
+    pub(super) azs: BTreeSet<String>,
+    pub(super) subnets: Vec<Subnet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NetworkKind {
+pub(super) enum NetworkKind {
     Manual,
     Dynamic,
     Vip,
 }
 
 #[derive(Debug)]
-struct Subnet {
-    range: Cidr,
-    gateway: IpAddr,
-    reserved: Vec<IpRange>,
-    raw_range: String,
+pub(super) struct Subnet {
+    pub(super) range: Cidr,
+    pub(super) gateway: IpAddr,
+    pub(super) reserved: Vec<IpRange>,
+    pub(super) raw_range: String,
 }
 
 /// An instance group as the later checks need it.
 #[derive(Debug)]
-struct Group<'a> {
-    name: String,
-    instances: u64,
-    networks: Vec<String>,
-    jobs: Vec<&'a Mapping>,
+pub(super) struct Group<'a> {
+    pub(super) name: String,
+    pub(super) instances: u64,
+    pub(super) networks: Vec<String>,
+    pub(super) jobs: Vec<&'a Mapping>,
 }
 
-fn check_cloud_config(doc: &Value) -> Result<Cloud, InputError> {
+pub(super) fn check_cloud_config(doc: &Value) -> Result<Cloud, InputError> {
     let root = as_map(doc, CLOUD, "(top level)")?;
     let mut cloud = Cloud {
         azs: names(root, "azs", CLOUD, false)?.into_keys().collect(),
@@ -301,7 +275,10 @@ fn check_compilation(root: &Mapping, cloud: &Cloud) -> Result<(), InputError> {
     }
 }
 
-fn check_manifest<'a>(doc: &'a Value, cloud: &Cloud) -> Result<Vec<Group<'a>>, InputError> {
+pub(super) fn check_manifest<'a>(
+    doc: &'a Value,
+    cloud: &Cloud,
+) -> Result<Vec<Group<'a>>, InputError> {
     let root = as_map(doc, MANIFEST, "(top level)")?;
     let name = required_string(root, "name", MANIFEST, "(top level)")?;
     if name.is_empty() {
@@ -582,246 +559,6 @@ fn check_jobs<'a>(
     Ok(checked)
 }
 
-fn job<'a>(group: &Group<'a>, name: &str) -> Option<&'a Mapping> {
-    group
-        .jobs
-        .iter()
-        .copied()
-        .find(|job| job.get("name").and_then(Value::as_str) == Some(name))
-}
-
-/// The release's rules: HA (a `vip` job beside `postgres`) is exactly two
-/// nodes with replication; replication needs at least two; without it, more
-/// than one node would be several unrelated primaries.
-fn check_topology(group: &Group) -> Result<(), InputError> {
-    let Some(postgres) = job(group, "postgres") else {
-        return Ok(());
-    };
-    let replication = postgres
-        .get("properties")
-        .and_then(|p| p.get("postgres"))
-        .and_then(|p| p.get("replication"))
-        .and_then(|r| r.get("enabled"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let ha = job(group, "vip").is_some();
-    let path = format!("instance_groups[{}]", group.name);
-    let n = group.instances;
-    match (ha, replication) {
-        (true, false) => Err(fail(MANIFEST, &path, "runs the vip job without postgres.replication.enabled: true; HA needs replication")),
-        (true, true) if n != 2 => Err(fail(MANIFEST, &format!("{path}.instances"), format!("HA runs exactly 2 postgres nodes, not {n}"))),
-        (false, true) if n < 2 => Err(fail(MANIFEST, &format!("{path}.instances"), format!("replication needs at least 2 nodes, not {n}"))),
-        (false, false) if n > 1 => Err(fail(
-            MANIFEST,
-            &format!("{path}.instances"),
-            format!("{n} nodes without postgres.replication.enabled would be {n} unrelated primaries; use 1, or enable replication"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The VIP must be an address, and on a manual network it must sit inside a
-/// subnet (keepalived puts it on the interface of that subnet) and be
-/// reserved there (or BOSH may give it to a VM).
-fn check_vip(group: &Group, cloud: &Cloud) -> Result<(), InputError> {
-    let Some(vip_job) = job(group, "vip") else {
-        return Ok(());
-    };
-    let path = format!(
-        "instance_groups[{}].jobs[vip].properties.{VIP_PROPERTY}",
-        group.name
-    );
-    let raw = vip_job
-        .get("properties")
-        .and_then(|p| p.get(VIP_PROPERTY))
-        .ok_or_else(|| {
-            fail(
-                MANIFEST,
-                &path,
-                "is missing: the vip job needs the virtual IP address",
-            )
-        })?;
-    let raw = string(raw, MANIFEST, &path)?;
-    let vip: IpAddr = raw
-        .parse()
-        .map_err(|_| fail(MANIFEST, &path, format!("`{raw}` is not an IP address")))?;
-    for name in &group.networks {
-        let network = &cloud.networks[name];
-        if network.kind != NetworkKind::Manual {
-            continue;
-        }
-        let Some(subnet) = network.subnets.iter().find(|s| s.range.contains(vip)) else {
-            let ranges: Vec<&str> = network
-                .subnets
-                .iter()
-                .map(|s| s.raw_range.as_str())
-                .collect();
-            return Err(fail(
-                MANIFEST,
-                &path,
-                format!("{vip} is outside network `{name}` ({}): keepalived can only raise it on a subnet the nodes are on", ranges.join(", ")),
-            ));
-        };
-        if let Some(role) = subnet.range.unusable_role(vip) {
-            return Err(fail(
-                MANIFEST,
-                &path,
-                format!(
-                    "{vip} is the {role} of network `{name}` ({}): no node can hold it",
-                    subnet.raw_range
-                ),
-            ));
-        }
-        if subnet.gateway == vip {
-            return Err(fail(
-                MANIFEST,
-                &path,
-                format!("{vip} is the gateway of network `{name}`"),
-            ));
-        }
-        if !subnet.reserved.iter().any(|r| r.contains(vip)) {
-            return Err(fail(
-                CLOUD,
-                &format!("networks[{name}] subnet {}", subnet.raw_range),
-                format!("the VIP {vip} must be in `reserved`, or BOSH may give it to a VM"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The smoke-tests errand must log in with the password its user has.
-fn check_errand_credentials(groups: &[Group]) -> Result<(), InputError> {
-    let users: Vec<&Value> = groups
-        .iter()
-        .filter_map(|group| job(group, "postgres"))
-        .filter_map(|job| {
-            job.get("properties")?
-                .get("postgres")?
-                .get("users")?
-                .as_sequence()
-        })
-        .flatten()
-        .collect();
-    for group in groups {
-        let Some(errand) = job(group, "smoke-tests") else {
-            continue;
-        };
-        let target = errand
-            .get("properties")
-            .and_then(|p| p.get("postgres"))
-            .and_then(|p| p.get("smoke-tests"))
-            .and_then(|p| p.get("target"));
-        let username = target
-            .and_then(|t| t.get("username"))
-            .and_then(Value::as_str)
-            .unwrap_or(crate::complete::DEFAULT_ERRAND_USER);
-        let Some(password) = target.and_then(|t| t.get("password")) else {
-            continue;
-        };
-        let user_password = users
-            .iter()
-            .find(|user| user.get("username").and_then(Value::as_str) == Some(username))
-            .and_then(|user| user.get("password"));
-        if user_password.is_some_and(|p| p != password) {
-            return Err(fail(
-                MANIFEST,
-                &format!("instance_groups[{}].jobs[smoke-tests].properties.postgres.smoke-tests.target.password", group.name),
-                format!("differs from the password of postgres user `{username}`; leave it out and make-manifest uses the user's"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn no_spruce_operators(value: &Value, doc: &str, path: &str) -> Result<(), InputError> {
-    match value {
-        Value::String(text) => match spruce_operator(text) {
-            Some(_) => Err(fail(
-                doc,
-                if path.is_empty() { "(top level)" } else { path },
-                format!("`{}` is a spruce operator, which make-manifest does not evaluate; write the value itself", text.trim()),
-            )),
-            None => Ok(()),
-        },
-        Value::Mapping(map) => map.iter().try_for_each(|(key, value)| {
-            let key = scalar_text(key);
-            no_spruce_operators(value, doc, &if path.is_empty() { key } else { format!("{path}.{key}") })
-        }),
-        Value::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(index, item)| no_spruce_operators(item, doc, &format!("{path}[{index}]"))),
-        _ => Ok(()),
-    }
-}
-
-/// The `((name))` BOSH variables a document uses, sorted, each once. For
-/// `((cert.ca))` the variable is `cert`; `((!name))` is `name`.
-pub fn bosh_variables(doc: &Value) -> Vec<String> {
-    let mut found = BTreeSet::new();
-    collect_variables(doc, &mut found);
-    found.into_iter().collect()
-}
-
-fn collect_variables(value: &Value, found: &mut BTreeSet<String>) {
-    match value {
-        Value::String(text) => {
-            let mut rest = text.as_str();
-            while let Some(start) = rest.find("((") {
-                let after = &rest[start + 2..];
-                let Some(end) = after.find("))") else { break };
-                let inner = &after[..end];
-                let name = inner.strip_prefix('!').unwrap_or(inner);
-                let name = name.split('.').next().unwrap_or_default();
-                let valid = !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'));
-                if valid {
-                    found.insert(name.to_string());
-                }
-                rest = &after[end + 2..];
-            }
-        }
-        Value::Mapping(map) => map.iter().for_each(|(key, value)| {
-            collect_variables(key, found);
-            collect_variables(value, found);
-        }),
-        Value::Sequence(items) => items.iter().for_each(|item| collect_variables(item, found)),
-        _ => {}
-    }
-}
-
-/// Variables the manifest uses but its `variables` section does not generate.
-pub fn undeclared_variables(manifest: &Value) -> Vec<String> {
-    let declared: BTreeSet<&str> = manifest
-        .get("variables")
-        .and_then(Value::as_sequence)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.get("name").and_then(Value::as_str))
-        .collect();
-    let mut used = BTreeSet::new();
-    if let Some(root) = manifest.as_mapping() {
-        for (key, value) in root {
-            // A variable's own options may mention other variables (a CA by
-            // name), never by ((...)); only the rest of the manifest counts.
-            if key.as_str() != Some("variables") {
-                collect_variables(value, &mut used);
-            }
-        }
-    }
-    used.into_iter()
-        .filter(|name| !declared.contains(name.as_str()))
-        .collect()
-}
-
-/// The manifest's `name`, if it is a string.
-pub fn deployment_name(manifest: &Value) -> Option<&str> {
-    manifest.get("name").and_then(Value::as_str)
-}
-
 // ---- small typed accessors; every error names doc and path ----
 
 fn as_map<'a>(value: &'a Value, doc: &str, path: &str) -> Result<&'a Mapping, InputError> {
@@ -836,7 +573,7 @@ fn list<'a>(value: &'a Value, doc: &str, path: &str) -> Result<&'a Vec<Value>, I
         .ok_or_else(|| fail(doc, path, "must be a list"))
 }
 
-fn string<'a>(value: &'a Value, doc: &str, path: &str) -> Result<&'a str, InputError> {
+pub(super) fn string<'a>(value: &'a Value, doc: &str, path: &str) -> Result<&'a str, InputError> {
     value
         .as_str()
         .ok_or_else(|| fail(doc, path, "must be a string"))
@@ -929,73 +666,4 @@ fn have(names: &BTreeSet<String>) -> String {
 
 fn have_keys<V>(map: &BTreeMap<String, V>) -> String {
     have(&map.keys().cloned().collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn yaml(text: &str) -> Value {
-        serde_yaml::from_str(text).unwrap()
-    }
-
-    #[test]
-    fn bosh_variables_are_found_wherever_they_appear() {
-        let doc = yaml(
-            "a: ((one))\nb: [x-((two))-y, ((!three))]\nc: {d: ((cert.ca))}\ne: (( grab x ))\nf: ((\ng: (())\n",
-        );
-        assert_eq!(bosh_variables(&doc), ["cert", "one", "three", "two"]);
-    }
-
-    #[test]
-    fn undeclared_variables_exclude_the_generated_ones() {
-        let manifest = yaml(
-            "p: [((a)), ((b))]\nvariables:\n- {name: a, type: password}\n- {name: c, type: certificate, options: {ca: ((x))}}\n",
-        );
-        assert_eq!(undeclared_variables(&manifest), ["b"]);
-    }
-
-    #[test]
-    fn topology_rules_follow_the_release() {
-        let jobs_for = |replication: bool, vip: bool| {
-            let mut jobs = format!("- {{name: postgres, properties: {{postgres: {{replication: {{enabled: {replication}}}}}}}}}\n");
-            if vip {
-                jobs.push_str("- {name: vip}\n");
-            }
-            yaml(&jobs)
-                .as_sequence()
-                .unwrap()
-                .clone()
-                .into_iter()
-                .map(|j| j.as_mapping().unwrap().clone())
-                .collect::<Vec<_>>()
-        };
-        let rows: &[(u64, bool, bool, Option<&str>)] = &[
-            (1, false, false, None),
-            (0, false, false, None),
-            (2, false, false, Some("unrelated primaries")),
-            (2, true, false, None),
-            (5, true, false, None),
-            (1, true, false, Some("at least 2")),
-            (2, true, true, None),
-            (3, true, true, Some("exactly 2")),
-            (1, true, true, Some("exactly 2")),
-            (2, false, true, Some("needs replication")),
-        ];
-        for &(instances, replication, vip, expected) in rows {
-            let jobs = jobs_for(replication, vip);
-            let checked = Group {
-                name: "postgres".into(),
-                instances,
-                networks: Vec::new(),
-                jobs: jobs.iter().collect(),
-            };
-            let got = check_topology(&checked);
-            match (expected, got) {
-                (None, Ok(())) => {}
-                (Some(want), Err(err)) => assert!(err.0.contains(want), "{instances}/{replication}/{vip}: {err}"),
-                (want, got) => panic!("{instances} nodes, replication {replication}, vip {vip}: expected {want:?}, got {got:?}"),
-            }
-        }
-    }
 }
