@@ -379,7 +379,8 @@ fn stderr_for_child() -> Stdio {
     }
 }
 
-fn is_root() -> bool {
+/// Whether we run as root (PostgreSQL's tools must not; `recover` must).
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
