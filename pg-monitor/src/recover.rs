@@ -249,44 +249,61 @@ fn recover(args: &Recover) -> Result<(), Stop> {
         return Err(Stop::Failed(refusal));
     }
     let (local, peer) = connect_options(args).map_err(Stop::Usage)?;
-    let local = &local;
+    let prober = Prober::new().map_err(|err| format!("cannot start the probe runtime: {err}"))?;
     if let Some(record) = &args.fence_record {
         show_fence_record(record);
     }
-    let prober = Prober::new().map_err(|err| format!("cannot start the probe runtime: {err}"))?;
     if let Some(peer) = &peer {
         say(&Intent::of(&prober.probe_once(peer, Detail::Role)).to_string());
     }
+    let status = start_postgres(&prober, &local, args)?;
+    if takes_writes_again(&status) {
+        lift_read_only(&prober, &local)?;
+    }
+    start_monitor_and_haproxy(args)?;
+    if let Some(record) = &args.fence_record {
+        remove_fence_record(record)?;
+    }
+    let now = prober.probe_once(&local, Detail::Full);
+    say(&format!("done; this node is now {}", describe(&now)));
+    Ok(())
+}
 
+/// Starts postgres and returns its first answer as primary or replica.
+fn start_postgres(
+    prober: &Prober,
+    local: &ConnectOptions,
+    args: &Recover,
+) -> Result<Status, String> {
     say(&format!(
         "starting postgres (waiting up to {} s for it to answer)",
         args.start_timeout.as_secs()
     ));
     start("postgres", &args.start_postgres, args.command_timeout)?;
-    let status = wait_until_answering(&prober, local, args)?;
-    if takes_writes_again(&status) {
-        effects::allow_writes(&prober, local).map_err(|failure| {
-            format!(
-                "cannot lift the read-only mode: {failure}\n\
-                 postgres runs but refuses writes; the monitor and haproxy were not started"
-            )
-        })?;
-        say("this node takes writes again");
-    }
+    wait_until_answering(prober, local, args)
+}
+
+/// Undoes what fencing did to writes, with the monitor's own function.
+fn lift_read_only(prober: &Prober, local: &ConnectOptions) -> Result<(), String> {
+    effects::allow_writes(prober, local).map_err(|failure| {
+        format!(
+            "cannot lift the read-only mode: {failure}\n\
+             postgres runs but refuses writes; the monitor and haproxy were not started"
+        )
+    })?;
+    say("this node takes writes again");
+    Ok(())
+}
+
+fn start_monitor_and_haproxy(args: &Recover) -> Result<(), String> {
     if let Some(command) = &args.start_monitor {
         start("the monitor", command, args.command_timeout)?;
     }
     if let Some(command) = &args.start_haproxy {
-        let vip_job = args.vip_job_dir.as_deref().map(Path::is_dir);
-        if starts_haproxy(vip_job) {
+        if starts_haproxy(args.vip_job_dir.as_deref().map(Path::is_dir)) {
             start("haproxy", command, args.command_timeout)?;
         }
     }
-    if let Some(record) = &args.fence_record {
-        remove_fence_record(record)?;
-    }
-    let now = prober.probe_once(local, Detail::Full);
-    say(&format!("done; this node is now {}", describe(&now)));
     Ok(())
 }
 
