@@ -40,6 +40,9 @@ use probe::Endpoint;
 ///
 /// Durations are seconds (5, 1.5) or 2s / 250ms, at most 86400 s (one day).
 ///
+/// `pg-monitor recover` brings a node that fenced itself back (see
+/// pg-monitor recover --help).
+///
 /// Exit codes:
 ///   0  stopped by SIGTERM / SIGINT, or fenced
 ///   1  internal error (pidfile, another monitor running, runtime)

@@ -157,7 +157,8 @@ pub fn set_synchronous(
 
 /// Makes the local primary stop taking writes at once:
 /// `default_transaction_read_only` (persisted with ALTER SYSTEM, so a
-/// restart does not undo it; [`allow_writes`] and bin/recover reset it) and
+/// restart does not undo it; [`allow_writes`] resets it, for the monitor and
+/// for `pg-monitor recover`) and
 /// the client sessions ended. A primary whose lease lapsed must acknowledge
 /// nothing its promoted peer will not have; in a split-brain, the node that
 /// steps down or is fenced must not acknowledge writes meanwhile.
@@ -379,7 +380,8 @@ fn stderr_for_child() -> Stdio {
     }
 }
 
-fn is_root() -> bool {
+/// Whether we run as root (PostgreSQL's tools must not; `recover` must).
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

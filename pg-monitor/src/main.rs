@@ -1,11 +1,13 @@
-//! `pg-monitor`: the failover loop, for monit.
+//! `pg-monitor`: the failover loop, for monit; `pg-monitor recover`, the
+//! operator's way back for a node it fenced.
 
 mod cli;
+mod recover;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser};
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use cli::{Cli, Synchronous, DEFAULT_RETRY_INTERVAL};
 use pg_monitor::decide::{Config, SyncMode};
 use pg_monitor::effects::PgCtl;
@@ -13,8 +15,12 @@ use pg_monitor::{Exit, Settings};
 use probe::{logln, ConnectOptions, Endpoint};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
     probe::log::init("pg-monitor");
+    if let Some(("recover", matches)) = matches.subcommand() {
+        return recover::main(from_matches(matches));
+    }
+    let cli: Cli = from_matches(&matches);
     let settings = settings(cli).unwrap_or_else(|message| usage_error(&message));
     match pg_monitor::run(settings) {
         Ok(Exit::Stopped(_)) | Ok(Exit::Fenced) => ExitCode::SUCCESS,
@@ -23,6 +29,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The monitor's flags, as always, with `recover` beside them: a subcommand
+/// that needs none of the monitor's required flags and takes none of its own.
+fn command() -> clap::Command {
+    Cli::command()
+        .subcommand(recover::Recover::command())
+        .subcommand_negates_reqs(true)
+        .args_conflicts_with_subcommands(true)
+        .disable_help_subcommand(true)
+}
+
+fn from_matches<T: FromArgMatches>(matches: &ArgMatches) -> T {
+    T::from_arg_matches(matches).unwrap_or_else(|err| err.exit())
 }
 
 /// Turns the flags into settings; an error names the flag at fault.

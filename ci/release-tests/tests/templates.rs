@@ -901,3 +901,85 @@ fn the_manifests_failover_pause_is_set_and_lifted_at_each_monitor_start() {
         );
     }
 }
+
+// --- bin/recover ----------------------------------------------------------------
+
+/// What the rendered `bin/recover` hands to `pg-monitor recover`, one
+/// argument a line: the script is run with pg-monitor replaced by a stub that
+/// prints its arguments, so quoting is checked as bash applies it.
+fn recover_arguments(script: &str) -> Vec<String> {
+    const PG_MONITOR: &str = "/var/vcap/packages/pg-tools/bin/pg-monitor";
+    assert!(
+        script.contains(&format!("exec {PG_MONITOR} recover")),
+        "bin/recover does not exec pg-monitor recover:\n{script}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("pg-monitor");
+    fs::write(&stub, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = dir.path().join("recover");
+    fs::write(&wrapper, script.replace(PG_MONITOR, stub.to_str().unwrap())).unwrap();
+    let output = Command::new("bash").arg(&wrapper).output().unwrap();
+    assert!(
+        output.status.success(),
+        "bin/recover failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn bin_recover_hands_pg_monitor_recover_the_nodes_paths_peer_and_start_commands() {
+    let node = render(&example("ha"), "postgres/0");
+    let arguments = recover_arguments(&node.file("postgres", "bin/recover"));
+    assert_eq!(arguments.first().map(String::as_str), Some("recover"));
+    let value = |flag: &str| {
+        arguments
+            .windows(2)
+            .find(|pair| pair[0] == flag)
+            .map(|pair| pair[1].as_str())
+    };
+    let monit = "/var/vcap/bosh/bin/monit";
+    for (flag, expected) in [
+        ("--local", "/var/vcap/sys/run/postgres:6432".to_string()),
+        ("--user", "vcap".into()),
+        ("--peer", "10.244.0.3:6432".into()),
+        ("--peer-user", "replication".into()),
+        (
+            "--peer-password-file",
+            "/var/vcap/jobs/postgres/config/replication.password".into(),
+        ),
+        (
+            "--postgres-pidfile",
+            "/var/vcap/sys/run/postgres/postgres.pid".into(),
+        ),
+        (
+            "--monitor-pidfile",
+            "/var/vcap/sys/run/postgres/monitor.pid".into(),
+        ),
+        (
+            "--haproxy-pidfile",
+            "/var/vcap/sys/run/vip/haproxy.pid".into(),
+        ),
+        (
+            "--fence-record",
+            "/var/vcap/store/postgres/fenced.json".into(),
+        ),
+        ("--start-postgres-cmd", format!("{monit} start postgres")),
+        // postgres.replication.grace (15) + 300 s for a rewind or a clone.
+        ("--start-timeout", "315".into()),
+        ("--start-monitor-cmd", format!("{monit} start monitor")),
+        ("--start-haproxy-cmd", format!("{monit} start haproxy")),
+        ("--vip-job-dir", "/var/vcap/jobs/vip".into()),
+    ] {
+        assert_eq!(
+            value(flag),
+            Some(expected.as_str()),
+            "{flag} in {arguments:?}"
+        );
+    }
+}

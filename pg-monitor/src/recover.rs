@@ -1,0 +1,655 @@
+//! `pg-monitor recover`: the operator's way back for a node its monitor
+//! fenced. Fencing made the node refuse writes (`effects::refuse_writes`)
+//! and stopped its services; recovery starts them again and lifts that mode
+//! with the very function the monitor lifts it with (`effects::allow_writes`),
+//! so the two can never disagree on what "refusing writes" means.
+//!
+//! The small decisions (refuse or go on, what the peer's answer means for
+//! this node, whether to lift, how to name the end state) are pure functions
+//! of what was observed; `recover` runs the steps in order and stops at the
+//! first that fails.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{CommandFactory, Parser};
+use pg_monitor::effects;
+use probe::duration::parse_positive_duration;
+use probe::{logln, ConnectOptions, Detail, Endpoint, Failure, FailureKind, Prober, Role, Status};
+
+/// Bring this node back after its monitor fenced it: start its services
+/// again and let it take writes.
+///
+/// A split-brain on equal timelines (two primaries, nothing to tell them
+/// apart) makes both monitors refuse writes and stop postgres, haproxy and
+/// themselves. Decide which node's data is the truth, run this as root on
+/// that node, then on the other. In order, it
+///
+///   1. refuses unless run as root, and while postgres, the monitor or
+///      haproxy still run here (a pid file naming a live process of that name);
+///   2. shows the fence record (--fence-record), if there is one;
+///   3. asks the peer (--peer) once whether it is primary and says what this
+///      node will do: rejoin it as a replica, or resume as primary;
+///   4. starts postgres (--start-postgres-cmd) and waits, at most
+///      --start-timeout, until it answers as primary or replica;
+///   5. if it answers as primary, lifts the read-only mode the monitor set
+///      (ALTER SYSTEM RESET default_transaction_read_only, then a reload);
+///   6. starts the monitor (--start-monitor-cmd) and haproxy
+///      (--start-haproxy-cmd, only where --vip-job-dir exists), when given;
+///   7. removes the fence record and prints the role this node ended in.
+///
+/// Whether the node rejoins or resumes is decided when postgres starts (in
+/// the release, by pg-bootstrap); step 3 says what it will find. Commands run
+/// with /bin/sh -c, each bounded by --command-timeout; their output goes to
+/// stderr, with the log lines. Durations are seconds (5, 1.5) or 2s / 250ms.
+///
+/// Exit codes:
+///   0  the node is back (its role is printed)
+///   1  refused (not root, services still running), or a step failed: the
+///      message says which; no later step was run, the fence record is kept
+///   2  usage error
+///
+/// Environment: PGUSER, PGDATABASE, PGCONNECT_TIMEOUT (as in libpq),
+/// PGPASSWORD, PGPASSFILE. A password is never taken from a flag: the peer's
+/// comes from --peer-password-file, else PGPASSWORD or the passfile.
+#[derive(Parser, Debug)]
+#[command(
+    name = "recover",
+    bin_name = "pg-monitor recover",
+    version,
+    verbatim_doc_comment
+)]
+pub struct Recover {
+    /// The local node, HOST:PORT; a host starting with / is a Unix socket directory.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub local: Endpoint,
+
+    /// The other node of the pair, HOST:PORT. Without it no peer is asked.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer: Option<Endpoint>,
+
+    /// User for the local node, a superuser [default: the operating system user].
+    #[arg(long, short = 'U', env = "PGUSER")]
+    pub user: Option<String>,
+
+    /// User for the peer, e.g. the replication role [default: --user].
+    #[arg(long)]
+    pub peer_user: Option<String>,
+
+    /// Database on both nodes [default: the user name].
+    #[arg(long, short = 'd', env = "PGDATABASE")]
+    pub dbname: Option<String>,
+
+    /// File holding the peer user's password (one line), e.g. the release's
+    /// config/replication.password [default: PGPASSWORD, else the passfile].
+    #[arg(long, value_name = "PATH")]
+    pub peer_password_file: Option<PathBuf>,
+
+    /// libpq password file for both nodes [default: PGPASSFILE, else ~/.pgpass].
+    #[arg(long, value_name = "PATH")]
+    pub passfile: Option<PathBuf>,
+
+    /// Bound on each question to a node (connect, authenticate, query).
+    #[arg(long, env = "PGCONNECT_TIMEOUT", default_value = "5", value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// Refuse while this file names a live process called `postgres`.
+    #[arg(long, value_name = "PATH")]
+    pub postgres_pidfile: Option<PathBuf>,
+
+    /// Refuse while this file names a live process called `pg-monitor`.
+    #[arg(long, value_name = "PATH")]
+    pub monitor_pidfile: Option<PathBuf>,
+
+    /// Refuse while this file names a live process called `haproxy`.
+    #[arg(long, value_name = "PATH")]
+    pub haproxy_pidfile: Option<PathBuf>,
+
+    /// The monitor's --fence-record: shown first, removed once the node is back.
+    #[arg(long, value_name = "PATH")]
+    pub fence_record: Option<PathBuf>,
+
+    /// Command run with /bin/sh -c to start postgres, e.g. 'monit start postgres'.
+    #[arg(long = "start-postgres-cmd", value_name = "COMMAND", value_parser = parse_start_command)]
+    pub start_postgres: String,
+
+    /// How long postgres may take to answer after its start (a rewind or a
+    /// fresh clone happens within it).
+    #[arg(long, default_value = "300s", value_parser = parse_positive_duration)]
+    pub start_timeout: Duration,
+
+    /// Where postgres logs, named when it does not come up.
+    #[arg(long, value_name = "PATH")]
+    pub postgres_logs: Option<PathBuf>,
+
+    /// Command run with /bin/sh -c to start the monitor, e.g. 'monit start monitor'.
+    #[arg(long = "start-monitor-cmd", value_name = "COMMAND", value_parser = parse_start_command)]
+    pub start_monitor: Option<String>,
+
+    /// Command run with /bin/sh -c to start haproxy, e.g. 'monit start haproxy'.
+    #[arg(long = "start-haproxy-cmd", value_name = "COMMAND", value_parser = parse_start_command)]
+    pub start_haproxy: Option<String>,
+
+    /// Run --start-haproxy-cmd only if this directory exists (the vip job's,
+    /// present only where haproxy is deployed).
+    #[arg(long, value_name = "PATH")]
+    pub vip_job_dir: Option<PathBuf>,
+
+    /// Bound on each command; one still running then is killed.
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    pub command_timeout: Duration,
+}
+
+/// A start command: an empty one would "succeed" without starting anything.
+fn parse_start_command(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the command is empty: give a command that starts the service, e.g. 'monit start postgres'"
+                .to_string(),
+        );
+    }
+    Ok(text.to_string())
+}
+
+/// Runs the subcommand and maps the outcome to its exit code.
+pub fn main(args: Recover) -> ExitCode {
+    match recover(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Stop::Usage(message)) => Recover::command()
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit(),
+        Err(Stop::Failed(message)) => {
+            for line in message.lines() {
+                complain(line);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why recovery stopped: bad input (exit 2), or a refusal or a failed step
+/// (exit 1), with the message for the operator (one or more lines).
+enum Stop {
+    Usage(String),
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(message: String) -> Stop {
+        Stop::Failed(message)
+    }
+}
+
+/// One line for the operator on stdout. A closed stdout is no reason to
+/// stop half-way through the steps.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "recover: {line}");
+}
+
+/// One line on stderr: a refusal or a failure.
+fn complain(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "recover: {line}");
+}
+
+/// The local node's and the peer's connection options, passwords resolved.
+fn connect_options(args: &Recover) -> Result<(ConnectOptions, Option<ConnectOptions>), String> {
+    let application = "pg-monitor recover";
+    let mut local = ConnectOptions::new(
+        args.local.clone(),
+        args.user.clone(),
+        args.dbname.clone(),
+        args.connect_timeout,
+    )
+    .with_application_name(application);
+    if let Some(warning) = local.resolve_password(args.passfile.clone()) {
+        logln!("warning: {warning}; connecting to the local node without a password");
+    }
+    let Some(endpoint) = args.peer.clone() else {
+        return Ok((local, None));
+    };
+    let peer_user = args.peer_user.clone().or_else(|| Some(local.user.clone()));
+    let mut peer = ConnectOptions::new(
+        endpoint,
+        peer_user,
+        args.dbname.clone(),
+        args.connect_timeout,
+    )
+    .with_application_name(application);
+    match &args.peer_password_file {
+        Some(file) => peer.set_password(Some(read_password(file)?)),
+        None => {
+            if let Some(warning) = peer.resolve_password(args.passfile.clone()) {
+                logln!("warning: {warning}; connecting to the peer without a password");
+            }
+        }
+    }
+    Ok((local, Some(peer)))
+}
+
+/// The password in `file`, without its final line break.
+fn read_password(file: &Path) -> Result<String, String> {
+    let text = probe::input::read_text(file)
+        .map_err(|why| format!("--peer-password-file {}: {why}", file.display()))?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(format!("--peer-password-file {} is empty", file.display()));
+    }
+    Ok(password.to_string())
+}
+
+/// The steps, in order, up to the first that fails.
+fn recover(args: &Recover) -> Result<(), Stop> {
+    if let Some(refusal) = refusal(effects::is_root(), &still_running(args)) {
+        return Err(Stop::Failed(refusal));
+    }
+    let (local, peer) = connect_options(args).map_err(Stop::Usage)?;
+    let prober = Prober::new().map_err(|err| format!("cannot start the probe runtime: {err}"))?;
+    if let Some(record) = &args.fence_record {
+        show_fence_record(record);
+    }
+    if let Some(peer) = &peer {
+        say(&Intent::of(&prober.probe_once(peer, Detail::Role)).to_string());
+    }
+    let status = start_postgres(&prober, &local, args)?;
+    if takes_writes_again(&status) {
+        lift_read_only(&prober, &local)?;
+    }
+    start_monitor_and_haproxy(args)?;
+    if let Some(record) = &args.fence_record {
+        remove_fence_record(record)?;
+    }
+    let now = prober.probe_once(&local, Detail::Full);
+    say(&format!("done; this node is now {}", describe(&now)));
+    Ok(())
+}
+
+/// Starts postgres and returns its first answer as primary or replica.
+fn start_postgres(
+    prober: &Prober,
+    local: &ConnectOptions,
+    args: &Recover,
+) -> Result<Status, String> {
+    say(&format!(
+        "starting postgres (waiting up to {} s for it to answer)",
+        args.start_timeout.as_secs()
+    ));
+    start("postgres", &args.start_postgres, args.command_timeout)?;
+    wait_until_answering(prober, local, args)
+}
+
+/// Undoes what fencing did to writes, with the monitor's own function.
+fn lift_read_only(prober: &Prober, local: &ConnectOptions) -> Result<(), String> {
+    effects::allow_writes(prober, local).map_err(|failure| {
+        format!(
+            "cannot lift the read-only mode: {failure}\n\
+             postgres runs but refuses writes; the monitor and haproxy were not started"
+        )
+    })?;
+    say("this node takes writes again");
+    Ok(())
+}
+
+fn start_monitor_and_haproxy(args: &Recover) -> Result<(), String> {
+    if let Some(command) = &args.start_monitor {
+        start("the monitor", command, args.command_timeout)?;
+    }
+    if let Some(command) = &args.start_haproxy {
+        if starts_haproxy(args.vip_job_dir.as_deref().map(Path::is_dir)) {
+            start("haproxy", command, args.command_timeout)?;
+        }
+    }
+    Ok(())
+}
+
+/// Why recovery must not run, if it must not: it is for a node that fenced
+/// itself, and starting services a person stopped on purpose, or twice,
+/// would be worse than doing nothing.
+fn refusal(root: bool, running: &[&str]) -> Option<String> {
+    if !root {
+        return Some("run as root (with sudo)".to_string());
+    }
+    if running.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "still running on this node: {}.\n\
+         this is for a node that fenced itself; stop them first (monit stop ...) if you mean it.",
+        running.join(" ")
+    ))
+}
+
+/// The services whose pid file names a live process of theirs, by the
+/// names operators know them by.
+fn still_running(args: &Recover) -> Vec<&'static str> {
+    let services = [
+        ("postgres", "postgres", &args.postgres_pidfile),
+        ("monitor", "pg-monitor", &args.monitor_pidfile),
+        ("haproxy", "haproxy", &args.haproxy_pidfile),
+    ];
+    services
+        .into_iter()
+        .filter_map(|(service, process, pidfile)| {
+            let pidfile = pidfile.as_deref()?;
+            names_live_process(pidfile, process).then_some(service)
+        })
+        .collect()
+}
+
+/// Whether `pidfile`'s first line names a live (not zombie) process called
+/// `name`: a stale file, or a pid reused by another program, does not count.
+fn names_live_process(pidfile: &Path, name: &str) -> bool {
+    let Ok(text) = fs::read_to_string(pidfile) else {
+        return false;
+    };
+    let digits: String = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let Ok(pid) = digits.parse::<u32>() else {
+        return false;
+    };
+    // After "(comm)" in /proc/PID/stat comes the state; Z is a zombie.
+    let alive = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    });
+    alive
+        && fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim_end_matches('\n') == name)
+}
+
+fn show_fence_record(path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    match probe::input::read_text(path) {
+        Ok(record) => say(&format!("this node fenced itself: {}", record.trim_end())),
+        Err(why) => say(&format!(
+            "this node fenced itself, but its record {} cannot be read: {why}",
+            path.display()
+        )),
+    }
+}
+
+/// What this node will do once postgres starts, given the peer's answer: it
+/// follows a primary that takes writes, and nothing else (pg-bootstrap's
+/// rule; a primary refusing writes was stepped down or fenced by its monitor).
+#[derive(Debug, PartialEq, Eq)]
+enum Intent {
+    Rejoin,
+    Resume { peer: String },
+}
+
+impl Intent {
+    fn of(peer: &Result<Status, Failure>) -> Intent {
+        match peer {
+            Ok(status) if status.role == Role::Primary && status.read_only != Some(true) => {
+                Intent::Rejoin
+            }
+            other => Intent::Resume {
+                peer: describe(other),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Intent {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Intent::Rejoin => {
+                f.write_str("the other node is primary; this node will rejoin it as a replica.")
+            }
+            Intent::Resume { peer } => write!(
+                f,
+                "the other node is not primary ({peer}); this node will resume as primary."
+            ),
+        }
+    }
+}
+
+/// A node's answer in a few words, its role first.
+fn describe(answer: &Result<Status, Failure>) -> String {
+    match answer {
+        Ok(status) if status.role == Role::Primary && status.read_only == Some(true) => {
+            "primary, refusing writes".to_string()
+        }
+        Ok(status) if status.role == Role::Replica => {
+            match (&status.wal_receiver_source, status.wal_receiver_streaming) {
+                (Some(source), _) => format!("replica, streaming from {source}"),
+                (None, Some(true)) => "replica, streaming".to_string(),
+                (None, Some(false)) => "replica, not streaming".to_string(),
+                (None, None) => "replica".to_string(),
+            }
+        }
+        Ok(status) => status.role.to_string(),
+        Err(failure) if failure.kind == FailureKind::Starting => format!("starting: {failure}"),
+        Err(failure) => format!("unreachable: {failure}"),
+    }
+}
+
+/// The monitor refused writes on the primary it fenced; a node back as
+/// primary takes them again. A replica follows its primary's settings.
+fn takes_writes_again(local: &Status) -> bool {
+    local.role == Role::Primary
+}
+
+/// haproxy starts only where the vip job is deployed; without
+/// --vip-job-dir, wherever its command is given.
+fn starts_haproxy(vip_job_present: Option<bool>) -> bool {
+    vip_job_present != Some(false)
+}
+
+/// Runs one start command; its failure ends the recovery.
+fn start(service: &str, command: &str, timeout: Duration) -> Result<(), String> {
+    if effects::run_command(&format!("start {service}"), command, timeout) {
+        return Ok(());
+    }
+    Err(format!(
+        "cannot start {service}: `{command}` failed (logged above); the steps after it were not run"
+    ))
+}
+
+/// How often the local node is asked while it starts, and the bound on each question.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a long wait says that it still waits, and for what.
+const WAITING_REMINDER: Duration = Duration::from_secs(10);
+
+/// Asks the local node until it answers as primary or replica, within
+/// --start-timeout; the answer decides whether writes are lifted.
+fn wait_until_answering(
+    prober: &Prober,
+    local: &ConnectOptions,
+    args: &Recover,
+) -> Result<Status, String> {
+    let mut options = local.clone();
+    options.connect_timeout = local.connect_timeout.min(POLL_TIMEOUT);
+    let started = Instant::now();
+    let mut reminded = started;
+    loop {
+        let failure = match prober.probe_once(&options, Detail::Role) {
+            Ok(status) => return Ok(status),
+            Err(failure) => failure,
+        };
+        let waited = started.elapsed();
+        if waited >= args.start_timeout {
+            let logs = args
+                .postgres_logs
+                .as_ref()
+                .map_or("its log".to_string(), |path| path.display().to_string());
+            return Err(format!(
+                "postgres did not come up within {} s (last answer: {failure}); see {logs}",
+                args.start_timeout.as_secs()
+            ));
+        }
+        if reminded.elapsed() >= WAITING_REMINDER {
+            say(&format!(
+                "still waiting for the local postgres to answer ({} s of {} s): {failure}",
+                waited.as_secs(),
+                args.start_timeout.as_secs()
+            ));
+            reminded = Instant::now();
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn remove_fence_record(path: &Path) -> Result<(), String> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(format!(
+            "cannot remove the fence record {}: {err}; the node is back otherwise",
+            path.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(role: Role, read_only: Option<bool>) -> Result<Status, Failure> {
+        Ok(Status {
+            role,
+            read_only,
+            ..Status::default()
+        })
+    }
+
+    fn failed(kind: FailureKind, message: &str) -> Result<Status, Failure> {
+        Err(Failure {
+            kind,
+            message: message.to_string(),
+        })
+    }
+
+    #[test]
+    fn only_root_may_recover_and_only_with_every_service_stopped() {
+        assert_eq!(refusal(true, &[]), None);
+        assert!(refusal(false, &[]).unwrap().contains("run as root"));
+        let refused = refusal(true, &["postgres", "haproxy"]).unwrap();
+        assert!(
+            refused.starts_with("still running on this node: postgres haproxy.\n"),
+            "{refused}"
+        );
+        assert!(refused.contains("stop them first"), "{refused}");
+    }
+
+    #[test]
+    fn a_primary_taking_writes_is_rejoined_anything_else_is_not() {
+        assert_eq!(
+            Intent::of(&answered(Role::Primary, Some(false))),
+            Intent::Rejoin
+        );
+        assert_eq!(Intent::of(&answered(Role::Primary, None)), Intent::Rejoin);
+        let cases = [
+            (
+                answered(Role::Primary, Some(true)),
+                "primary, refusing writes",
+            ),
+            (answered(Role::Replica, None), "replica"),
+            (
+                failed(FailureKind::Starting, "h:1: starting up"),
+                "starting: h:1: starting up",
+            ),
+            (
+                failed(FailureKind::Refused, "h:1: refused"),
+                "unreachable: h:1: refused",
+            ),
+            (
+                failed(FailureKind::Rejected, "h:1: password"),
+                "unreachable: h:1: password",
+            ),
+        ];
+        for (answer, peer) in cases {
+            assert_eq!(
+                Intent::of(&answer),
+                Intent::Resume {
+                    peer: peer.to_string()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn the_intent_reads_as_the_operator_knows_it() {
+        assert_eq!(
+            Intent::Rejoin.to_string(),
+            "the other node is primary; this node will rejoin it as a replica."
+        );
+        let resume = Intent::Resume {
+            peer: "unreachable: h:1: refused".into(),
+        };
+        assert_eq!(
+            resume.to_string(),
+            "the other node is not primary (unreachable: h:1: refused); this node will resume as primary."
+        );
+    }
+
+    #[test]
+    fn only_a_primary_has_its_writes_lifted() {
+        for read_only in [Some(true), Some(false), None] {
+            let primary = answered(Role::Primary, read_only).unwrap();
+            assert!(takes_writes_again(&primary));
+        }
+        assert!(!takes_writes_again(&answered(Role::Replica, None).unwrap()));
+    }
+
+    #[test]
+    fn haproxy_starts_unless_its_job_is_missing() {
+        assert!(starts_haproxy(None));
+        assert!(starts_haproxy(Some(true)));
+        assert!(!starts_haproxy(Some(false)));
+    }
+
+    #[test]
+    fn a_replica_is_described_with_its_stream() {
+        let mut replica = answered(Role::Replica, None).unwrap();
+        replica.wal_receiver_streaming = Some(true);
+        assert_eq!(describe(&Ok(replica.clone())), "replica, streaming");
+        replica.wal_receiver_source = Some("10.0.0.2:6432".into());
+        assert_eq!(
+            describe(&Ok(replica.clone())),
+            "replica, streaming from 10.0.0.2:6432"
+        );
+        replica.wal_receiver_source = None;
+        replica.wal_receiver_streaming = Some(false);
+        assert_eq!(describe(&Ok(replica)), "replica, not streaming");
+        assert_eq!(describe(&answered(Role::Primary, Some(false))), "primary");
+    }
+
+    #[test]
+    fn a_pidfile_counts_only_for_a_live_process_of_that_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("service.pid");
+        assert!(!names_live_process(&pidfile, "anything"), "no file");
+        let me = std::process::id();
+        let my_name = fs::read_to_string("/proc/self/comm").unwrap();
+        fs::write(&pidfile, format!("{me}\n")).unwrap();
+        assert!(names_live_process(&pidfile, my_name.trim_end()));
+        assert!(!names_live_process(&pidfile, "haproxy"), "another name");
+        fs::write(&pidfile, "not a pid\n").unwrap();
+        assert!(!names_live_process(&pidfile, my_name.trim_end()));
+    }
+
+    #[test]
+    fn the_password_file_loses_only_its_final_line_break() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        fs::write(&file, "s3cret \r\n").unwrap();
+        assert_eq!(read_password(&file).unwrap(), "s3cret ");
+        fs::write(&file, "\n").unwrap();
+        assert!(read_password(&file).unwrap_err().contains("is empty"));
+    }
+}
