@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn only_small_regular_files_are_read() {
-        let dir = std::env::temp_dir().join(format!("probe-input-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("pgcore-input-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("o.yml");
         std::fs::write(&file, "a: 1\n").unwrap();
