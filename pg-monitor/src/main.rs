@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Synchronous, DEFAULT_RETRY_INTERVAL};
-use pg_monitor::decide::{Config, SyncMode};
+use pg_monitor::decide::{Policy, SyncMode};
 use pg_monitor::effects::PgCtl;
-use pg_monitor::{Exit, Settings};
-use probe::{logln, ConnectOptions, Endpoint};
+use pg_monitor::{Config, Exit};
+use pgcore::{logln, ConnectOptions, Endpoint};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    probe::log::init("pg-monitor");
-    let settings = settings(cli).unwrap_or_else(|message| usage_error(&message));
-    match pg_monitor::run(settings) {
+    pgcore::log::init("pg-monitor");
+    let config = config(cli).unwrap_or_else(|message| usage_error(&message));
+    match pg_monitor::run(config) {
         Ok(Exit::Stopped(_)) | Ok(Exit::Fenced) => ExitCode::SUCCESS,
         Err(err) => {
             logln!("error: {err:#}");
@@ -25,8 +25,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Turns the flags into settings; an error names the flag at fault.
-fn settings(cli: Cli) -> Result<Settings, String> {
+/// Turns the flags into the configuration; an error names the flag at fault.
+fn config(cli: Cli) -> Result<Config, String> {
     let peer_index = cli.peer_index.unwrap_or(if cli.index == 0 { 1 } else { 0 });
     if peer_index == cli.index {
         return Err(format!(
@@ -56,7 +56,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             logln!("warning: {warning}; connecting to the {which} without a password");
         }
     }
-    let config = Config {
+    let policy = Policy {
         index: cli.index,
         peer_index,
         retries: cli.retries,
@@ -75,8 +75,8 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         (Some(path), Some(data_dir)) => Some(PgCtl { path, data_dir }),
         _ => None,
     };
-    Ok(Settings {
-        config,
+    Ok(Config {
+        policy,
         local,
         peer,
         interval: cli.interval,
