@@ -314,14 +314,7 @@ mod tests {
         .join()
         .unwrap();
         let until = Instant::now() + Duration::from_secs(10);
-        let gone = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|stat| {
-                    stat.rsplit_once(')')
-                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(true)
-        };
+        let gone = || pgcore::os::process_info(pid).is_none_or(|process| process.is_zombie());
         while !gone() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));
         }
