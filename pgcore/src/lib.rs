@@ -1,10 +1,10 @@
 //! `pgcore`: what every program of the release shares.
 //!
 //! The binaries stay thin on top of it: the bounded session to a node
-//! ([`session`], behind the `session` feature), the role classification
-//! ([`role`], [`failure`]), connection options and passfiles ([`target`],
-//! [`passfile`]), durations, bounded operator input, logging, retries, and
-//! the few operating-system helpers several programs need ([`os`]).
+//! (`session`, behind the feature of that name, on by default), the role
+//! classification ([`role`], [`failure`]), connection options and passfiles
+//! ([`target`], [`passfile`]), durations, bounded operator input, logging,
+//! retries, and the few operating-system helpers several programs need ([`os`]).
 //!
 //! Classification is by error kind and SQLSTATE, never by message text: the
 //! original bash release matched psql's messages and broke when they changed.

@@ -1,7 +1,7 @@
 //! What a node is: its role and status, as one query per level of detail
 //! reads them, and the report of a probe with retries. The I/O that asks
-//! lives in [`session`](crate::session); this is the part every program
-//! reads the same way.
+//! lives in the `session` module; this is the part every program reads the
+//! same way.
 
 use std::fmt;
 use std::time::Duration;
