@@ -7,13 +7,13 @@
 
 use serde_yaml::Value;
 
-pub use probe::input::{read_text, MAX_FILE_BYTES, MAX_YAML_NESTING as MAX_NESTING};
+pub use pgcore::input::{read_text, MAX_FILE_BYTES, MAX_YAML_NESTING as MAX_NESTING};
 
 /// Parses YAML, refusing nesting deeper than [`MAX_NESTING`] before the
 /// parser sees it, and applies merge keys (`<<: *anchor`) as the director's
 /// YAML 1.1 reader does. The error is an optional (line, column) and a message.
 pub fn parse_yaml(text: &str) -> Result<Value, (Option<(usize, usize)>, String)> {
-    if let Some(at) = probe::input::yaml_too_deep(text, MAX_NESTING) {
+    if let Some(at) = pgcore::input::yaml_too_deep(text, MAX_NESTING) {
         return Err((
             Some(at),
             format!("nested more than {MAX_NESTING} levels deep, the most make-manifest reads"),

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
-use probe::duration::{parse_duration, parse_positive_duration};
-use probe::target::{parse_host, parse_port};
+use pgcore::duration::{parse_duration, parse_positive_duration};
+use pgcore::target::{parse_host, parse_port};
 
 use pg_bootstrap::prepare::PrepareConfig;
 use pg_bootstrap::provision::ProvisionConfig;
@@ -260,7 +260,7 @@ pub struct ProvisionArgs {
     pub spec: PathBuf,
 
     /// Host name or address; a value starting with / is a Unix socket directory.
-    #[arg(long, env = "PGHOST", default_value = probe::target::DEFAULT_SOCKET_DIR, value_parser = parse_host)]
+    #[arg(long, env = "PGHOST", default_value = pgcore::target::DEFAULT_SOCKET_DIR, value_parser = parse_host)]
     pub host: String,
 
     /// Port.

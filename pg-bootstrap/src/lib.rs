@@ -9,8 +9,9 @@
 //! Both follow the same shape: pure decisions (`prepare::decide`,
 //! `provision::plan`) with table-driven tests, and small effect functions.
 
+pub mod cancel;
 pub mod prepare;
-pub mod process;
+pub mod programs;
 pub mod provision;
 pub mod quote;
 pub mod stop;

@@ -8,14 +8,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, Command, PrepareArgs, ProvisionArgs};
-use pg_bootstrap::process::Cancel;
+use pg_bootstrap::cancel::Cancel;
 use pg_bootstrap::stop::{Stop, EXIT_FAILED};
 use pg_bootstrap::{prepare, provision};
-use probe::logln;
+use pgcore::logln;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    probe::log::init("pg-bootstrap");
+    pgcore::log::init("pg-bootstrap");
     match cli.command {
         Command::Prepare(args) => run_prepare(&args),
         Command::Provision(args) => run_provision(&args),

@@ -106,14 +106,14 @@ mod tests {
             passfile_field("repl"),
             passfile_field(password)
         );
-        let lookup = probe::passfile::Lookup {
+        let lookup = pgcore::passfile::Lookup {
             host: "10.0.0.1",
             port: 6432,
             dbname: "replication",
             user: "repl",
         };
         assert_eq!(
-            probe::passfile::match_password(&line, &lookup).as_deref(),
+            pgcore::passfile::match_password(&line, &lookup).as_deref(),
             Some(password)
         );
     }

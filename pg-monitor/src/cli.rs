@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use probe::duration::parse_positive_duration;
-use probe::Endpoint;
+use pgcore::duration::parse_positive_duration;
+use pgcore::Endpoint;
 
 /// Automatic failover for a two-node PostgreSQL HA pair: never two primaries
 /// taking writes, split-brains settled by evidence.

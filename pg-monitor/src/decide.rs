@@ -17,7 +17,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use probe::{Failure, FailureKind, Lsn, Role, Status};
+use pgcore::{Failure, FailureKind, Lsn, Role, Status};
 
 /// `--synchronous`: whether the primary's monitor manages `synchronous_standby_names`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,9 +30,10 @@ pub enum SyncMode {
     Strict,
 }
 
-/// The settings the decisions depend on.
+/// The rules the decisions follow, from the flags: indexes, retries, the
+/// lease, the guards.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct Policy {
     /// This node's BOSH index.
     pub index: u32,
     /// The peer's BOSH index; a tie between two replicas goes to the lower one.
@@ -59,7 +60,7 @@ pub struct Config {
     pub replica_silence: Option<Duration>,
 }
 
-impl Config {
+impl Policy {
     /// How long a replica waits for a primary it cannot see at all.
     pub fn promote_after(&self) -> Duration {
         self.lease + self.promote_margin
@@ -169,8 +170,8 @@ impl Peer {
             },
             Some(Err(failure)) => match failure.kind {
                 FailureKind::Starting => Peer::Starting,
-                FailureKind::Rejected => Peer::Rejected(failure.message.clone()),
-                _ => Peer::Unreachable(failure.message.clone()),
+                FailureKind::Rejected => Peer::Rejected(failure.to_string()),
+                _ => Peer::Unreachable(failure.to_string()),
             },
         }
     }
@@ -670,13 +671,14 @@ impl LeaseView {
 }
 
 /// One tick: the action and the state for the next tick.
-pub fn decide(obs: &Observation, state: &State, cfg: &Config) -> (Action, State) {
+pub fn decide(obs: &Observation, state: &State, policy: &Policy) -> (Action, State) {
     let local = match &obs.local {
         Ok(status) if matches!(status.role, Role::Primary | Role::Replica) => status,
         Ok(status) => {
             let failure = Failure {
                 kind: FailureKind::Starting,
-                message: format!("local node is {}", status.role),
+                endpoint: None,
+                cause: format!("local node is {}", status.role),
             };
             return local_down(failure, state);
         }
@@ -685,7 +687,8 @@ pub fn decide(obs: &Observation, state: &State, cfg: &Config) -> (Action, State)
     let Some(peer) = &obs.peer else {
         let failure = Failure {
             kind: FailureKind::Transient,
-            message: "the peer was not checked".to_string(),
+            endpoint: None,
+            cause: "the peer was not checked".to_string(),
         };
         return local_down(failure, state);
     };
@@ -694,8 +697,8 @@ pub fn decide(obs: &Observation, state: &State, cfg: &Config) -> (Action, State)
         ..state.clone()
     };
     match local.role {
-        Role::Primary => decide_primary(obs, local, peer, state, cfg),
-        _ => decide_replica(obs, local, peer, state, cfg),
+        Role::Primary => decide_primary(obs, local, peer, state, policy),
+        _ => decide_replica(obs, local, peer, state, policy),
     }
 }
 
@@ -703,11 +706,11 @@ pub fn decide(obs: &Observation, state: &State, cfg: &Config) -> (Action, State)
 /// primary whose lease holds until it reaches its peer again, and with
 /// `--synchronous on` starts degraded, since the peer is gone (that is why
 /// it promoted).
-pub fn after_promotion(state: &State, cfg: &Config) -> State {
+pub fn after_promotion(state: &State, policy: &Policy) -> State {
     State {
         watching_since: state.watching_since,
         holds_since_promotion: true,
-        replica_missing: cfg.retries.max(state.replica_missing),
+        replica_missing: policy.retries.max(state.replica_missing),
         ..State::default()
     }
 }
@@ -741,9 +744,9 @@ fn decide_primary(
     local: &Status,
     peer: &Result<Status, Failure>,
     state: &State,
-    cfg: &Config,
+    policy: &Policy,
 ) -> (Action, State) {
-    let witnesses = obs.witnesses.filter(|_| cfg.witnesses > 0);
+    let witnesses = obs.witnesses.filter(|_| policy.witnesses > 0);
     let confirmed = peer_reached(peer) || witnesses.is_some_and(|w| w.majority());
     let mut next = State {
         peer_failures: 0,
@@ -770,7 +773,7 @@ fn decide_primary(
         next.watching_since,
         next.holds_since_promotion,
         obs.now,
-        cfg.lease,
+        policy.lease,
     );
     let peer_view = Peer::from_probe(Some(peer));
 
@@ -813,14 +816,14 @@ fn decide_primary(
         return (Action::AllowWrites, next);
     }
 
-    if cfg.synchronous != SyncMode::Off {
-        let answering = replica_answers(local, cfg);
+    if policy.synchronous != SyncMode::Off {
+        let answering = replica_answers(local, policy);
         next.replica_missing = if answering {
             0
         } else {
             state.replica_missing.saturating_add(1)
         };
-        if let Some(action) = synchronous_action(local, confirmed, witnesses, &next, cfg) {
+        if let Some(action) = synchronous_action(local, confirmed, witnesses, &next, policy) {
             return (action, next);
         }
     }
@@ -830,7 +833,7 @@ fn decide_primary(
     } else {
         Wait::Unconfirmed {
             since: unconfirmed(),
-            lease: cfg.lease,
+            lease: policy.lease,
             witnesses,
             peer: peer_view,
         }
@@ -862,9 +865,9 @@ pub fn split_brain(evidence: Evidence) -> Action {
 /// Whether a replica streams and, with `--replica-silence`, has replied
 /// recently enough: a hung standby still shows as streaming until
 /// `wal_sender_timeout`, but its replies stop at once.
-fn replica_answers(local: &Status, cfg: &Config) -> bool {
+fn replica_answers(local: &Status, policy: &Policy) -> bool {
     let streaming = local.streaming_replicas.unwrap_or(0) > 0;
-    let silent = match (cfg.replica_silence, local.standby_reply_age_ms) {
+    let silent = match (policy.replica_silence, local.standby_reply_age_ms) {
         (Some(limit), Some(age)) => age.max(0) as u128 > limit.as_millis(),
         _ => false,
     };
@@ -878,13 +881,13 @@ fn synchronous_action(
     confirmed: bool,
     witnesses: Option<Witnesses>,
     next: &State,
-    cfg: &Config,
+    policy: &Policy,
 ) -> Option<Action> {
     // Unknown (an older probe): never guess about a setting that can block writes.
     let names = local.synchronous_standby_names.as_deref()?;
     let synchronous = !names.trim().is_empty();
     let answering = next.replica_missing == 0;
-    match cfg.synchronous {
+    match policy.synchronous {
         SyncMode::Off => None,
         SyncMode::Strict => (!synchronous).then_some(Action::SetSynchronous(true, SyncWhy::Strict)),
         SyncMode::On if !synchronous && answering => {
@@ -917,7 +920,7 @@ fn decide_replica(
     local: &Status,
     peer: &Result<Status, Failure>,
     state: &State,
-    cfg: &Config,
+    policy: &Policy,
 ) -> (Action, State) {
     let mut next = State {
         confirmed_at: None,
@@ -975,10 +978,10 @@ fn decide_replica(
     };
     let why = match peer {
         Ok(peer_status) if peer_status.role == Role::Replica => {
-            if count < cfg.retries {
+            if count < policy.retries {
                 let failing = Wait::PeerFailing {
                     count,
-                    retries: cfg.retries,
+                    retries: policy.retries,
                     peer: peer_view,
                 };
                 return (Action::Wait(failing), next);
@@ -986,7 +989,7 @@ fn decide_replica(
             let local_lsn = local.replayed_wal_lsn.unwrap_or(Lsn(0));
             let peer_lsn = peer_status.replayed_wal_lsn.unwrap_or(Lsn(0));
             let leads =
-                local_lsn > peer_lsn || (local_lsn == peer_lsn && cfg.index < cfg.peer_index);
+                local_lsn > peer_lsn || (local_lsn == peer_lsn && policy.index < policy.peer_index);
             if !leads {
                 let wait = Wait::PeerLeads {
                     local: local_lsn,
@@ -1006,12 +1009,12 @@ fn decide_replica(
                     .or(next.watching_since)
                     .unwrap_or(obs.now),
             );
-            let why = if next.dead_checks >= cfg.retries {
+            let why = if next.dead_checks >= policy.retries {
                 PromoteWhy::PrimaryDead {
                     checks: next.dead_checks,
                     peer: peer_view.clone(),
                 }
-            } else if unseen >= cfg.promote_after() {
+            } else if unseen >= policy.promote_after() {
                 PromoteWhy::PrimaryGone {
                     unseen,
                     peer: peer_view.clone(),
@@ -1019,25 +1022,25 @@ fn decide_replica(
             } else if positively_dead(peer) {
                 let failing = Wait::PeerFailing {
                     count: next.dead_checks,
-                    retries: cfg.retries,
+                    retries: policy.retries,
                     peer: peer_view,
                 };
                 return (Action::Wait(failing), next);
             } else {
                 let unseen = Wait::PrimaryUnseen {
                     unseen,
-                    needed: cfg.promote_after(),
+                    needed: policy.promote_after(),
                     peer: peer_view,
                 };
                 return (Action::Wait(unseen), next);
             };
-            if let Err(wait) = data_guard(local, state, cfg) {
+            if let Err(wait) = data_guard(local, state, policy) {
                 return (Action::Wait(wait), next);
             }
             why
         }
     };
-    if cfg.witnesses > 0 && !obs.witnesses.is_some_and(|w| w.majority()) {
+    if policy.witnesses > 0 && !obs.witnesses.is_some_and(|w| w.majority()) {
         return (Action::Wait(Wait::WitnessMinority(obs.witnesses)), next);
     }
     (unless_paused(obs, Action::Promote(why)), next)
@@ -1045,17 +1048,17 @@ fn decide_replica(
 
 /// The lag guard and the synchronous rule: may a replica whose primary is
 /// gone promote without losing what the primary acknowledged?
-fn data_guard(local: &Status, state: &State, cfg: &Config) -> Result<(), Wait> {
+fn data_guard(local: &Status, state: &State, policy: &Policy) -> Result<(), Wait> {
     let lag = match (state.primary_last_lsn, local.replayed_wal_lsn) {
         (Some(primary), Some(replayed)) => Some(primary.0.saturating_sub(replayed.0)),
         _ => None,
     };
     // None: no lag guard configured. An unknown lag never passes the guard.
-    let lag_ok = cfg
+    let lag_ok = policy
         .max_lag_bytes
         .map(|max| lag.is_some_and(|lag| lag <= max));
     let lag_wait = |max| Wait::LagGuard { lag, max };
-    match (cfg.synchronous, lag_ok, cfg.max_lag_bytes) {
+    match (policy.synchronous, lag_ok, policy.max_lag_bytes) {
         (SyncMode::Off, Some(false), Some(max)) => Err(lag_wait(max)),
         (SyncMode::Off, _, _) => Ok(()),
         _ if state.was_synchronous || lag_ok == Some(true) => Ok(()),
@@ -1078,8 +1081,8 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
-    fn config() -> Config {
-        Config {
+    fn policy() -> Policy {
+        Policy {
             index: 1,
             peer_index: 0,
             retries: 3,
@@ -1121,7 +1124,8 @@ mod tests {
     fn failure(kind: FailureKind) -> Failure {
         Failure {
             kind,
-            message: format!("{kind:?}"),
+            endpoint: None,
+            cause: format!("{kind:?}"),
         }
     }
 
@@ -1162,11 +1166,11 @@ mod tests {
     }
 
     /// Runs `ticks` identical observations through decide, returning the last action.
-    fn run(obs: &Observation, state: &State, cfg: &Config, ticks: u32) -> (Action, State) {
+    fn run(obs: &Observation, state: &State, policy: &Policy, ticks: u32) -> (Action, State) {
         let mut state = state.clone();
         let mut action = None;
         for _ in 0..ticks {
-            let (next_action, next_state) = decide(obs, &state, cfg);
+            let (next_action, next_state) = decide(obs, &state, policy);
             action = Some(next_action);
             state = next_state;
         }
@@ -1177,14 +1181,14 @@ mod tests {
     fn run_at(
         obs: &Observation,
         state: &State,
-        cfg: &Config,
+        policy: &Policy,
         start: Instant,
         times: &[Duration],
     ) -> (Action, State) {
         let mut state = state.clone();
         let mut action = None;
         for &at in times {
-            let (next_action, next_state) = decide(&obs.clone().at(start + at), &state, cfg);
+            let (next_action, next_state) = decide(&obs.clone().at(start + at), &state, policy);
             action = Some(next_action);
             state = next_state;
         }
@@ -1206,7 +1210,7 @@ mod tests {
             FailureKind::Hung,
         ] {
             let obs = observe(Err(failure(kind)), refused());
-            let (action, state) = run(&obs, &State::default(), &config(), 10);
+            let (action, state) = run(&obs, &State::default(), &policy(), 10);
             assert!(
                 matches!(action, Action::Wait(Wait::LocalDown(_))),
                 "{kind:?}: {action:?}"
@@ -1217,13 +1221,13 @@ mod tests {
 
     #[test]
     fn failures_counted_before_the_local_node_went_down_do_not_carry_over() {
-        let cfg = config();
+        let policy = policy();
         let gone = observe(Ok(replica(100, false)), refused());
-        let (_, state) = run(&gone, &State::default(), &cfg, 2);
+        let (_, state) = run(&gone, &State::default(), &policy, 2);
         assert_eq!(state.dead_checks, 2);
         let down = observe(Err(failure(FailureKind::Refused)), refused());
-        let (_, state) = decide(&down, &state, &cfg);
-        let (action, state) = decide(&gone, &state, &cfg);
+        let (_, state) = decide(&down, &state, &policy);
+        let (action, state) = decide(&gone, &state, &policy);
         assert!(!is_promote(&action), "{action:?}");
         assert_eq!(state.dead_checks, 1);
     }
@@ -1235,7 +1239,7 @@ mod tests {
         let mut peer = primary(5000);
         peer.synchronous_replicas = Some(1);
         let obs = observe(Ok(replica(4000, true)), Ok(peer));
-        let (action, state) = decide(&obs, &State::default(), &config());
+        let (action, state) = decide(&obs, &State::default(), &policy());
         assert_eq!(
             action,
             Action::Wait(Wait::Following {
@@ -1250,7 +1254,7 @@ mod tests {
 
     #[test]
     fn a_positively_dead_primary_is_replaced_after_retries_checks() {
-        let cfg = config();
+        let policy = policy();
         for peer in [
             refused(),
             Err(failure(FailureKind::Starting)),
@@ -1260,12 +1264,12 @@ mod tests {
             }),
         ] {
             let obs = observe(Ok(replica(100, false)), peer.clone());
-            let (action, _) = run(&obs, &State::default(), &cfg, 2);
+            let (action, _) = run(&obs, &State::default(), &policy, 2);
             assert!(
                 matches!(action, Action::Wait(Wait::PeerFailing { count: 2, .. })),
                 "{peer:?}: {action:?}"
             );
-            let (action, _) = run(&obs, &State::default(), &cfg, 3);
+            let (action, _) = run(&obs, &State::default(), &policy, 3);
             assert!(
                 matches!(
                     action,
@@ -1278,10 +1282,10 @@ mod tests {
 
     #[test]
     fn a_primary_that_does_not_answer_is_waited_out_for_the_lease_and_margin() {
-        let cfg = config();
+        let policy = policy();
         let start = Instant::now();
         let seen = observe(Ok(replica(100, true)), Ok(primary(100))).at(start);
-        let (_, state) = decide(&seen, &State::default(), &cfg);
+        let (_, state) = decide(&seen, &State::default(), &policy);
         // A cut link (the connection times out), a hung server (it connects,
         // then does not answer), a reset: the primary may live and take writes.
         for peer in [
@@ -1291,12 +1295,12 @@ mod tests {
         ] {
             let gone = observe(Ok(replica(100, false)), peer.clone());
             let ticks: Vec<Duration> = (1..=7).map(|s| SECOND * s).collect();
-            let (action, _) = run_at(&gone, &state, &cfg, start, &ticks);
+            let (action, _) = run_at(&gone, &state, &policy, start, &ticks);
             assert!(
                 matches!(action, Action::Wait(Wait::PrimaryUnseen { .. })),
                 "{peer:?} after 7 s: {action:?}"
             );
-            let (action, _) = run_at(&gone, &state, &cfg, start, &[SECOND * 8]);
+            let (action, _) = run_at(&gone, &state, &policy, start, &[SECOND * 8]);
             assert_eq!(
                 action,
                 Action::Promote(PromoteWhy::PrimaryGone {
@@ -1310,13 +1314,13 @@ mod tests {
 
     #[test]
     fn a_primary_never_seen_is_waited_out_from_the_monitors_start() {
-        let cfg = config();
+        let policy = policy();
         let start = Instant::now();
         let gone = observe(Ok(replica(100, false)), timed_out());
         let (action, _) = run_at(
             &gone,
             &State::default(),
-            &cfg,
+            &policy,
             start,
             &[Duration::ZERO, SECOND * 7],
         );
@@ -1324,7 +1328,7 @@ mod tests {
         let (action, _) = run_at(
             &gone,
             &State::default(),
-            &cfg,
+            &policy,
             start,
             &[Duration::ZERO, SECOND * 8],
         );
@@ -1337,32 +1341,32 @@ mod tests {
         // the replica counts from its own last sight of the primary, which is
         // at most one interval (1 s here) older. The primary's watchdog then
         // needs at most one second to refuse writes or stop its server.
-        let cfg = config();
+        let policy = policy();
         let interval = SECOND;
-        let primary_stops_by = cfg.lease + interval + SECOND;
-        assert!(cfg.promote_after() > primary_stops_by);
+        let primary_stops_by = policy.lease + interval + SECOND;
+        assert!(policy.promote_after() > primary_stops_by);
     }
 
     #[test]
     fn a_healthy_check_resets_the_counts() {
-        let cfg = config();
+        let policy = policy();
         let gone = observe(Ok(replica(100, false)), refused());
         let back = observe(Ok(replica(100, true)), Ok(primary(200)));
-        let (_, state) = run(&gone, &State::default(), &cfg, 2);
-        let (_, state) = decide(&back, &state, &cfg);
+        let (_, state) = run(&gone, &State::default(), &policy, 2);
+        let (_, state) = decide(&back, &state, &policy);
         assert_eq!((state.peer_failures, state.dead_checks), (0, 0));
-        let (action, _) = run(&gone, &state, &cfg, 2);
+        let (action, _) = run(&gone, &state, &policy, 2);
         assert!(!is_promote(&action), "{action:?}");
     }
 
     #[test]
     fn a_dead_streak_broken_by_a_timeout_starts_again() {
-        let cfg = config();
+        let policy = policy();
         let dead = observe(Ok(replica(100, false)), refused());
         let silent = observe(Ok(replica(100, false)), timed_out());
-        let (_, state) = run(&dead, &State::default(), &cfg, 2);
-        let (_, state) = decide(&silent, &state, &cfg);
-        let (action, state) = decide(&dead, &state, &cfg);
+        let (_, state) = run(&dead, &State::default(), &policy, 2);
+        let (_, state) = decide(&silent, &state, &policy);
+        let (action, state) = decide(&dead, &state, &policy);
         assert!(!is_promote(&action), "{action:?}");
         assert_eq!(state.dead_checks, 1);
     }
@@ -1370,7 +1374,7 @@ mod tests {
     #[test]
     fn a_peer_that_rejects_the_login_is_not_gone() {
         let obs = observe(Ok(replica(100, false)), Err(failure(FailureKind::Rejected)));
-        let (action, state) = run(&obs, &State::default(), &config(), 10);
+        let (action, state) = run(&obs, &State::default(), &policy(), 10);
         assert!(
             matches!(action, Action::Wait(Wait::PeerRejects(_))),
             "{action:?}"
@@ -1381,7 +1385,7 @@ mod tests {
     #[test]
     fn a_replica_that_still_streams_never_promotes() {
         let obs = observe(Ok(replica(100, true)), refused());
-        let (action, state) = run(&obs, &State::default(), &config(), 10);
+        let (action, state) = run(&obs, &State::default(), &policy(), 10);
         assert!(
             matches!(action, Action::Wait(Wait::ReplicationStreams(_))),
             "{action:?}"
@@ -1391,11 +1395,11 @@ mod tests {
 
     #[test]
     fn once_the_stream_stops_dead_checks_counted_while_it_streamed_promote_at_once() {
-        let cfg = config();
+        let policy = policy();
         let streaming = observe(Ok(replica(100, true)), refused());
-        let (_, state) = run(&streaming, &State::default(), &cfg, 2);
+        let (_, state) = run(&streaming, &State::default(), &policy, 2);
         let stopped = observe(Ok(replica(100, false)), refused());
-        let (action, _) = decide(&stopped, &state, &cfg);
+        let (action, _) = decide(&stopped, &state, &policy);
         assert!(is_promote(&action), "{action:?}");
     }
 
@@ -1413,9 +1417,9 @@ mod tests {
 
     #[test]
     fn of_two_replicas_the_more_advanced_promotes() {
-        let cfg = config();
+        let policy = policy();
         let ahead = observe(Ok(replica(200, false)), Ok(replica(100, false)));
-        let (action, _) = run(&ahead, &State::default(), &cfg, 3);
+        let (action, _) = run(&ahead, &State::default(), &policy, 3);
         assert_eq!(
             action,
             Action::Promote(PromoteWhy::BothReplicas {
@@ -1424,7 +1428,7 @@ mod tests {
             })
         );
         let behind = observe(Ok(replica(100, false)), Ok(replica(200, false)));
-        let (action, _) = run(&behind, &State::default(), &cfg, 10);
+        let (action, _) = run(&behind, &State::default(), &policy, 10);
         assert!(
             matches!(action, Action::Wait(Wait::PeerLeads { .. })),
             "{action:?}"
@@ -1434,15 +1438,15 @@ mod tests {
     #[test]
     fn of_two_equal_replicas_the_lower_index_promotes() {
         let tie = observe(Ok(replica(100, false)), Ok(replica(100, false)));
-        let lower = Config {
+        let lower = Policy {
             index: 0,
             peer_index: 1,
-            ..config()
+            ..policy()
         };
-        let higher = Config {
+        let higher = Policy {
             index: 1,
             peer_index: 0,
-            ..config()
+            ..policy()
         };
         assert!(is_promote(&run(&tie, &State::default(), &lower, 3).0));
         assert!(!is_promote(&run(&tie, &State::default(), &higher, 10).0));
@@ -1452,22 +1456,22 @@ mod tests {
     fn replicas_streaming_from_each_other_still_settle_who_promotes() {
         let cascade = observe(Ok(replica(200, true)), Ok(replica(100, true)));
         assert!(is_promote(
-            &run(&cascade, &State::default(), &config(), 3).0
+            &run(&cascade, &State::default(), &policy(), 3).0
         ));
     }
 
     #[test]
     fn the_lag_guard_does_not_apply_between_two_visible_replicas() {
-        let cfg = Config {
+        let policy = Policy {
             max_lag_bytes: Some(10),
-            ..config()
+            ..policy()
         };
         let state = State {
             primary_last_lsn: Some(Lsn(1_000_000)),
             ..State::default()
         };
         let obs = observe(Ok(replica(200, false)), Ok(replica(100, false)));
-        assert!(is_promote(&run(&obs, &state, &cfg, 3).0));
+        assert!(is_promote(&run(&obs, &state, &policy, 3).0));
     }
 
     // --- step 2: the lease ---
@@ -1482,7 +1486,7 @@ mod tests {
         ] {
             let obs = observe(Ok(primary(100)), peer.clone());
             let ticks: Vec<Duration> = (0..=60).map(|s| SECOND * s).collect();
-            let (action, _) = run_at(&obs, &State::default(), &config(), Instant::now(), &ticks);
+            let (action, _) = run_at(&obs, &State::default(), &policy(), Instant::now(), &ticks);
             assert!(
                 matches!(action, Action::Wait(Wait::Primary(_))),
                 "{peer:?}: {action:?}"
@@ -1492,18 +1496,18 @@ mod tests {
 
     #[test]
     fn a_primary_that_cannot_confirm_its_lease_refuses_writes_when_it_lapses() {
-        let cfg = config();
+        let policy = policy();
         let start = Instant::now();
         let healthy = observe(Ok(primary(100)), Ok(replica(100, true))).at(start);
-        let (_, state) = decide(&healthy, &State::default(), &cfg);
+        let (_, state) = decide(&healthy, &State::default(), &policy);
         assert_eq!(state.confirmed_at, Some(start));
         let cut = observe(Ok(primary(100)), timed_out());
-        let (action, state) = run_at(&cut, &state, &cfg, start, &[SECOND * 4]);
+        let (action, state) = run_at(&cut, &state, &policy, start, &[SECOND * 4]);
         assert!(
             matches!(action, Action::Wait(Wait::Unconfirmed { .. })),
             "{action:?}"
         );
-        let (action, _) = run_at(&cut, &state, &cfg, start, &[SECOND * 5]);
+        let (action, _) = run_at(&cut, &state, &policy, start, &[SECOND * 5]);
         assert_eq!(
             action,
             Action::RefuseWrites(RefuseWhy::LeaseLapsed {
@@ -1518,13 +1522,13 @@ mod tests {
     /// refused writes while the tick waited), and it is not lifted on it.
     #[test]
     fn a_slow_tick_judges_the_lease_when_its_checks_ended() {
-        let cfg = config();
+        let policy = policy();
         let start = Instant::now();
         let healthy = observe(Ok(primary(100)), Ok(replica(100, true))).at(start);
-        let (_, state) = decide(&healthy, &State::default(), &cfg);
+        let (_, state) = decide(&healthy, &State::default(), &policy);
         let mut slow_cut = observe(Ok(primary(100)), timed_out()).at(start + SECOND * 3);
         slow_cut.now = start + SECOND * 6;
-        let (action, _) = decide(&slow_cut, &state, &cfg);
+        let (action, _) = decide(&slow_cut, &state, &policy);
         assert!(
             matches!(action, Action::RefuseWrites(RefuseWhy::LeaseLapsed { .. })),
             "{action:?}"
@@ -1536,7 +1540,7 @@ mod tests {
         let mut read_only = primary(100);
         read_only.read_only = Some(true);
         let within_old_lease = observe(Ok(read_only), timed_out()).at(start + SECOND * 4);
-        let (action, _) = decide(&within_old_lease, &refusing, &cfg);
+        let (action, _) = decide(&within_old_lease, &refusing, &policy);
         assert!(
             matches!(action, Action::Wait(Wait::Refusing(_))),
             "{action:?}"
@@ -1547,9 +1551,9 @@ mod tests {
     /// but do not lift the refusal; the peer answering as a replica does.
     #[test]
     fn a_refusal_is_lifted_only_by_the_peer_answering_as_a_replica() {
-        let cfg = Config {
+        let policy = Policy {
             witnesses: 1,
-            ..config()
+            ..policy()
         };
         let refusing = State {
             refusing_writes: true,
@@ -1559,32 +1563,32 @@ mod tests {
         read_only.read_only = Some(true);
         for peer in [timed_out(), refused()] {
             let witnessed = observe(Ok(read_only.clone()), peer).witnesses(1, 1);
-            let (action, _) = decide(&witnessed, &refusing, &cfg);
+            let (action, _) = decide(&witnessed, &refusing, &policy);
             assert!(
                 matches!(action, Action::Wait(Wait::Refusing(_))),
                 "{action:?}"
             );
         }
         let back = observe(Ok(read_only), Ok(replica(100, false))).witnesses(1, 1);
-        assert_eq!(decide(&back, &refusing, &cfg).0, Action::AllowWrites);
+        assert_eq!(decide(&back, &refusing, &policy).0, Action::AllowWrites);
     }
 
     #[test]
     fn a_majority_of_witnesses_renews_the_lease_a_minority_does_not() {
-        let cfg = Config {
+        let policy = Policy {
             witnesses: 2,
-            ..config()
+            ..policy()
         };
         let start = Instant::now();
         let ticks: Vec<Duration> = (0..=10).map(|s| SECOND * s).collect();
         let majority = observe(Ok(primary(100)), timed_out()).witnesses(2, 2);
-        let (action, _) = run_at(&majority, &State::default(), &cfg, start, &ticks);
+        let (action, _) = run_at(&majority, &State::default(), &policy, start, &ticks);
         assert!(
             matches!(action, Action::Wait(Wait::Primary(_))),
             "{action:?}"
         );
         let minority = observe(Ok(primary(100)), timed_out()).witnesses(1, 2);
-        let (action, _) = run_at(&minority, &State::default(), &cfg, start, &ticks);
+        let (action, _) = run_at(&minority, &State::default(), &policy, start, &ticks);
         assert!(
             matches!(action, Action::RefuseWrites(RefuseWhy::LeaseLapsed { .. })),
             "{action:?}"
@@ -1598,7 +1602,7 @@ mod tests {
         let (action, _) = run_at(
             &cut,
             &State::default(),
-            &config(),
+            &policy(),
             start,
             &[Duration::ZERO, SECOND * 4],
         );
@@ -1606,7 +1610,7 @@ mod tests {
         let (action, _) = run_at(
             &cut,
             &State::default(),
-            &config(),
+            &policy(),
             start,
             &[Duration::ZERO, SECOND * 5],
         );
@@ -1615,30 +1619,30 @@ mod tests {
 
     #[test]
     fn a_new_primary_holds_its_lease_until_it_reaches_its_peer_again() {
-        let cfg = config();
+        let policy = policy();
         let start = Instant::now();
         let state = after_promotion(
             &State {
                 watching_since: Some(start),
                 ..State::default()
             },
-            &cfg,
+            &policy,
         );
         // Its predecessor stopped taking writes before it promoted.
         let cut = observe(Ok(primary(100)), timed_out());
-        let (action, state) = run_at(&cut, &state, &cfg, start, &[SECOND * 60]);
+        let (action, state) = run_at(&cut, &state, &policy, start, &[SECOND * 60]);
         assert!(!matches!(action, Action::RefuseWrites(_)), "{action:?}");
         // Once the peer is reached, the usual renewals take over.
         let reached = observe(Ok(primary(100)), refused());
-        let (_, state) = run_at(&reached, &state, &cfg, start, &[SECOND * 61]);
+        let (_, state) = run_at(&reached, &state, &policy, start, &[SECOND * 61]);
         assert!(!state.holds_since_promotion);
-        let (action, _) = run_at(&cut, &state, &cfg, start, &[SECOND * 66]);
+        let (action, _) = run_at(&cut, &state, &policy, start, &[SECOND * 66]);
         assert!(matches!(action, Action::RefuseWrites(_)), "{action:?}");
     }
 
     #[test]
     fn a_refusing_primary_takes_writes_again_once_confirmed_and_alone() {
-        let cfg = config();
+        let policy = policy();
         let refusing = State {
             refusing_writes: true,
             ..State::default()
@@ -1650,7 +1654,7 @@ mod tests {
         let (action, _) = run_at(
             &still_cut,
             &refusing,
-            &cfg,
+            &policy,
             start,
             &[Duration::ZERO, SECOND * 9],
         );
@@ -1659,7 +1663,7 @@ mod tests {
             "{action:?}"
         );
         let back = observe(Ok(read_only), Ok(replica(100, false)));
-        let (action, state) = decide(&back, &refusing, &cfg);
+        let (action, state) = decide(&back, &refusing, &policy);
         assert_eq!(action, Action::AllowWrites);
         assert!(state.refusing_writes, "cleared once the loop has acted");
     }
@@ -1669,7 +1673,7 @@ mod tests {
         let mut read_only = primary(100);
         read_only.read_only = Some(true);
         let obs = observe(Ok(read_only), timed_out());
-        let (action, state) = run(&obs, &State::default(), &config(), 1);
+        let (action, state) = run(&obs, &State::default(), &policy(), 1);
         let taking = LeaseView {
             takes_writes: true,
             ..LeaseView::default()
@@ -1683,11 +1687,11 @@ mod tests {
     #[test]
     fn a_primary_that_stops_answering_stays_watched_by_the_watchdog() {
         let healthy = observe(Ok(primary(100)), Ok(replica(100, true)));
-        let (_, state) = decide(&healthy, &State::default(), &config());
+        let (_, state) = decide(&healthy, &State::default(), &policy());
         let view = LeaseView::after(&healthy, &state, &LeaseView::default());
         assert!(view.takes_writes);
         let hung = observe(Err(failure(FailureKind::Hung)), Ok(replica(100, true)));
-        let (_, state) = decide(&hung, &state, &config());
+        let (_, state) = decide(&hung, &state, &policy());
         let view = LeaseView::after(&hung, &state, &view);
         assert!(view.takes_writes, "it may resume taking writes");
         assert_eq!(
@@ -1799,7 +1803,7 @@ mod tests {
 
     #[test]
     fn a_primary_whose_lease_lapsed_is_the_stale_one_when_it_meets_its_successor() {
-        let cfg = config();
+        let policy = policy();
         let start = Instant::now();
         let mut old = primary(100);
         old.read_only = Some(true);
@@ -1812,17 +1816,17 @@ mod tests {
             refusing_writes: true,
             ..State::default()
         };
-        let (action, _) = decide(&obs, &state, &cfg);
+        let (action, _) = decide(&obs, &state, &policy);
         assert!(matches!(action, Action::StepDown(_)), "{action:?}");
         let stepping = after_step_down(&state);
-        let (action, _) = decide(&obs, &stepping, &cfg);
+        let (action, _) = decide(&obs, &stepping, &policy);
         assert_eq!(action, Action::Wait(Wait::SteppingDown), "asked once");
     }
 
     #[test]
     fn two_primaries_on_one_timeline_fence() {
         let obs = observe(Ok(primary(100)), Ok(primary(100)));
-        let (action, _) = decide(&obs, &State::default(), &config());
+        let (action, _) = decide(&obs, &State::default(), &policy());
         assert!(matches!(action, Action::Fence(_)), "{action:?}");
     }
 
@@ -1830,15 +1834,15 @@ mod tests {
 
     #[test]
     fn the_pause_file_withholds_promotion_refusal_and_fencing() {
-        let cfg = config();
+        let policy = policy();
         let gone = observe(Ok(replica(100, false)), refused()).paused();
-        let (action, _) = run(&gone, &State::default(), &cfg, 10);
+        let (action, _) = run(&gone, &State::default(), &policy, 10);
         assert!(
             matches!(&action, Action::Wait(Wait::Paused(withheld)) if is_promote(withheld)),
             "{action:?}"
         );
         let split = observe(Ok(primary(1)), Ok(primary(1))).paused();
-        let (action, _) = decide(&split, &State::default(), &cfg);
+        let (action, _) = decide(&split, &State::default(), &policy);
         assert!(
             matches!(&action, Action::Wait(Wait::Paused(withheld)) if matches!(**withheld, Action::Fence(_))),
             "{action:?}"
@@ -1848,7 +1852,7 @@ mod tests {
         let (action, _) = run_at(
             &cut,
             &State::default(),
-            &cfg,
+            &policy,
             start,
             &[Duration::ZERO, SECOND * 30],
         );
@@ -1869,12 +1873,12 @@ mod tests {
 
     #[test]
     fn the_lag_guard_blocks_a_replica_too_far_behind() {
-        let cfg = Config {
+        let policy = Policy {
             max_lag_bytes: Some(1000),
-            ..config()
+            ..policy()
         };
         let obs = observe(Ok(replica(5000, false)), refused());
-        let (action, _) = run(&obs, &lagging_state(7000), &cfg, 10);
+        let (action, _) = run(&obs, &lagging_state(7000), &policy, 10);
         assert_eq!(
             action,
             Action::Wait(Wait::LagGuard {
@@ -1882,18 +1886,18 @@ mod tests {
                 max: 1000
             })
         );
-        let (action, _) = run(&obs, &lagging_state(6000), &cfg, 3);
+        let (action, _) = run(&obs, &lagging_state(6000), &policy, 3);
         assert!(is_promote(&action), "lag 1000 <= 1000: {action:?}");
     }
 
     #[test]
     fn the_lag_guard_blocks_when_no_primary_position_was_ever_seen() {
-        let cfg = Config {
+        let policy = Policy {
             max_lag_bytes: Some(1000),
-            ..config()
+            ..policy()
         };
         let obs = observe(Ok(replica(5000, false)), refused());
-        let (action, _) = run(&obs, &State::default(), &cfg, 5);
+        let (action, _) = run(&obs, &State::default(), &policy, 5);
         assert_eq!(
             action,
             Action::Wait(Wait::LagGuard {
@@ -1907,34 +1911,34 @@ mod tests {
     fn without_the_lag_guard_lag_does_not_matter() {
         let obs = observe(Ok(replica(5000, false)), refused());
         assert!(is_promote(
-            &run(&obs, &lagging_state(1 << 40), &config(), 3).0
+            &run(&obs, &lagging_state(1 << 40), &policy(), 3).0
         ));
     }
 
     // --- witnesses ---
 
-    fn with_witnesses(count: usize) -> Config {
-        Config {
+    fn with_witnesses(count: usize) -> Policy {
+        Policy {
             witnesses: count,
-            ..config()
+            ..policy()
         }
     }
 
     #[test]
     fn a_replica_promotes_only_with_a_witness_majority() {
-        let cfg = with_witnesses(3);
+        let policy = with_witnesses(3);
         let base = observe(Ok(replica(100, false)), refused());
         let minority = base.clone().witnesses(1, 3);
-        let (action, _) = run(&minority, &State::default(), &cfg, 5);
+        let (action, _) = run(&minority, &State::default(), &policy, 5);
         assert!(
             matches!(action, Action::Wait(Wait::WitnessMinority(Some(_)))),
             "{action:?}"
         );
         let unchecked = base.clone();
-        let (action, _) = run(&unchecked, &State::default(), &cfg, 5);
+        let (action, _) = run(&unchecked, &State::default(), &policy, 5);
         assert!(!is_promote(&action), "{action:?}");
         let majority = base.witnesses(2, 3);
-        assert!(is_promote(&run(&majority, &State::default(), &cfg, 3).0));
+        assert!(is_promote(&run(&majority, &State::default(), &policy, 3).0));
     }
 
     #[test]
@@ -1964,10 +1968,10 @@ mod tests {
 
     // --- synchronous mode ---
 
-    fn sync(mode: SyncMode) -> Config {
-        Config {
+    fn sync(mode: SyncMode) -> Policy {
+        Policy {
             synchronous: mode,
-            ..config()
+            ..policy()
         }
     }
 
@@ -1995,10 +1999,10 @@ mod tests {
 
     #[test]
     fn synchronous_on_degrades_as_soon_as_a_gone_replica_is_known_not_cut_off() {
-        let cfg = sync(SyncMode::On);
+        let policy = sync(SyncMode::On);
         for peer in [refused(), Err(failure(FailureKind::Hung))] {
             let gone = observe(Ok(primary_sync("*", 0)), peer.clone());
-            let (action, _) = decide(&gone, &State::default(), &cfg);
+            let (action, _) = decide(&gone, &State::default(), &policy);
             assert_eq!(
                 action,
                 Action::SetSynchronous(false, SyncWhy::ReplicaGone { ticks: 1 }),
@@ -2016,7 +2020,7 @@ mod tests {
             matches!(action, Action::Wait(Wait::DegradeWithheld(None))),
             "{action:?}"
         );
-        let with_witnesses = Config {
+        let with_witnesses = Policy {
             witnesses: 2,
             ..sync(SyncMode::On)
         };
@@ -2036,21 +2040,21 @@ mod tests {
 
     #[test]
     fn a_silent_standby_counts_as_gone_with_replica_silence() {
-        let cfg = Config {
+        let policy = Policy {
             replica_silence: Some(SECOND * 2),
             ..sync(SyncMode::On)
         };
         let mut hung = primary_sync("*", 1);
         hung.standby_reply_age_ms = Some(2500);
         let obs = observe(Ok(hung.clone()), Err(failure(FailureKind::Hung)));
-        let (action, _) = decide(&obs, &State::default(), &cfg);
+        let (action, _) = decide(&obs, &State::default(), &policy);
         assert!(
             matches!(action, Action::SetSynchronous(false, _)),
             "{action:?}"
         );
         hung.standby_reply_age_ms = Some(800);
         let answering = observe(Ok(hung.clone()), Ok(replica(100, true)));
-        let (action, _) = decide(&answering, &State::default(), &cfg);
+        let (action, _) = decide(&answering, &State::default(), &policy);
         assert!(matches!(action, Action::Wait(_)), "{action:?}");
         // Once degraded, a standby still `streaming` but silent does not
         // make commits synchronous again (they would block at once).
@@ -2058,11 +2062,11 @@ mod tests {
         degraded.streaming_replicas = Some(1);
         degraded.standby_reply_age_ms = Some(2500);
         let obs = observe(Ok(degraded.clone()), Err(failure(FailureKind::Hung)));
-        let (action, _) = decide(&obs, &State::default(), &cfg);
+        let (action, _) = decide(&obs, &State::default(), &policy);
         assert!(matches!(action, Action::Wait(_)), "{action:?}");
         degraded.standby_reply_age_ms = Some(300);
         let obs = observe(Ok(degraded), Ok(replica(100, true)));
-        let (action, _) = decide(&obs, &State::default(), &cfg);
+        let (action, _) = decide(&obs, &State::default(), &policy);
         assert!(
             matches!(action, Action::SetSynchronous(true, _)),
             "{action:?}"
@@ -2076,12 +2080,12 @@ mod tests {
 
     #[test]
     fn synchronous_strict_never_degrades_and_restores_at_once() {
-        let cfg = sync(SyncMode::Strict);
+        let policy = sync(SyncMode::Strict);
         let gone = observe(Ok(primary_sync("*", 0)), refused());
-        let (action, _) = run(&gone, &State::default(), &cfg, 50);
+        let (action, _) = run(&gone, &State::default(), &policy, 50);
         assert!(matches!(action, Action::Wait(_)), "{action:?}");
         let cleared = observe(Ok(primary_sync("", 0)), refused());
-        let (action, _) = decide(&cleared, &State::default(), &cfg);
+        let (action, _) = decide(&cleared, &State::default(), &policy);
         assert_eq!(action, Action::SetSynchronous(true, SyncWhy::Strict));
     }
 
@@ -2089,17 +2093,17 @@ mod tests {
     fn synchronous_off_leaves_the_setting_alone() {
         for status in [primary_sync("", 1), primary_sync("*", 0)] {
             let obs = observe(Ok(status), refused());
-            let (action, _) = run(&obs, &State::default(), &config(), 10);
+            let (action, _) = run(&obs, &State::default(), &policy(), 10);
             assert!(matches!(action, Action::Wait(_)), "{action:?}");
         }
     }
 
     #[test]
     fn a_new_primary_with_synchronous_on_degrades_on_its_first_tick() {
-        let cfg = sync(SyncMode::On);
-        let state = after_promotion(&State::default(), &cfg);
+        let policy = sync(SyncMode::On);
+        let state = after_promotion(&State::default(), &policy);
         let obs = observe(Ok(primary_sync("*", 0)), refused());
-        let (action, _) = decide(&obs, &state, &cfg);
+        let (action, _) = decide(&obs, &state, &policy);
         assert!(
             matches!(action, Action::SetSynchronous(false, _)),
             "{action:?}"
@@ -2109,27 +2113,27 @@ mod tests {
     #[test]
     fn in_synchronous_mode_a_replica_promotes_only_if_it_was_synchronous() {
         for mode in [SyncMode::On, SyncMode::Strict] {
-            let cfg = sync(mode);
+            let policy = sync(mode);
             let gone = observe(Ok(replica(100, false)), refused());
             let was_sync = State {
                 was_synchronous: true,
                 ..State::default()
             };
-            assert!(is_promote(&run(&gone, &was_sync, &cfg, 3).0), "{mode:?}");
-            let (action, _) = run(&gone, &State::default(), &cfg, 10);
+            assert!(is_promote(&run(&gone, &was_sync, &policy, 3).0), "{mode:?}");
+            let (action, _) = run(&gone, &State::default(), &policy, 10);
             assert_eq!(action, Action::Wait(Wait::NotSynchronous), "{mode:?}");
         }
     }
 
     #[test]
     fn in_synchronous_mode_the_lag_guard_may_allow_an_asynchronous_replica() {
-        let cfg = Config {
+        let policy = Policy {
             max_lag_bytes: Some(1000),
             ..sync(SyncMode::On)
         };
         let gone = observe(Ok(replica(5000, false)), refused());
-        assert!(is_promote(&run(&gone, &lagging_state(5500), &cfg, 3).0));
-        let (action, _) = run(&gone, &lagging_state(9000), &cfg, 5);
+        assert!(is_promote(&run(&gone, &lagging_state(5500), &policy, 3).0));
+        let (action, _) = run(&gone, &lagging_state(9000), &policy, 5);
         assert!(
             matches!(action, Action::Wait(Wait::LagGuard { .. })),
             "{action:?}"
@@ -2142,19 +2146,19 @@ mod tests {
         peer.synchronous_replicas = Some(1);
         let not_streaming = observe(Ok(replica(100, false)), Ok(peer.clone()));
         assert!(
-            !decide(&not_streaming, &State::default(), &config())
+            !decide(&not_streaming, &State::default(), &policy())
                 .1
                 .was_synchronous
         );
         let async_primary = observe(Ok(replica(100, true)), Ok(primary(100)));
         assert!(
-            !decide(&async_primary, &State::default(), &config())
+            !decide(&async_primary, &State::default(), &policy())
                 .1
                 .was_synchronous
         );
         let streaming = observe(Ok(replica(100, true)), Ok(peer));
         assert!(
-            decide(&streaming, &State::default(), &config())
+            decide(&streaming, &State::default(), &policy())
                 .1
                 .was_synchronous
         );

@@ -9,42 +9,23 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use probe::{logln, ConnectOptions, Detail, Endpoint, Failure, Prober, Status};
-use tokio_postgres::SimpleQueryMessage;
+use pgcore::os::{self, process};
+use pgcore::{logln, Client, ConnectOptions, Detail, Endpoint, Failure, Status};
 
 use crate::decide::{Evidence, Witnesses};
 
 /// One full status of a node (role, WAL positions, replication and
 /// synchronous state) in one bounded round trip.
-pub fn probe_node(prober: &Prober, options: &ConnectOptions) -> Result<Status, Failure> {
-    prober.probe_once(options, Detail::Full)
+pub fn probe_node(client: &Client, options: &ConnectOptions) -> Result<Status, Failure> {
+    client.probe_once(options, Detail::Full)
 }
 
 /// Plain TCP reachability of each witness, all at once, each bounded by `timeout`.
-pub fn probe_witnesses(prober: &Prober, witnesses: &[Endpoint], timeout: Duration) -> Witnesses {
-    let targets: Vec<(String, u16)> = witnesses.iter().map(|w| (w.host.clone(), w.port)).collect();
-    let total = targets.len();
-    let reached = prober
-        .run_bounded(timeout + Duration::from_secs(1), async move {
-            let attempts: Vec<_> = targets
-                .into_iter()
-                .map(|target| {
-                    tokio::spawn(async move {
-                        let connect = tokio::net::TcpStream::connect(target);
-                        matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
-                    })
-                })
-                .collect();
-            let mut reached = 0;
-            for attempt in attempts {
-                if attempt.await.unwrap_or(false) {
-                    reached += 1;
-                }
-            }
-            Ok(reached)
-        })
-        .unwrap_or(0);
-    Witnesses { reached, total }
+pub fn probe_witnesses(client: &Client, witnesses: &[Endpoint], timeout: Duration) -> Witnesses {
+    Witnesses {
+        reached: client.reachable(witnesses, timeout),
+        total: witnesses.len(),
+    }
 }
 
 /// How to promote with `pg_ctl` when `pg_promote()` cannot be used.
@@ -57,13 +38,13 @@ pub struct PgCtl {
 /// Promotes the local replica: `SELECT pg_promote(wait => true)`, falling
 /// back to `pg_ctl promote` when configured. Returns how it was done.
 pub fn promote(
-    prober: &Prober,
+    client: &Client,
     local: &ConnectOptions,
     fallback: Option<&PgCtl>,
     timeout: Duration,
 ) -> anyhow::Result<&'static str> {
     let started = Instant::now();
-    let first = match pg_promote(prober, local, timeout) {
+    let first = match pg_promote(client, local, timeout) {
         Ok(true) => {
             logln!(
                 "promoted with pg_promote() in {:.1} s",
@@ -86,19 +67,14 @@ pub fn promote(
     Ok("pg_ctl promote")
 }
 
-fn pg_promote(prober: &Prober, local: &ConnectOptions, timeout: Duration) -> Result<bool, Failure> {
-    let config = local.client_config();
+fn pg_promote(client: &Client, local: &ConnectOptions, timeout: Duration) -> Result<bool, Failure> {
     let seconds = timeout.as_secs().max(1);
     let sql = format!("SELECT pg_promote(wait => true, wait_seconds => {seconds})");
-    let promoted = prober.run_bounded(timeout + local.connect_timeout, async move {
-        let client = probe::role::connect(&config).await?;
-        let messages = client
-            .simple_query(&sql)
-            .await
-            .map_err(|err| probe::role::failure(&err))?;
-        Ok(first_value(&messages).as_deref() == Some("t"))
-    })?;
-    Ok(promoted)
+    let rows = client
+        .connect_within(local, timeout + local.connect_timeout)?
+        .text_rows(&sql)?;
+    let promoted = rows.first().and_then(|row| row.first()).cloned().flatten();
+    Ok(promoted.as_deref() == Some("t"))
 }
 
 /// `pg_ctl promote --wait`, as the data directory's owner when we run as root
@@ -112,7 +88,7 @@ fn pg_ctl_promote(pg_ctl: &PgCtl, timeout: Duration) -> anyhow::Result<()> {
         .args(["--wait", "--timeout", &timeout.as_secs().max(1).to_string()])
         .stdin(Stdio::null())
         .stdout(stderr_for_child());
-    if is_root() {
+    if os::running_as_root() {
         let owner = std::fs::metadata(&pg_ctl.data_dir).with_context(|| {
             format!(
                 "cannot stat the data directory {}",
@@ -138,13 +114,13 @@ fn pg_ctl_promote(pg_ctl: &PgCtl, timeout: Duration) -> anyhow::Result<()> {
 /// Sets `synchronous_standby_names` to `*` (any standby) or empty, with
 /// ALTER SYSTEM (postgresql.auto.conf, so it survives restarts) and a reload.
 pub fn set_synchronous(
-    prober: &Prober,
+    client: &Client,
     local: &ConnectOptions,
     synchronous: bool,
 ) -> Result<(), Failure> {
     let value = if synchronous { "*" } else { "" };
     run_statements(
-        prober,
+        client,
         local,
         &[
             &format!("ALTER SYSTEM SET synchronous_standby_names = '{value}'"),
@@ -162,9 +138,9 @@ pub fn set_synchronous(
 /// the client sessions ended. A primary whose lease lapsed must acknowledge
 /// nothing its promoted peer will not have; in a split-brain, the node that
 /// steps down or is fenced must not acknowledge writes meanwhile.
-pub fn refuse_writes(prober: &Prober, local: &ConnectOptions) -> Result<(), Failure> {
+pub fn refuse_writes(client: &Client, local: &ConnectOptions) -> Result<(), Failure> {
     run_statements(
-        prober,
+        client,
         local,
         &[
             "ALTER SYSTEM SET default_transaction_read_only = on",
@@ -182,9 +158,9 @@ pub fn refuse_writes(prober: &Prober, local: &ConnectOptions) -> Result<(), Fail
 /// Lifts [`refuse_writes`]: the lease is confirmed again and the node is
 /// the only primary. ALTER SYSTEM RESET, so an operator's own setting in
 /// postgresql.conf applies again.
-pub fn allow_writes(prober: &Prober, local: &ConnectOptions) -> Result<(), Failure> {
+pub fn allow_writes(client: &Client, local: &ConnectOptions) -> Result<(), Failure> {
     run_statements(
-        prober,
+        client,
         local,
         &[
             "ALTER SYSTEM RESET default_transaction_read_only",
@@ -199,22 +175,12 @@ pub fn allow_writes(prober: &Prober, local: &ConnectOptions) -> Result<(), Failu
 /// refuses to run inside the implicit transaction of a multi-statement
 /// query), all within twice the connect timeout.
 fn run_statements(
-    prober: &Prober,
+    client: &Client,
     local: &ConnectOptions,
     statements: &[&str],
 ) -> Result<(), Failure> {
-    let config = local.client_config();
-    let statements: Vec<String> = statements.iter().map(|sql| sql.to_string()).collect();
-    prober.run_bounded(local.connect_timeout * 2, async move {
-        let client = probe::role::connect(&config).await?;
-        for sql in &statements {
-            client
-                .simple_query(sql)
-                .await
-                .map_err(|err| probe::role::failure(&err))?;
-        }
-        Ok(())
-    })
+    let session = client.connect_within(local, local.connect_timeout * 2)?;
+    statements.iter().try_for_each(|sql| session.execute(sql))
 }
 
 /// SIGKILL to the server of `data_dir` (the postmaster its postmaster.pid
@@ -228,56 +194,27 @@ pub fn kill_server(data_dir: &Path) -> anyhow::Result<usize> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", pidfile.display())),
     };
-    let postmaster: i32 = text
+    let postmaster: u32 = text
         .lines()
         .next()
         .and_then(|line| line.trim().parse().ok())
         .with_context(|| format!("{} names no pid", pidfile.display()))?;
-    if !is_postgres(postmaster) {
+    if !process::alive_named(postmaster, &["postgres", "postmaster"]) {
         return Ok(0);
     }
-    let mut pids = children_of(postmaster);
+    let mut pids = process::children_of(postmaster);
     pids.push(postmaster);
     for &pid in &pids {
-        // SAFETY: kill(2) on pids that are the postmaster this data
-        // directory names and its children, checked just above.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+        process::kill(pid);
     }
     Ok(pids.len())
-}
-
-fn is_postgres(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|comm| matches!(comm.trim(), "postgres" | "postmaster"))
-}
-
-/// The processes whose parent is `parent`, from /proc.
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // After "(comm)" come the state and the parent pid.
-                    let fields = stat.rsplit_once(')')?.1;
-                    fields.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
 }
 
 /// The fence record (`--fence-record`): when and why this node fenced, and
 /// the evidence it had, as one JSON object.
 pub fn fence_record(evidence: &Evidence, message: &str) -> String {
-    let record = probe::serde_json::json!({
-        "fenced_at": probe::log::rfc3339_now(),
+    let record = serde_json::json!({
+        "fenced_at": pgcore::log::rfc3339_now(),
         "why": "split-brain",
         "message": message,
         "local_timeline": evidence.local_timeline,
@@ -359,12 +296,7 @@ fn run_bounded(command: &mut Command, timeout: Duration) -> std::io::Result<Outc
             return Ok(Outcome::Exited(status));
         }
         if Instant::now() >= deadline {
-            // SAFETY: kill(2) on the process group of a child we spawned and
-            // have not reaped; it leads its own group (process_group(0)).
-            unsafe {
-                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-            }
-            let _ = child.wait();
+            process::kill_group(&mut child);
             return Ok(Outcome::TimedOut);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -378,19 +310,6 @@ fn stderr_for_child() -> Stdio {
         Ok(fd) => Stdio::from(fd),
         Err(_) => Stdio::null(),
     }
-}
-
-/// Whether we run as root (PostgreSQL's tools must not; `recover` must).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
-    messages.iter().find_map(|message| match message {
-        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-        _ => None,
-    })
 }
 
 /// Whether the pause file exists. An unreadable parent counts as present:

@@ -1,16 +1,17 @@
 //! `pg-monitor`: automatic failover for a two-node PostgreSQL HA pair.
 //!
 //! Each node runs one monitor. Every interval it observes (the local node's
-//! and the peer's full status through the `probe` library; witnesses when
+//! and the peer's full status through the `pgcore` library; witnesses when
 //! they matter), decides with the pure [`decide::decide`], and acts through
 //! the thin functions in [`effects`]. The loop runs on its own thread so that
 //! SIGTERM ends the process at once even while a probe waits for a timeout,
 //! and a watchdog thread enforces the primary's lease while a tick is stuck
 //! on a probe (a hung local server, a peer behind a cut link).
 
+mod control;
 pub mod decide;
 pub mod effects;
-mod process;
+mod pidfile;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,21 +20,22 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use probe::{logln, ConnectOptions, Endpoint, Prober, Role};
+use pgcore::{logln, Client, ConnectOptions, Endpoint, Role};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use control::Control;
 use decide::{
-    after_promotion, after_step_down, decide, needs_witnesses, Action, Config, FenceWhy, LeaseView,
-    Observation, RefuseWhy, State, Wait,
+    after_promotion, after_step_down, decide, needs_witnesses, Action, FenceWhy, LeaseView,
+    Observation, Policy, RefuseWhy, State, Wait,
 };
 use effects::PgCtl;
-use process::{Control, Pidfile};
+use pidfile::Pidfile;
 
 /// Everything the monitor needs, parsed and checked.
 #[derive(Debug)]
-pub struct Settings {
-    pub config: Config,
+pub struct Config {
+    pub policy: Policy,
     pub local: ConnectOptions,
     pub peer: ConnectOptions,
     pub interval: Duration,
@@ -98,15 +100,15 @@ impl Lease {
 }
 
 /// Runs until a signal, fencing, or an internal error.
-pub fn run(settings: Settings) -> anyhow::Result<Exit> {
+pub fn run(config: Config) -> anyhow::Result<Exit> {
     // Handlers first: a SIGTERM right after the pidfile appears must not
     // kill us with the default action and leave the pidfile behind.
     let signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
-    let pidfile = match &settings.pidfile {
+    let pidfile = match &config.pidfile {
         Some(path) => Some(Pidfile::create(path)?),
         None => None,
     };
-    let result = run_threads(settings, signals);
+    let result = run_threads(config, signals);
     drop(pidfile);
     result
 }
@@ -116,7 +118,7 @@ enum Event {
     Ended(anyhow::Result<Exit>),
 }
 
-fn run_threads(settings: Settings, mut signals: Signals) -> anyhow::Result<Exit> {
+fn run_threads(config: Config, mut signals: Signals) -> anyhow::Result<Exit> {
     let (events, received) = mpsc::channel();
     let signal_events = events.clone();
     thread::Builder::new()
@@ -132,22 +134,22 @@ fn run_threads(settings: Settings, mut signals: Signals) -> anyhow::Result<Exit>
 
     let control = Arc::new(Control::default());
     let lease = Arc::new(Lease::default());
-    let settings = Arc::new(settings);
-    let (watchdog_settings, watchdog_lease, watchdog_control) = (
-        Arc::clone(&settings),
+    let config = Arc::new(config);
+    let (watchdog_config, watchdog_lease, watchdog_control) = (
+        Arc::clone(&config),
         Arc::clone(&lease),
         Arc::clone(&control),
     );
     thread::Builder::new()
         .name("watchdog".into())
-        .spawn(move || guard_lease(&watchdog_settings, &watchdog_lease, &watchdog_control))
+        .spawn(move || guard_lease(&watchdog_config, &watchdog_lease, &watchdog_control))
         .context("cannot start the watchdog thread")?;
     let loop_control = Arc::clone(&control);
     thread::Builder::new()
         .name("monitor".into())
         .spawn(move || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                watch(&settings, &loop_control, &lease)
+                watch(&config, &loop_control, &lease)
             }))
             .unwrap_or_else(|_| Err(anyhow!("the monitor loop panicked")));
             let _ = events.send(Event::Ended(result));
@@ -175,23 +177,23 @@ fn run_threads(settings: Settings, mut signals: Signals) -> anyhow::Result<Exit>
 }
 
 /// The loop: observe, decide, act, sleep out the interval.
-fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Result<Exit> {
-    let prober = Prober::new().context("cannot start the probe runtime")?;
-    log_start(settings);
+fn watch(config: &Config, control: &Control, lease: &Lease) -> anyhow::Result<Exit> {
+    let client = Client::new().context("cannot start the probe runtime")?;
+    log_start(config);
     let mut state = State::default();
     let mut lines = LogLines::default();
     let mut paused = false;
     loop {
         let tick = Instant::now();
-        let observation = observe(&prober, settings);
+        let observation = observe(&client, config);
         if observation.paused != paused {
             paused = observation.paused;
-            log_pause_change(settings, paused);
+            log_pause_change(config, paused);
         }
         if lease.take_refused() {
             state.refusing_writes = true;
         }
-        let (action, next) = decide(&observation, &state, &settings.config);
+        let (action, next) = decide(&observation, &state, &config.policy);
         state = next;
         lines.log(&action, tick);
         if control.stopping() {
@@ -201,23 +203,23 @@ fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Resul
             Action::Wait(_) => {}
             Action::Promote(_) => {
                 match effects::promote(
-                    &prober,
-                    &settings.local,
-                    settings.pg_ctl.as_ref(),
-                    settings.promote_timeout,
+                    &client,
+                    &config.local,
+                    config.pg_ctl.as_ref(),
+                    config.promote_timeout,
                 ) {
-                    Ok(_) => state = after_promotion(&state, &settings.config),
+                    Ok(_) => state = after_promotion(&state, &config.policy),
                     Err(err) => logln!(
                         "error: promotion failed: {err:#}; the local node may still be a replica; \
                          deciding again on the next check"
                     ),
                 }
             }
-            Action::RefuseWrites(why) => match effects::refuse_writes(&prober, &settings.local) {
+            Action::RefuseWrites(why) => match effects::refuse_writes(&client, &config.local) {
                 Ok(()) => state.refusing_writes = true,
                 Err(failure) if matches!(why, RefuseWhy::LeaseLapsed { .. }) => {
                     logln!("error: cannot make the local node refuse writes: {failure}");
-                    stop_server(settings);
+                    stop_server(config);
                     state.refusing_writes = true;
                 }
                 Err(failure) => logln!(
@@ -225,7 +227,7 @@ fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Resul
                      on the next check"
                 ),
             },
-            Action::AllowWrites => match effects::allow_writes(&prober, &settings.local) {
+            Action::AllowWrites => match effects::allow_writes(&client, &config.local) {
                 Ok(()) => state.refusing_writes = false,
                 Err(failure) => logln!(
                     "error: cannot let the local node take writes again: {failure}; retrying on \
@@ -234,12 +236,12 @@ fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Resul
             },
             Action::StepDown(_) => {
                 // Nothing more is acknowledged here: the peer holds the data now.
-                if let Err(failure) = effects::refuse_writes(&prober, &settings.local) {
+                if let Err(failure) = effects::refuse_writes(&client, &config.local) {
                     logln!("error: cannot make the local node refuse writes: {failure}; restarting it anyway");
                 }
-                match &settings.rejoin_command {
+                match &config.rejoin_command {
                     Some(command) => {
-                        effects::run_command("rejoin command", command, settings.fence_timeout);
+                        effects::run_command("rejoin command", command, config.fence_timeout);
                     }
                     None => logln!(
                         "no --rejoin-cmd configured: the node keeps refusing writes until an \
@@ -253,32 +255,31 @@ fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Resul
                     return Ok(Exit::Stopped("signal"));
                 }
                 // Writes stop now; the fence commands follow after the delay.
-                if let Err(failure) = effects::refuse_writes(&prober, &settings.local) {
+                if let Err(failure) = effects::refuse_writes(&client, &config.local) {
                     logln!("error: cannot make the local node refuse writes: {failure}; fencing anyway");
                 }
-                if let Some(path) = &settings.fence_record {
+                if let Some(path) = &config.fence_record {
                     let record = effects::fence_record(evidence, &action.to_string());
-                    match process::write_atomically(path, record.as_bytes()) {
+                    match pgcore::os::write_atomically(path, record.as_bytes(), 0o644, None) {
                         Ok(()) => logln!("wrote why this node fences to {}", path.display()),
                         Err(err) => logln!("error: cannot write {}: {err}", path.display()),
                     }
                 }
-                let delay = fence_delay(settings.interval);
+                let delay = fence_delay(config.interval);
                 logln!(
                     "waiting {:.1} s so the peer's monitor sees the split-brain too",
                     delay.as_secs_f64()
                 );
                 thread::sleep(delay);
-                let succeeded = effects::fence(&settings.fence_commands, settings.fence_timeout);
+                let succeeded = effects::fence(&config.fence_commands, config.fence_timeout);
                 logln!(
                     "fencing done ({succeeded}/{} commands succeeded); exiting",
-                    settings.fence_commands.len()
+                    config.fence_commands.len()
                 );
                 return Ok(Exit::Fenced);
             }
             Action::SetSynchronous(synchronous, _) => {
-                if let Err(failure) =
-                    effects::set_synchronous(&prober, &settings.local, *synchronous)
+                if let Err(failure) = effects::set_synchronous(&client, &config.local, *synchronous)
                 {
                     logln!("error: cannot change synchronous_standby_names: {failure}; retrying on the next check");
                 }
@@ -292,9 +293,9 @@ fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Resul
             *view = LeaseView::after(&observation, &state, &view);
         }
         let pause = if state.peer_failures > 0 {
-            settings.retry_interval
+            config.retry_interval
         } else {
-            settings.interval
+            config.interval
         };
         if let Some(rest) = pause.checked_sub(tick.elapsed()) {
             thread::sleep(rest);
@@ -306,31 +307,31 @@ fn watch(settings: &Settings, control: &Control, lease: &Lease) -> anyhow::Resul
 /// it makes the local node refuse writes, and stops a server that does not
 /// answer within a second (a hung one must not resume taking writes after
 /// its peer promoted).
-fn guard_lease(settings: &Settings, lease: &Lease, control: &Control) {
-    let prober = match Prober::new() {
-        Ok(prober) => prober,
+fn guard_lease(config: &Config, lease: &Lease, control: &Control) {
+    let client = match Client::new() {
+        Ok(client) => client,
         Err(err) => {
             logln!("error: the watchdog cannot start its probe runtime ({err}); the lease is enforced by the loop alone");
             return;
         }
     };
-    let mut local = settings.local.clone();
+    let mut local = config.local.clone();
     local.connect_timeout = WATCHDOG_REFUSE_TIMEOUT;
     while !control.stopping() {
         thread::sleep(WATCHDOG_PERIOD);
         let view = lease.view().clone();
-        if !view.lapsed(Instant::now(), settings.config.lease) {
+        if !view.lapsed(Instant::now(), config.policy.lease) {
             continue;
         }
         logln!(
             "LEASE LAPSED while a check was still under way: this primary confirmed neither its \
              peer's host nor a majority of witnesses for {:.1} s; refusing writes, as its peer \
              may promote",
-            settings.config.lease.as_secs_f64()
+            config.policy.lease.as_secs_f64()
         );
-        if let Err(failure) = effects::refuse_writes(&prober, &local) {
+        if let Err(failure) = effects::refuse_writes(&client, &local) {
             logln!("the local node does not answer: {failure}");
-            stop_server(settings);
+            stop_server(config);
         }
         lease.view().takes_writes = false;
         lease.refused.store(true, Ordering::SeqCst);
@@ -340,8 +341,8 @@ fn guard_lease(settings: &Settings, lease: &Lease, control: &Control) {
 /// SIGKILL to the local server and every process it started: what is left
 /// when it cannot be made to refuse writes. monit then restarts it, and its
 /// boot finds the promoted peer to rejoin.
-fn stop_server(settings: &Settings) {
-    let Some(pg_ctl) = &settings.pg_ctl else {
+fn stop_server(config: &Config) {
+    let Some(pg_ctl) = &config.pg_ctl else {
         logln!("error: no --data-dir, so the local server cannot be stopped; it may take writes if it resumes");
         return;
     };
@@ -356,35 +357,33 @@ fn stop_server(settings: &Settings) {
 
 /// One tick's observation: the local node, the peer only when the local
 /// node answers, the witnesses only when the decision depends on them.
-fn observe(prober: &Prober, settings: &Settings) -> Observation {
-    let paused = paused_by(settings).is_some();
-    let mut local = effects::probe_node(prober, &settings.local);
+fn observe(client: &Client, config: &Config) -> Observation {
+    let paused = paused_by(config).is_some();
+    let mut local = effects::probe_node(client, &config.local);
     // When the peer's answer proves the link worked, at the latest: the
     // lease counts from here, not from when a slow answer arrived.
     let checked_from = Instant::now();
     // A primary checks within one interval, so its lease and the watchdog
     // keep up; a replica gives its primary the whole connect timeout.
     let bound = match &local {
-        Ok(status) if status.role == Role::Primary => primary_check_bound(settings),
-        _ => settings.peer.connect_timeout,
+        Ok(status) if status.role == Role::Primary => primary_check_bound(config),
+        _ => config.peer.connect_timeout,
     };
-    let mut peer_options = settings.peer.clone();
+    let mut peer_options = config.peer.clone();
     peer_options.connect_timeout = bound;
     let peer = local
         .is_ok()
-        .then(|| effects::probe_node(prober, &peer_options));
+        .then(|| effects::probe_node(client, &peer_options));
     // A failed peer check may have waited out its whole connect timeout:
     // whether the local replica still streams is asked again, so the decision
     // sees the stream as it is now, not as it was before the wait.
     if matches!(peer, Some(Err(_))) {
-        local = effects::probe_node(prober, &settings.local);
+        local = effects::probe_node(client, &config.local);
     }
 
     let witnesses = match (&local, &peer) {
-        (Ok(local), Some(peer))
-            if !settings.witnesses.is_empty() && needs_witnesses(local, peer) =>
-        {
-            Some(effects::probe_witnesses(prober, &settings.witnesses, bound))
+        (Ok(local), Some(peer)) if !config.witnesses.is_empty() && needs_witnesses(local, peer) => {
+            Some(effects::probe_witnesses(client, &config.witnesses, bound))
         }
         _ => None,
     };
@@ -401,11 +400,11 @@ fn observe(prober: &Prober, settings: &Settings) -> Observation {
 /// How long a primary's checks of its peer and witnesses may take: one
 /// interval (at least a second), at most the connect timeout. A hung peer
 /// still shows as reached within it (its host accepted the connection).
-fn primary_check_bound(settings: &Settings) -> Duration {
-    settings
+fn primary_check_bound(config: &Config) -> Duration {
+    config
         .interval
         .max(Duration::from_secs(1))
-        .min(settings.peer.connect_timeout)
+        .min(config.peer.connect_timeout)
 }
 
 /// Logs state changes only, plus a reminder every 10 s while waiting for
@@ -433,56 +432,56 @@ impl LogLines {
     }
 }
 
-fn log_start(settings: &Settings) {
-    let cfg = &settings.config;
+fn log_start(config: &Config) {
+    let policy = &config.policy;
     logln!(
         "watching: local {} as {}, peer {} as {}, index {} (peer {}), every {:.3} s; \
          {} failed checks {:.3} s apart, each bounded by {:.1} s, before promoting",
-        settings.local.endpoint,
-        settings.local.user,
-        settings.peer.endpoint,
-        settings.peer.user,
-        cfg.index,
-        cfg.peer_index,
-        settings.interval.as_secs_f64(),
-        cfg.retries,
-        settings.retry_interval.as_secs_f64(),
-        settings.local.connect_timeout.as_secs_f64()
+        config.local.endpoint,
+        config.local.user,
+        config.peer.endpoint,
+        config.peer.user,
+        policy.index,
+        policy.peer_index,
+        config.interval.as_secs_f64(),
+        policy.retries,
+        config.retry_interval.as_secs_f64(),
+        config.local.connect_timeout.as_secs_f64()
     );
     logln!(
         "lease: a primary takes writes {:.1} s past its last sight of its peer's host or a \
          majority of witnesses; a replica promotes over a primary it cannot see after {:.1} s, \
          over one that is positively dead after {} checks",
-        cfg.lease.as_secs_f64(),
-        cfg.promote_after().as_secs_f64(),
-        cfg.retries
+        policy.lease.as_secs_f64(),
+        policy.promote_after().as_secs_f64(),
+        policy.retries
     );
-    let witnesses: Vec<String> = settings.witnesses.iter().map(|w| w.to_string()).collect();
+    let witnesses: Vec<String> = config.witnesses.iter().map(|w| w.to_string()).collect();
     logln!(
         "guards: synchronous {:?}{}, max lag {}, witnesses [{}], pause file {}, {} fence command(s)",
-        cfg.synchronous,
-        cfg.replica_silence.map_or(String::new(), |silence| format!(
+        policy.synchronous,
+        policy.replica_silence.map_or(String::new(), |silence| format!(
             " (a standby silent for {:.1} s counts as gone)",
             silence.as_secs_f64()
         )),
-        cfg.max_lag_bytes
+        policy.max_lag_bytes
             .map_or("unlimited".to_string(), |max| format!("{max} bytes")),
         witnesses.join(", "),
-        if settings.pause_files.is_empty() {
+        if config.pause_files.is_empty() {
             "none".to_string()
         } else {
-            list_paths(&settings.pause_files)
+            list_paths(&config.pause_files)
         },
-        settings.fence_commands.len()
+        config.fence_commands.len()
     );
-    if settings.fence_commands.is_empty() {
+    if config.fence_commands.is_empty() {
         logln!("warning: no --fence-cmd: on split-brain the monitor only logs and exits");
     }
 }
 
 /// The first pause file that exists, if any.
-fn paused_by(settings: &Settings) -> Option<&Path> {
-    settings
+fn paused_by(config: &Config) -> Option<&Path> {
+    config
         .pause_files
         .iter()
         .map(PathBuf::as_path)
@@ -497,15 +496,15 @@ fn list_paths(paths: &[PathBuf]) -> String {
     names.join(", ")
 }
 
-fn log_pause_change(settings: &Settings, paused: bool) {
-    match paused_by(settings) {
+fn log_pause_change(config: &Config, paused: bool) {
+    match paused_by(config) {
         Some(path) if paused => logln!(
             "failover paused: {} exists; no promotion or fencing until it is removed",
             path.display()
         ),
         _ => logln!(
             "failover resumed: no pause file exists ({})",
-            list_paths(&settings.pause_files)
+            list_paths(&config.pause_files)
         ),
     }
 }

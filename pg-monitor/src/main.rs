@@ -9,20 +9,20 @@ use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use cli::{Cli, Synchronous, DEFAULT_RETRY_INTERVAL};
-use pg_monitor::decide::{Config, SyncMode};
+use pg_monitor::decide::{Policy, SyncMode};
 use pg_monitor::effects::PgCtl;
-use pg_monitor::{Exit, Settings};
-use probe::{logln, ConnectOptions, Endpoint};
+use pg_monitor::{Config, Exit};
+use pgcore::{logln, ConnectOptions, Endpoint};
 
 fn main() -> ExitCode {
     let matches = command().get_matches();
-    probe::log::init("pg-monitor");
+    pgcore::log::init("pg-monitor");
     if let Some(("recover", matches)) = matches.subcommand() {
         return recover::main(from_matches(matches));
     }
     let cli: Cli = from_matches(&matches);
-    let settings = settings(cli).unwrap_or_else(|message| usage_error(&message));
-    match pg_monitor::run(settings) {
+    let config = config(cli).unwrap_or_else(|message| usage_error(&message));
+    match pg_monitor::run(config) {
         Ok(Exit::Stopped(_)) | Ok(Exit::Fenced) => ExitCode::SUCCESS,
         Err(err) => {
             logln!("error: {err:#}");
@@ -45,8 +45,8 @@ fn from_matches<T: FromArgMatches>(matches: &ArgMatches) -> T {
     T::from_arg_matches(matches).unwrap_or_else(|err| err.exit())
 }
 
-/// Turns the flags into settings; an error names the flag at fault.
-fn settings(cli: Cli) -> Result<Settings, String> {
+/// Turns the flags into the configuration; an error names the flag at fault.
+fn config(cli: Cli) -> Result<Config, String> {
     let peer_index = cli.peer_index.unwrap_or(if cli.index == 0 { 1 } else { 0 });
     if peer_index == cli.index {
         return Err(format!(
@@ -76,7 +76,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             logln!("warning: {warning}; connecting to the {which} without a password");
         }
     }
-    let config = Config {
+    let policy = Policy {
         index: cli.index,
         peer_index,
         retries: cli.retries,
@@ -95,8 +95,8 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         (Some(path), Some(data_dir)) => Some(PgCtl { path, data_dir }),
         _ => None,
     };
-    Ok(Settings {
-        config,
+    Ok(Config {
+        policy,
         local,
         peer,
         interval: cli.interval,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
 use pg_monitor::effects;
-use probe::duration::parse_positive_duration;
-use probe::{logln, ConnectOptions, Detail, Endpoint, Failure, FailureKind, Prober, Role, Status};
+use pgcore::duration::parse_positive_duration;
+use pgcore::{logln, Client, ConnectOptions, Detail, Endpoint, Failure, FailureKind, Role, Status};
 
 /// Bring this node back after its monitor fenced it: start its services
 /// again and let it take writes.
@@ -229,49 +229,41 @@ fn connect_options(args: &Recover) -> Result<(ConnectOptions, Option<ConnectOpti
     Ok((local, Some(peer)))
 }
 
-/// The password in `file`, without its final line break.
+/// The peer's password (see [`pgcore::input::read_password`]).
 fn read_password(file: &Path) -> Result<String, String> {
-    let text = probe::input::read_text(file)
-        .map_err(|why| format!("--peer-password-file {}: {why}", file.display()))?;
-    let password = text
-        .strip_suffix('\n')
-        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
-        .unwrap_or(&text);
-    if password.is_empty() {
-        return Err(format!("--peer-password-file {} is empty", file.display()));
-    }
-    Ok(password.to_string())
+    pgcore::input::read_password(file)
+        .map_err(|why| format!("--peer-password-file {}: {why}", file.display()))
 }
 
 /// The steps, in order, up to the first that fails.
 fn recover(args: &Recover) -> Result<(), Stop> {
-    if let Some(refusal) = refusal(effects::is_root(), &still_running(args)) {
+    if let Some(refusal) = refusal(pgcore::os::user::running_as_root(), &still_running(args)) {
         return Err(Stop::Failed(refusal));
     }
     let (local, peer) = connect_options(args).map_err(Stop::Usage)?;
-    let prober = Prober::new().map_err(|err| format!("cannot start the probe runtime: {err}"))?;
+    let client = Client::new().map_err(|err| format!("cannot start the probe runtime: {err}"))?;
     if let Some(record) = &args.fence_record {
         show_fence_record(record);
     }
     if let Some(peer) = &peer {
-        say(&Intent::of(&prober.probe_once(peer, Detail::Role)).to_string());
+        say(&Intent::of(&client.probe_once(peer, Detail::Role)).to_string());
     }
-    let status = start_postgres(&prober, &local, args)?;
+    let status = start_postgres(&client, &local, args)?;
     if takes_writes_again(&status) {
-        lift_read_only(&prober, &local)?;
+        lift_read_only(&client, &local)?;
     }
     start_monitor_and_haproxy(args)?;
     if let Some(record) = &args.fence_record {
         remove_fence_record(record)?;
     }
-    let now = prober.probe_once(&local, Detail::Full);
+    let now = client.probe_once(&local, Detail::Full);
     say(&format!("done; this node is now {}", describe(&now)));
     Ok(())
 }
 
 /// Starts postgres and returns its first answer as primary or replica.
 fn start_postgres(
-    prober: &Prober,
+    client: &Client,
     local: &ConnectOptions,
     args: &Recover,
 ) -> Result<Status, String> {
@@ -280,12 +272,12 @@ fn start_postgres(
         args.start_timeout.as_secs()
     ));
     start("postgres", &args.start_postgres, args.command_timeout)?;
-    wait_until_answering(prober, local, args)
+    wait_until_answering(client, local, args)
 }
 
 /// Undoes what fencing did to writes, with the monitor's own function.
-fn lift_read_only(prober: &Prober, local: &ConnectOptions) -> Result<(), String> {
-    effects::allow_writes(prober, local).map_err(|failure| {
+fn lift_read_only(client: &Client, local: &ConnectOptions) -> Result<(), String> {
+    effects::allow_writes(client, local).map_err(|failure| {
         format!(
             "cannot lift the read-only mode: {failure}\n\
              postgres runs but refuses writes; the monitor and haproxy were not started"
@@ -347,31 +339,17 @@ fn names_live_process(pidfile: &Path, name: &str) -> bool {
     let Ok(text) = fs::read_to_string(pidfile) else {
         return false;
     };
-    let digits: String = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
-    let Ok(pid) = digits.parse::<u32>() else {
-        return false;
-    };
-    // After "(comm)" in /proc/PID/stat comes the state; Z is a zombie.
-    let alive = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    });
-    alive
-        && fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|comm| comm.trim_end_matches('\n') == name)
+    let first_line = text.lines().next().unwrap_or_default().trim();
+    first_line
+        .parse::<u32>()
+        .is_ok_and(|pid| pgcore::os::alive_named(pid, &[name]))
 }
 
 fn show_fence_record(path: &Path) {
     if !path.exists() {
         return;
     }
-    match probe::input::read_text(path) {
+    match pgcore::input::read_text(path) {
         Ok(record) => say(&format!("this node fenced itself: {}", record.trim_end())),
         Err(why) => say(&format!(
             "this node fenced itself, but its record {} cannot be read: {why}",
@@ -468,7 +446,7 @@ const WAITING_REMINDER: Duration = Duration::from_secs(10);
 /// Asks the local node until it answers as primary or replica, within
 /// --start-timeout; the answer decides whether writes are lifted.
 fn wait_until_answering(
-    prober: &Prober,
+    client: &Client,
     local: &ConnectOptions,
     args: &Recover,
 ) -> Result<Status, String> {
@@ -477,7 +455,7 @@ fn wait_until_answering(
     let started = Instant::now();
     let mut reminded = started;
     loop {
-        let failure = match prober.probe_once(&options, Detail::Role) {
+        let failure = match client.probe_once(&options, Detail::Role) {
             Ok(status) => return Ok(status),
             Err(failure) => failure,
         };
@@ -530,7 +508,8 @@ mod tests {
     fn failed(kind: FailureKind, message: &str) -> Result<Status, Failure> {
         Err(Failure {
             kind,
-            message: message.to_string(),
+            endpoint: None,
+            cause: message.to_string(),
         })
     }
 
@@ -641,15 +620,5 @@ mod tests {
         assert!(!names_live_process(&pidfile, "haproxy"), "another name");
         fs::write(&pidfile, "not a pid\n").unwrap();
         assert!(!names_live_process(&pidfile, my_name.trim_end()));
-    }
-
-    #[test]
-    fn the_password_file_loses_only_its_final_line_break() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("password");
-        fs::write(&file, "s3cret \r\n").unwrap();
-        assert_eq!(read_password(&file).unwrap(), "s3cret ");
-        fs::write(&file, "\n").unwrap();
-        assert!(read_password(&file).unwrap_err().contains("is empty"));
     }
 }

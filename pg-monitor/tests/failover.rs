@@ -383,7 +383,7 @@ fn split_brain_runs_the_fence_commands_on_both_monitors_in_order() {
     // Each left why it fenced: two primaries on the same timeline.
     for record in &records {
         let text = fs::read_to_string(record).unwrap_or_default();
-        let json: probe::serde_json::Value = probe::serde_json::from_str(&text)
+        let json: serde_json::Value = serde_json::from_str(&text)
             .unwrap_or_else(|err| panic!("{}: {err}: {text:?}", record.display()));
         assert_eq!(json["why"], "split-brain", "{json}");
         assert_eq!(json["local_timeline"], 1, "{json}");

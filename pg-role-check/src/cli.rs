@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use probe::duration::{parse_duration, parse_positive_duration};
-use probe::target::{parse_host, parse_port};
+use pgcore::duration::{parse_duration, parse_positive_duration};
+use pgcore::target::{parse_host, parse_port};
 
 /// Is this PostgreSQL node a primary, a replica, starting, or unreachable?
 ///
@@ -47,7 +47,7 @@ pub struct Cli {
     pub streaming: bool,
 
     /// Host name or address; a value starting with / is a Unix socket directory.
-    #[arg(long, env = "PGHOST", default_value = probe::target::DEFAULT_SOCKET_DIR, value_parser = parse_host)]
+    #[arg(long, env = "PGHOST", default_value = pgcore::target::DEFAULT_SOCKET_DIR, value_parser = parse_host)]
     pub host: String,
 
     /// Port.

@@ -6,14 +6,14 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Expect};
-use probe::{logln, ConnectOptions, Detail, Endpoint, Prober, Report, RetryPolicy, Role};
+use pgcore::{logln, Client, ConnectOptions, Detail, Endpoint, Report, RetryPolicy, Role};
 
 /// Exit code when the role could not be determined.
 const UNDETERMINED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    probe::log::init("pg-role-check");
+    pgcore::log::init("pg-role-check");
     let endpoint = match target_endpoint(&cli) {
         Ok(endpoint) => endpoint,
         Err(message) => usage_error(&message),
@@ -33,8 +33,8 @@ fn main() -> ExitCode {
     if let Some(warning) = options.resolve_password(cli.passfile.clone()) {
         logln!("warning: {warning}; connecting without a password");
     }
-    let prober = match Prober::new() {
-        Ok(prober) => prober,
+    let client = match Client::new() {
+        Ok(client) => client,
         Err(err) => {
             logln!("error: cannot start the probe runtime: {err}");
             return ExitCode::from(UNDETERMINED);
@@ -47,11 +47,8 @@ fn main() -> ExitCode {
     } else {
         Detail::Role
     };
-    let retry = RetryPolicy {
-        attempts: cli.retries,
-        interval: cli.retry_interval,
-    };
-    let report = prober.probe(&options, detail, retry);
+    let retry = RetryPolicy::attempts(cli.retries, cli.retry_interval);
+    let report = client.probe(&options, detail, &retry);
 
     if cli.json {
         match serde_json::to_string(&report) {
@@ -73,9 +70,9 @@ fn target_endpoint(cli: &Cli) -> Result<Endpoint, String> {
             port: cli.port,
         }),
         [_proxy_addr, _proxy_port, server_addr, server_port] => Ok(Endpoint {
-            host: probe::target::parse_host(server_addr)
+            host: pgcore::target::parse_host(server_addr)
                 .map_err(|err| format!("haproxy server_addr: {err}"))?,
-            port: probe::target::parse_port(server_port)
+            port: pgcore::target::parse_port(server_port)
                 .map_err(|err| format!("haproxy server_port {err}"))?,
         }),
         other => Err(format!(

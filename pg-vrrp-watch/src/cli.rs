@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use probe::duration::parse_positive_duration;
+use pgcore::duration::parse_positive_duration;
 
 /// keepalived track script: is this node's haproxy alive and able to route?
 ///

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::Cli;
 use pg_vrrp_watch::{check_backend, check_process, Unhealthy};
-use probe::logln;
+use pgcore::logln;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    probe::log::init("pg-vrrp-watch");
+    pgcore::log::init("pg-vrrp-watch");
     match check(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {

@@ -2,7 +2,6 @@
 //! them, free ports.
 
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -66,44 +65,23 @@ pub fn pg_bin() -> &'static PgBin {
 }
 
 /// The unprivileged user PostgreSQL runs as when the tests run as root.
-#[derive(Clone, Debug)]
-pub struct RunAs {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-}
+pub type RunAs = pgcore::os::User;
 
 /// `Some(user)` when running as root (PostgreSQL refuses root), else `None`.
 pub fn run_as_user() -> Option<&'static RunAs> {
     static USER: OnceLock<Option<RunAs>> = OnceLock::new();
     USER.get_or_init(|| {
-        let me = std::fs::metadata("/proc/self").expect("cannot stat /proc/self").uid();
-        if me != 0 {
+        if !pgcore::os::running_as_root() {
             return None;
         }
         let name = std::env::var("PGTEST_USER").unwrap_or_else(|_| "vcap".to_string());
-        Some(lookup_user(&name).unwrap_or_else(|| {
-            panic!("running as root, but user {name:?} does not exist: create it (useradd {name}) or set PGTEST_USER")
+        Some(RunAs::lookup(&name).unwrap_or_else(|err| {
+            panic!(
+                "running as root, but {err}: create the user (useradd {name}) or set PGTEST_USER"
+            )
         }))
     })
     .as_ref()
-}
-
-fn lookup_user(name: &str) -> Option<RunAs> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        if fields.len() < 6 || fields[0] != name {
-            return None;
-        }
-        Some(RunAs {
-            name: name.to_string(),
-            uid: fields[2].parse().ok()?,
-            gid: fields[3].parse().ok()?,
-            home: PathBuf::from(fields[5]),
-        })
-    })
 }
 
 /// A command for `program` that runs as the unprivileged user when we are root,

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls, SimpleQueryMessage};
 
+use pgcore::os::children_of;
+
 use crate::os::{command_as_user, pg_bin};
 use crate::wait_for;
 
@@ -285,37 +287,7 @@ fn signal_each(pids: &[u32], signal: &str) {
     assert!(status.success(), "kill {signal} {pids:?} failed");
 }
 
-/// The processes whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    stat.rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .nth(1)?
-                        .parse()
-                        .ok()
-                })
-                == Some(parent)
-        })
-        .collect()
-}
-
 /// Whether `pid` is a live process (a zombie counts as gone).
 pub fn process_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
+    pgcore::os::process_info(pid).is_some_and(|process| !process.is_zombie())
 }

@@ -11,14 +11,16 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use probe::logln;
+use pgcore::logln;
+use pgcore::os::process::process_info;
+use pgcore::os::user::chown_to;
+use pgcore::os::{sync_dir, write_atomically, User};
 
 use super::decide::Local;
-use crate::process::{chown_to, User};
 use crate::quote;
 
 /// The data directory and the paths prepare keeps beside it.
@@ -290,13 +292,7 @@ pub fn leftover_server_process(data_dir: &Path) -> Option<u32> {
 }
 
 fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            Some(rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+    process_info(pid).is_some_and(|process| process.is_zombie())
 }
 
 /// Every entry under a directory with its kind, size, inode and modification
@@ -513,36 +509,6 @@ pub fn swap_in(paths: &Paths) -> io::Result<()> {
     Ok(())
 }
 
-/// Flushes a directory's entries (renames, new files) to disk.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Replaces `path` with `contents` atomically: a temp file beside it (mode
-/// `mode`, owned by `owner`), flushed, then renamed over it.
-pub fn write_atomically(
-    path: &Path,
-    contents: &[u8],
-    mode: u32,
-    owner: Option<&User>,
-) -> io::Result<()> {
-    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
-    temp_name.push(".pg-bootstrap.tmp");
-    let temp = path.with_file_name(temp_name);
-    let _ = fs::remove_file(&temp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    chown_to(&temp, owner)?;
-    fs::rename(&temp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new("/")))
-}
-
 /// Makes `data_dir` start as a replica streaming with `conninfo`:
 /// `standby.signal`, and `primary_conninfo` in postgresql.auto.conf in place
 /// of any earlier one (pg_basebackup -R's, or the one pg_rewind copied from
@@ -735,7 +701,7 @@ mod tests {
         fake_data_dir(&dir, "old");
         let before = fingerprint(&dir).unwrap();
         assert_eq!(fingerprint(&dir).unwrap(), before, "nothing changed");
-        std::thread::sleep(crate::prepare::actions::TIMESTAMP_TICK * 2);
+        std::thread::sleep(crate::prepare::effects::TIMESTAMP_TICK * 2);
         // Same size, so only the modification time can tell.
         fs::write(dir.join("global/pg_control"), [1u8; 108]).unwrap();
         let written = fingerprint(&dir).unwrap();

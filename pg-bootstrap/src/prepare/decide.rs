@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use probe::Endpoint;
+use pgcore::Endpoint;
 use serde::Serialize;
 
 /// What the data directory says about this node, before anything is changed.
@@ -32,9 +32,9 @@ pub enum Local {
     Foreign { why: String },
 }
 
-/// The part of the configuration the decision depends on.
+/// The rules the decision follows, from the flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Settings {
+pub struct Policy {
     pub replication: bool,
     /// This node is BOSH's bootstrap node (`spec.bootstrap`).
     pub bootstrap: bool,
@@ -57,18 +57,18 @@ pub enum Inquiry {
 }
 
 impl Inquiry {
-    pub fn bound(self, settings: &Settings) -> Duration {
+    pub fn bound(self, policy: &Policy) -> Duration {
         match self {
             Inquiry::None => Duration::ZERO,
-            Inquiry::Grace => settings.grace,
-            Inquiry::WaitForPrimary => settings.clone_wait,
+            Inquiry::Grace => policy.grace,
+            Inquiry::WaitForPrimary => policy.clone_wait,
         }
     }
 }
 
 /// What to ask the peers, given the local data directory.
-pub fn inquiry(local: &Local, settings: &Settings) -> Inquiry {
-    if !settings.replication {
+pub fn inquiry(local: &Local, policy: &Policy) -> Inquiry {
+    if !policy.replication {
         return Inquiry::None;
     }
     match local {
@@ -76,7 +76,7 @@ pub fn inquiry(local: &Local, settings: &Settings) -> Inquiry {
         // The bootstrap node looks for a primary before it runs initdb: when
         // its disk was replaced after a failover, the peer holds the data and
         // a fresh empty primary would be a second, empty cluster.
-        Local::Absent if settings.bootstrap => Inquiry::Grace,
+        Local::Absent if policy.bootstrap => Inquiry::Grace,
         Local::Absent | Local::Incomplete { .. } => Inquiry::WaitForPrimary,
         Local::Primary { .. } | Local::Replica { .. } => Inquiry::Grace,
     }
@@ -183,7 +183,7 @@ fn seconds(duration: Duration) -> String {
 }
 
 /// The decision table (README, "How a node boots").
-pub fn decide(local: &Local, peers: &Peers, settings: &Settings) -> Decision {
+pub fn decide(local: &Local, peers: &Peers, policy: &Policy) -> Decision {
     use Action::*;
     match (local, peers) {
         (Local::Running { pid }, _) => decision(
@@ -192,14 +192,14 @@ pub fn decide(local: &Local, peers: &Peers, settings: &Settings) -> Decision {
         ),
         (Local::Foreign { why }, _) => decision(Refuse, why.clone()),
 
-        (Local::Absent, _) if !settings.replication => {
+        (Local::Absent, _) if !policy.replication => {
             decision(InitPrimary, "no data directory; standalone node")
         }
         (Local::Absent, Peers::Primary { endpoint, .. }) => decision(
             CloneFrom(endpoint.clone()),
             format!("no data directory; {endpoint} answers as primary"),
         ),
-        (Local::Absent, Peers::NoPrimary { answered: true, waited, seen }) if settings.bootstrap => {
+        (Local::Absent, Peers::NoPrimary { answered: true, waited, seen }) if policy.bootstrap => {
             decision(
                 Refuse,
                 format!(
@@ -210,7 +210,7 @@ pub fn decide(local: &Local, peers: &Peers, settings: &Settings) -> Decision {
                 ),
             )
         }
-        (Local::Absent, Peers::NoPrimary { .. } | Peers::NotAsked) if settings.bootstrap => {
+        (Local::Absent, Peers::NoPrimary { .. } | Peers::NotAsked) if policy.bootstrap => {
             decision(
                 InitPrimary,
                 "no data directory on the bootstrap node, and no peer answers at all",
@@ -258,7 +258,7 @@ pub fn decide(local: &Local, peers: &Peers, settings: &Settings) -> Decision {
             "an interrupted pg_rewind left this data directory incomplete, and without replication there is no primary to clone from",
         ),
 
-        (Local::Primary { .. } | Local::Replica { .. }, _) if !settings.replication => {
+        (Local::Primary { .. } | Local::Replica { .. }, _) if !policy.replication => {
             decision(StartStandalone, "data directory present; standalone node")
         }
         (
@@ -312,8 +312,8 @@ mod tests {
     const OURS: u64 = 7_000_000_000_000_000_001;
     const OTHER: u64 = 7_000_000_000_000_000_002;
 
-    fn settings(replication: bool, bootstrap: bool) -> Settings {
-        Settings {
+    fn policy(replication: bool, bootstrap: bool) -> Policy {
+        Policy {
             replication,
             bootstrap,
             grace: Duration::from_secs(15),
@@ -359,7 +359,7 @@ mod tests {
         system_identifier: OURS,
     };
 
-    /// One row of the table: the local state, the settings, the peers' answer,
+    /// One row of the table: the local state, the policy, the peers' answer,
     /// the expected action, and a word the reason must contain.
     struct Row {
         local: Local,
@@ -375,7 +375,7 @@ mod tests {
             let got = decide(
                 &row.local,
                 &row.peers,
-                &settings(row.replication, row.bootstrap),
+                &policy(row.replication, row.bootstrap),
             );
             assert_eq!(
                 got.action, row.action,
@@ -648,7 +648,7 @@ mod tests {
             (Local::Running { pid: 1 }, true, false, Inquiry::None),
         ];
         for (local, replication, bootstrap, expected) in rows {
-            let got = inquiry(&local, &settings(replication, bootstrap));
+            let got = inquiry(&local, &policy(replication, bootstrap));
             assert_eq!(
                 got, expected,
                 "{local:?}, replication {replication}, bootstrap {bootstrap}"
@@ -661,7 +661,7 @@ mod tests {
         let line = decide(
             &WAS_PRIMARY,
             &primary_peer(Some(OURS)),
-            &settings(true, false),
+            &policy(true, false),
         );
         assert_eq!(
             line.to_string(),

@@ -5,23 +5,25 @@
 //! beside the data directory, observe the data directory, ask the peers what
 //! the decision needs, [`decide`](decide::decide), announce the decision, act.
 
-pub mod actions;
 pub mod datadir;
 pub mod decide;
+pub mod effects;
 pub mod peers;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use probe::target::parse_port;
-use probe::{logln, ConnectOptions, Endpoint, Prober};
+use pgcore::os::{user, User};
+use pgcore::target::parse_port;
+use pgcore::{logln, Client, ConnectOptions, Endpoint};
 use serde::Serialize;
 
-use self::actions::{Effects, Method};
 use self::datadir::{Paths, Repair};
-use self::decide::{Action, Decision, Local, Peers, Settings};
+use self::decide::{Action, Decision, Local, Peers, Policy};
+use self::effects::{Effects, Method};
 use self::peers::Asker;
-use crate::process::{self, Cancel, Limits, Programs, User};
+use crate::cancel::Cancel;
+use crate::programs::{Limits, Programs};
 use crate::stop::{usage, Stop};
 
 /// Everything `prepare` is told, as given on the command line.
@@ -165,7 +167,7 @@ struct Setup<'a> {
     password: Option<String>,
     passfile: Option<PathBuf>,
     programs: Programs,
-    settings: Settings,
+    policy: Policy,
 }
 
 impl<'a> Setup<'a> {
@@ -255,7 +257,7 @@ impl<'a> Setup<'a> {
             password,
             passfile,
             programs,
-            settings: Settings {
+            policy: Policy {
                 replication: config.replication,
                 bootstrap: config.bootstrap,
                 grace: config.grace,
@@ -312,28 +314,25 @@ impl<'a> Setup<'a> {
         ) {
             wait_for_crashed_server(&observed_dir, cancel);
         }
-        let inquiry = decide::inquiry(&local, &self.settings);
+        let inquiry = decide::inquiry(&local, &self.policy);
         let peers = match inquiry {
             decide::Inquiry::None => Peers::NotAsked,
             _ => {
-                let prober = prober()?;
+                let client = client()?;
                 let purpose = match inquiry {
                     decide::Inquiry::WaitForPrimary => "to clone from",
                     _ => "to rejoin",
                 };
-                self.asker(&prober, cancel)
-                    .look_for_primary(inquiry.bound(&self.settings), purpose)?
+                self.asker(&client, cancel)
+                    .look_for_primary(inquiry.bound(&self.policy), purpose)?
             }
         };
-        Ok((
-            local.clone(),
-            decide::decide(&local, &peers, &self.settings),
-        ))
+        Ok((local.clone(), decide::decide(&local, &peers, &self.policy)))
     }
 
-    fn asker<'p>(&'p self, prober: &'p Prober, cancel: &'p Cancel) -> Asker<'p> {
+    fn asker<'p>(&'p self, client: &'p Client, cancel: &'p Cancel) -> Asker<'p> {
         Asker {
-            prober,
+            client,
             peers: &self.peers,
             retries: self.config.retries,
             cancel,
@@ -373,8 +372,8 @@ impl<'a> Setup<'a> {
             Action::InitPrimary => effects.init_primary()?,
             Action::CloneFrom(peer) => effects.clone_from(peer)?,
             Action::Rejoin(peer) => {
-                let prober = prober()?;
-                let asker = self.asker(&prober, cancel);
+                let client = client()?;
+                let asker = self.asker(&client, cancel);
                 let options = self.options_for(peer);
                 let was_primary = matches!(local, Local::Primary { .. });
                 effects.rejoin(peer, &options, &asker, was_primary)?
@@ -416,8 +415,8 @@ fn wait_for_crashed_server(data_dir: &Path, cancel: &Cancel) {
     }
 }
 
-fn prober() -> Result<Prober, Stop> {
-    Prober::new()
+fn client() -> Result<Client, Stop> {
+    Client::new()
         .map_err(|err| Stop::Failed(anyhow::anyhow!("cannot start the probe runtime: {err}")))
 }
 
@@ -549,7 +548,7 @@ fn is_ipv6(text: &str) -> bool {
 }
 
 fn run_as(name: Option<&str>) -> Result<Option<User>, Stop> {
-    let root = process::running_as_root();
+    let root = user::running_as_root();
     match name {
         None if root => Err(usage(
             "running as root needs --run-as USER: PostgreSQL refuses to run as root",
@@ -563,7 +562,7 @@ fn run_as(name: Option<&str>) -> Result<Option<User>, Stop> {
                 )))
             } else if root {
                 Ok(Some(user))
-            } else if user.uid == process::effective_uid() {
+            } else if user.uid == user::effective_uid() {
                 // Already this user: nothing to switch.
                 Ok(None)
             } else {
@@ -575,31 +574,14 @@ fn run_as(name: Option<&str>) -> Result<Option<User>, Stop> {
     }
 }
 
-/// The replication password: the file's content without its final line break.
+/// The replication password (see [`pgcore::input::read_password`]).
 fn read_password(file: &Path) -> Result<String, Stop> {
-    let text = probe::input::read_text(file).map_err(|why| {
+    pgcore::input::read_password(file).map_err(|why| {
         usage(format!(
             "--replication-password-file {}: {why}",
             file.display()
         ))
-    })?;
-    let password = text
-        .strip_suffix('\n')
-        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
-        .unwrap_or(&text);
-    if password.is_empty() {
-        return Err(usage(format!(
-            "--replication-password-file {} is empty",
-            file.display()
-        )));
-    }
-    if password.contains(['\n', '\r', '\0']) {
-        return Err(usage(format!(
-            "--replication-password-file {}: the password holds a line break or NUL, which a libpq password file cannot carry",
-            file.display()
-        )));
-    }
-    Ok(password.to_string())
+    })
 }
 
 #[cfg(test)]
@@ -694,17 +676,5 @@ mod tests {
         }
         assert!(check_directory_path(&dir.path().join("absent/db")).is_ok());
         assert!(check_directory_path(dir.path()).is_ok());
-    }
-
-    #[test]
-    fn the_password_file_loses_only_its_final_line_break() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("password");
-        std::fs::write(&file, " sp ace\\:'\n").unwrap();
-        assert_eq!(read_password(&file).unwrap(), " sp ace\\:'");
-        std::fs::write(&file, "two\nlines\n").unwrap();
-        assert!(read_password(&file).is_err());
-        std::fs::write(&file, "\n").unwrap();
-        assert!(read_password(&file).is_err());
     }
 }

@@ -1,17 +1,18 @@
 //! Asking the peers: which one is primary, which cluster it serves, and
 //! whether its last checkpoint is on its current timeline.
 //!
-//! Every question goes through the `probe` library, so a peer is classified
-//! exactly as pg-role-check and pg-monitor classify it, and every question is
-//! bounded by the connect timeout.
+//! Every question goes through `pgcore`'s bounded session, so a peer is
+//! classified exactly as pg-role-check and pg-monitor classify it, and every
+//! question is bounded by the connect timeout.
 
 use std::time::{Duration, Instant};
 
-use probe::{logln, ConnectOptions, Detail, Endpoint, Failure, FailureKind, Prober, Role};
-use tokio_postgres::SimpleQueryMessage;
+use pgcore::{
+    logln, retry, Client, ConnectOptions, Detail, Endpoint, Failure, FailureKind, RetryPolicy, Role,
+};
 
 use super::decide::Peers;
-use crate::process::Cancel;
+use crate::cancel::Cancel;
 use crate::stop::Stop;
 
 /// How often a peer is asked during a wait, and how often a wait is logged.
@@ -20,7 +21,7 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// The peers and how to ask them.
 pub struct Asker<'a> {
-    pub prober: &'a Prober,
+    pub client: &'a Client,
     /// One per peer: the replication user, database `postgres`, the password.
     pub peers: &'a [ConnectOptions],
     /// Attempts for one-off questions (timeouts and resets are retried).
@@ -59,7 +60,7 @@ impl Asker<'_> {
                     .connect_timeout
                     .min(left.max(Duration::from_millis(500)));
                 let endpoint = options.endpoint.clone();
-                match self.prober.probe_once(&options, Detail::Role) {
+                match self.client.probe_once(&options, Detail::Role) {
                     // A primary refusing writes was stepped down by its monitor (its
                     // lease lapsed, or a split-brain): it is not one to follow.
                     Ok(status)
@@ -80,7 +81,7 @@ impl Asker<'_> {
                             Err(failure) => {
                                 seen.push(format!(
                                     "{endpoint} primary, identity unreadable: {}",
-                                    cause(&failure)
+                                    failure.cause
                                 ));
                                 unidentified = Some(endpoint);
                             }
@@ -94,9 +95,7 @@ impl Asker<'_> {
                         answered = true;
                         seen.push(format!("{endpoint} starting"))
                     }
-                    Err(failure) => {
-                        seen.push(format!("{endpoint} unreachable: {}", cause(&failure)))
-                    }
+                    Err(failure) => seen.push(format!("{endpoint} unreachable: {}", failure.cause)),
                 }
             }
             let summary = seen.join("; ");
@@ -146,7 +145,10 @@ impl Asker<'_> {
             .and_then(|text| text.parse::<i64>().ok())
             // bigint on the server, uint64 in pg_control: the same 64 bits.
             .map(|id| id as u64)
-            .ok_or_else(|| transient("pg_control_system() returned no system identifier"))
+            .ok_or_else(|| {
+                Failure::transient("pg_control_system() returned no system identifier")
+                    .at(&options.endpoint)
+            })
     }
 
     /// The timeline of the peer's last checkpoint and the timeline it writes on.
@@ -167,7 +169,10 @@ impl Asker<'_> {
         };
         match (number(0), number(1)) {
             (Some(checkpoint), Some(current)) => Ok((checkpoint, current)),
-            _ => Err(transient("the timeline query returned no timelines")),
+            _ => Err(
+                Failure::transient("the timeline query returned no timelines")
+                    .at(&options.endpoint),
+            ),
         }
     }
 
@@ -183,59 +188,14 @@ impl Asker<'_> {
         options: &ConnectOptions,
         sql: &'static str,
     ) -> Result<Vec<Option<String>>, Failure> {
-        let attempts = self.retries.max(1);
-        let mut attempt = 1;
-        loop {
-            let config = options.client_config();
-            let result = self
-                .prober
-                .run_bounded(options.connect_timeout, async move {
-                    let client = probe::role::connect(&config).await?;
-                    let messages = client
-                        .simple_query(sql)
-                        .await
-                        .map_err(|err| probe::role::failure(&err))?;
-                    Ok(messages
-                        .iter()
-                        .find_map(|message| match message {
-                            SimpleQueryMessage::Row(row) => Some(
-                                (0..row.len())
-                                    .map(|i| row.get(i).map(str::to_string))
-                                    .collect(),
-                            ),
-                            _ => None,
-                        })
-                        .unwrap_or_default())
-                });
-            match result {
-                Ok(row) => return Ok(row),
-                Err(failure) if failure.kind.is_definitive() || attempt >= attempts => {
-                    return Err(Failure {
-                        message: format!("{}: {}", options.endpoint, failure.message),
-                        ..failure
-                    })
-                }
-                Err(_) => {
-                    attempt += 1;
-                    self.cancel.sleep(ROUND);
-                }
-            }
-        }
-    }
-}
-
-/// A failure's message without the `host:port: ` the probe puts in front.
-fn cause(failure: &Failure) -> &str {
-    failure
-        .message
-        .split_once(": ")
-        .map(|(_, rest)| rest)
-        .unwrap_or(&failure.message)
-}
-
-fn transient(message: &str) -> Failure {
-    Failure {
-        kind: FailureKind::Transient,
-        message: message.to_string(),
+        let policy = RetryPolicy::attempts(self.retries, ROUND);
+        let first_row = || {
+            let rows = self
+                .client
+                .connect_within(options, options.connect_timeout)?
+                .text_rows(sql)?;
+            Ok(rows.into_iter().next().unwrap_or_default())
+        };
+        retry(&policy, first_row, |_, pause| self.cancel.sleep(pause)).result
     }
 }

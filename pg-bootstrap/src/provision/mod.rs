@@ -3,7 +3,9 @@
 //!
 //! Read the spec (every mistake found before connecting), connect (waiting,
 //! bounded, while the server starts), skip a replica, read the catalog, plan
-//! the differences ([`plan`]), apply them one statement at a time.
+//! the differences ([`plan`]), apply them one statement at a time. Every
+//! statement goes through `pgcore`'s bounded session, so a hung server
+//! cannot hang the node's start.
 
 pub mod plan;
 pub mod scram;
@@ -14,8 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use postgres::{Client, NoTls};
-use probe::{logln, ConnectOptions, Endpoint, FailureKind};
+use pgcore::{logln, retry, Client, ConnectOptions, Endpoint, Failure, RetryPolicy, Session};
 use serde::Serialize;
 
 use self::plan::{Catalog, Change, DatabaseState, InDatabase, RoleState, REWIND_FUNCTIONS};
@@ -90,12 +91,17 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
     }
 }
 
+/// The server's own bound on each statement (`statement_timeout`).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Provisions `spec` on the server `config` names.
 pub fn run(config: &ProvisionConfig, spec: &Spec) -> Result<Summary, Stop> {
     let options = connect_options(config);
     let server = options.endpoint.to_string();
-    let mut client = connect_waiting(&options, config.wait)?;
-    let in_recovery: bool = client
+    let client = Client::new()
+        .map_err(|err| Stop::Failed(anyhow::anyhow!("cannot start the client runtime: {err}")))?;
+    let session = connect_waiting(&client, &options, config.wait)?;
+    let in_recovery: bool = session
         .query_one("SELECT pg_is_in_recovery()", &[])
         .context("cannot ask whether the server is in recovery")?
         .get(0);
@@ -108,10 +114,10 @@ pub fn run(config: &ProvisionConfig, spec: &Spec) -> Result<Summary, Stop> {
     if in_recovery {
         return Ok(summary);
     }
-    prepare_session(&mut client, &options)?;
-    let catalog = read_catalog(&mut client, spec).context("cannot read the catalog")?;
+    prepare_session(&session, &options)?;
+    let catalog = read_catalog(&session, spec).context("cannot read the catalog")?;
     let changes = plan::plan_cluster(spec, &catalog, &|password| scram::verifier(password));
-    apply(&mut client, &changes, config.dry_run, &mut summary)?;
+    apply(&session, &changes, config.dry_run, &mut summary)?;
     for database in &spec.databases {
         if database.extensions.is_empty() && database.users.is_empty() {
             continue;
@@ -128,12 +134,12 @@ pub fn run(config: &ProvisionConfig, spec: &Spec) -> Result<Summary, Stop> {
         }
         let mut options = options.clone();
         options.dbname = database.name.clone();
-        let mut client = connect_waiting(&options, Duration::ZERO)?;
-        prepare_session(&mut client, &options)?;
-        let inside = read_database(&mut client)
+        let session = connect_waiting(&client, &options, Duration::ZERO)?;
+        prepare_session(&session, &options)?;
+        let inside = read_database(&session)
             .with_context(|| format!("cannot read the catalog of database {}", database.name))?;
         let changes = plan::plan_database(database, &inside);
-        apply(&mut client, &changes, config.dry_run, &mut summary)?;
+        apply(&session, &changes, config.dry_run, &mut summary)?;
     }
     Ok(summary)
 }
@@ -157,41 +163,42 @@ fn connect_options(config: &ProvisionConfig) -> ConnectOptions {
 }
 
 /// Connects, retrying once a second for up to `wait` while the server is not
-/// up yet (refused, starting, timing out). A refused login is final.
-fn connect_waiting(options: &ConnectOptions, wait: Duration) -> Result<Client, Stop> {
+/// up yet (refused, starting, timing out). A refused login is final. Each
+/// statement of the session may then take as long as the server's own
+/// statement timeout, plus the connect timeout for the answer to arrive.
+fn connect_waiting<'c>(
+    client: &'c Client,
+    options: &ConnectOptions,
+    wait: Duration,
+) -> Result<Session<'c>, Stop> {
     let started = Instant::now();
     let mut logged: Option<Instant> = None;
-    let config = options.postgres_config();
-    loop {
-        let error = match config.connect(NoTls) {
-            Ok(client) => return Ok(client),
-            Err(error) => error,
-        };
-        let failure = probe::role::failure(&error);
-        let waited = started.elapsed();
-        if failure.kind == FailureKind::Rejected || waited >= wait {
-            return Err(Stop::Refused(format!(
-                "cannot connect to {} as {} (database {}): {}; nothing was changed",
-                options.endpoint, options.user, options.dbname, failure.message
-            )));
-        }
+    let log_wait = |failure: &Failure, pause: Duration| {
         if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
             logln!(
                 "waiting for {} to accept connections ({:.0} s left): {}",
                 options.endpoint,
-                (wait - waited).as_secs_f64(),
-                failure.message
+                wait.saturating_sub(started.elapsed()).as_secs_f64(),
+                failure.cause
             );
             logged = Some(Instant::now());
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(pause);
+    };
+    let policy = RetryPolicy::until_up(wait, Duration::from_secs(1));
+    match retry(&policy, || client.connect(options), log_wait).result {
+        Ok(session) => Ok(session.bounded_by(STATEMENT_TIMEOUT + options.connect_timeout)),
+        Err(failure) => Err(Stop::Refused(format!(
+            "cannot connect to {} as {} (database {}): {}; nothing was changed",
+            options.endpoint, options.user, options.dbname, failure.cause
+        ))),
     }
 }
 
 /// Checks for a superuser, and keeps statements (verifiers included) out of
 /// the server log whatever log_statement says.
-fn prepare_session(client: &mut Client, options: &ConnectOptions) -> Result<(), Stop> {
-    let superuser: bool = client
+fn prepare_session(session: &Session, options: &ConnectOptions) -> Result<(), Stop> {
+    let superuser: bool = session
         .query_one(
             "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
             &[],
@@ -204,22 +211,24 @@ fn prepare_session(client: &mut Client, options: &ConnectOptions) -> Result<(), 
             options.user
         )));
     }
-    client
-        .batch_execute(
-            // synchronous_commit = local: a commit never waits for a replica
-            // that may be down (pg-monitor's strict mode would otherwise hold
-            // the node's start forever); statement_timeout bounds the rest.
-            "SET log_statement = 'none'; SET log_min_duration_statement = -1; \
-             SET log_min_error_statement = 'panic'; SET lock_timeout = '60s'; \
-             SET statement_timeout = '300s'; SET synchronous_commit = 'local'",
-        )
+    // synchronous_commit = local: a commit never waits for a replica that may
+    // be down (pg-monitor's strict mode would otherwise hold the node's start
+    // forever); statement_timeout bounds the rest.
+    let settings = format!(
+        "SET log_statement = 'none'; SET log_min_duration_statement = -1; \
+         SET log_min_error_statement = 'panic'; SET lock_timeout = '60s'; \
+         SET statement_timeout = '{}s'; SET synchronous_commit = 'local'",
+        STATEMENT_TIMEOUT.as_secs()
+    );
+    session
+        .execute(&settings)
         .context("cannot configure the session")?;
     Ok(())
 }
 
 /// Runs each change (or only lists it on a dry run), logging each.
 fn apply(
-    client: &mut Client,
+    session: &Session,
     changes: &[Change],
     dry_run: bool,
     summary: &mut Summary,
@@ -229,14 +238,11 @@ fn apply(
         return Ok(());
     }
     for change in changes {
-        if let Err(error) = client.batch_execute(&change.sql()) {
-            let cause = match error.as_db_error() {
-                Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
-                None => error.to_string(),
-            };
+        if let Err(failure) = session.execute(&change.sql()) {
             return Err(Stop::Failed(anyhow::anyhow!(
-                "cannot {}: {cause} ({} changes were made before this one; a new run picks up from here)",
+                "cannot {}: {} ({} changes were made before this one; a new run picks up from here)",
                 change.describe(),
+                failure.cause,
                 summary.changes.len()
             )));
         }
@@ -253,9 +259,9 @@ fn list(changes: &[Change], summary: &mut Summary) {
     }
 }
 
-fn read_catalog(client: &mut Client, spec: &Spec) -> Result<Catalog, postgres::Error> {
+fn read_catalog(session: &Session, spec: &Spec) -> Result<Catalog, Failure> {
     let mut catalog = Catalog::default();
-    for row in client.query(
+    for row in session.query(
         "SELECT rolname, rolsuper, rolcanlogin, rolreplication, rolpassword FROM pg_authid",
         &[],
     )? {
@@ -269,7 +275,7 @@ fn read_catalog(client: &mut Client, spec: &Spec) -> Result<Catalog, postgres::E
             },
         );
     }
-    for row in client.query(
+    for row in session.query(
         "SELECT m.rolname, r.rolname FROM pg_auth_members a \
            JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member",
         &[],
@@ -283,7 +289,7 @@ fn read_catalog(client: &mut Client, spec: &Spec) -> Result<Catalog, postgres::E
     if let Some(replication) = &spec.replication {
         if catalog.roles.contains_key(&replication.username) {
             let functions: Vec<String> = REWIND_FUNCTIONS.iter().map(|f| f.to_string()).collect();
-            for row in client.query(
+            for row in session.query(
                 "SELECT f FROM unnest($1::text[]) f WHERE has_function_privilege($2, f, 'EXECUTE')",
                 &[&functions, &replication.username],
             )? {
@@ -291,7 +297,7 @@ fn read_catalog(client: &mut Client, spec: &Spec) -> Result<Catalog, postgres::E
             }
         }
     }
-    for row in client.query(
+    for row in session.query(
         "SELECT datname, pg_get_userbyid(datdba) FROM pg_database",
         &[],
     )? {
@@ -303,7 +309,7 @@ fn read_catalog(client: &mut Client, spec: &Spec) -> Result<Catalog, postgres::E
             },
         );
     }
-    for row in client.query(
+    for row in session.query(
         "SELECT d.datname, g.rolname, a.privilege_type \
            FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a \
            JOIN pg_roles g ON g.oid = a.grantee",
@@ -321,20 +327,20 @@ fn read_catalog(client: &mut Client, spec: &Spec) -> Result<Catalog, postgres::E
     Ok(catalog)
 }
 
-fn read_database(client: &mut Client) -> Result<InDatabase, postgres::Error> {
-    let extensions: HashSet<String> = client
+fn read_database(session: &Session) -> Result<InDatabase, Failure> {
+    let extensions: HashSet<String> = session
         .query("SELECT extname FROM pg_extension", &[])?
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let public_owner: Option<String> = client
+    let public_owner: Option<String> = session
         .query_opt(
             "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'",
             &[],
         )?
         .map(|row| row.get(0));
     let mut public_grants: HashMap<String, HashSet<String>> = HashMap::new();
-    for row in client.query(
+    for row in session.query(
         "SELECT g.rolname, a.privilege_type \
            FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a \
            JOIN pg_roles g ON g.oid = a.grantee WHERE n.nspname = 'public'",

@@ -5,7 +5,7 @@
 //! drops a user's password; every other mistake is found here, before any
 //! connection is made, and named in one line.
 //!
-//! The file is read within the bounds of [`probe::input`], as make-manifest
+//! The file is read within the bounds of [`pgcore::input`], as make-manifest
 //! reads its input: a regular file of at most [`MAX_SPEC_BYTES`], nested at
 //! most [`MAX_NESTING`] levels deep.
 
@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
-use probe::input::{read_text, yaml_too_deep, MAX_FILE_BYTES, MAX_YAML_NESTING};
+use pgcore::input::{read_text, yaml_too_deep, MAX_FILE_BYTES, MAX_YAML_NESTING};
 use serde::Deserialize;
 
 /// PostgreSQL truncates longer identifiers (NAMEDATALEN - 1), which would

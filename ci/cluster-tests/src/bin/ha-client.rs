@@ -21,10 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use probe::duration::parse_positive_duration;
-use probe::role::connect;
-use probe::{ConnectOptions, Endpoint, Failure, FailureKind, Prober};
-use tokio_postgres::SimpleQueryMessage;
+use pgcore::duration::parse_positive_duration;
+use pgcore::{Client, ConnectOptions, Endpoint, Failure, FailureKind, Session};
 
 #[derive(Parser)]
 #[command(name = "ha-client", version)]
@@ -74,7 +72,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    probe::log::init("ha-client");
+    pgcore::log::init("ha-client");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup(target) => setup(&target),
@@ -95,7 +93,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
-            probe::logln!("error: {message}");
+            pgcore::logln!("error: {message}");
             std::process::ExitCode::from(1)
         }
     }
@@ -128,50 +126,30 @@ fn stop_flag() -> Result<Arc<AtomicBool>, String> {
     Ok(stop)
 }
 
+/// One statement over a new connection, all within twice the timeout; its rows as text.
 fn run_sql(
-    prober: &Prober,
+    client: &Client,
     options: &ConnectOptions,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, Failure> {
-    let config = options.client_config();
-    prober.run_bounded(options.connect_timeout * 2, async move {
-        let client = connect(&config).await?;
-        rows(
-            client
-                .simple_query(sql)
-                .await
-                .map_err(|err| probe::role::failure(&err))?,
-        )
-    })
-}
-
-fn rows(messages: Vec<SimpleQueryMessage>) -> Result<Vec<Vec<Option<String>>>, Failure> {
-    Ok(messages
-        .iter()
-        .filter_map(|message| match message {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_string))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect())
+    client
+        .connect_within(options, options.connect_timeout * 2)?
+        .text_rows(sql)
 }
 
 fn setup(target: &Target) -> Result<(), String> {
-    let prober = Prober::new().map_err(|err| err.to_string())?;
+    let client = Client::new().map_err(|err| err.to_string())?;
     let options = options(&target.targets[0], target.timeout);
-    run_sql(&prober, &options, "CREATE TABLE IF NOT EXISTS writes (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
+    run_sql(&client, &options, "CREATE TABLE IF NOT EXISTS writes (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
         .map(|_| ())
-        .map_err(|failure| failure.message)
+        .map_err(|failure| failure.to_string())
 }
 
 fn dump(target: &Target) -> Result<(), String> {
-    let prober = Prober::new().map_err(|err| err.to_string())?;
+    let client = Client::new().map_err(|err| err.to_string())?;
     let options = options(&target.targets[0], target.timeout);
-    let rows =
-        run_sql(&prober, &options, "SELECT id FROM writes ORDER BY id").map_err(|f| f.message)?;
+    let rows = run_sql(&client, &options, "SELECT id FROM writes ORDER BY id")
+        .map_err(|f| f.to_string())?;
     let mut stdout = std::io::stdout().lock();
     for row in rows {
         writeln!(stdout, "{}", row[0].as_deref().unwrap_or("")).map_err(|err| err.to_string())?;
@@ -184,42 +162,26 @@ fn dump(target: &Target) -> Result<(), String> {
 /// came (timeout, connection lost) is `unknown`: it may or may not have committed.
 fn write(target: &Target, interval: Duration, first_id: u64, out: &PathBuf) -> Result<(), String> {
     let stop = stop_flag()?;
-    let prober = Prober::new().map_err(|err| err.to_string())?;
+    let client = Client::new().map_err(|err| err.to_string())?;
     let options = options(&target.targets[0], target.timeout);
     let mut log =
         LineWriter::new(File::create(out).map_err(|err| format!("{}: {err}", out.display()))?);
-    let mut client: Option<tokio_postgres::Client> = None;
+    let mut session: Option<Session> = None;
     let mut id = first_id.saturating_sub(1);
     while !stop.load(Ordering::SeqCst) {
         let started = std::time::Instant::now();
         id += 1;
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            let config = options.client_config();
-            client = prober
-                .run_bounded(target.timeout, async move { connect(&config).await })
-                .ok();
+        if session.as_ref().is_none_or(Session::is_closed) {
+            session = client.connect(&options).ok();
         }
-        let outcome = match &client {
+        let outcome = match &session {
             None => ("err", "cannot connect".to_string()),
             Some(connected) => {
-                let sql = format!("INSERT INTO writes (id) VALUES ({id})");
-                match prober.run_bounded(target.timeout, async {
-                    connected
-                        .simple_query(&sql)
-                        .await
-                        .map_err(|err| probe::role::failure(&err))
-                }) {
-                    Ok(_) => ("ack", String::new()),
+                match connected.execute(&format!("INSERT INTO writes (id) VALUES ({id})")) {
+                    Ok(()) => ("ack", String::new()),
                     Err(failure) => {
-                        client = None;
-                        let verdict = if failure.kind == FailureKind::Timeout
-                            || failure.kind == FailureKind::Transient
-                        {
-                            "unknown"
-                        } else {
-                            "err"
-                        };
-                        (verdict, failure.message)
+                        session = None;
+                        (verdict(&failure), failure.cause)
                     }
                 }
             }
@@ -238,11 +200,20 @@ fn write(target: &Target, interval: Duration, first_id: u64, out: &PathBuf) -> R
     Ok(())
 }
 
+/// A failed insert whose answer never came (a timeout, a hung server, a lost
+/// connection) may or may not have committed.
+fn verdict(failure: &Failure) -> &'static str {
+    match failure.kind {
+        FailureKind::Timeout | FailureKind::Hung | FailureKind::Transient => "unknown",
+        _ => "err",
+    }
+}
+
 /// Asks each target which backend answers and whether it accepts writes, once
 /// per interval, each over a fresh connection (as a new client would be routed).
 fn observe(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), String> {
     let stop = stop_flag()?;
-    let prober = Prober::new().map_err(|err| err.to_string())?;
+    let client = Client::new().map_err(|err| err.to_string())?;
     let mut log =
         LineWriter::new(File::create(out).map_err(|err| format!("{}: {err}", out.display()))?);
     while !stop.load(Ordering::SeqCst) {
@@ -251,7 +222,7 @@ fn observe(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), Str
         for endpoint in &target.targets {
             let options = options(endpoint, target.timeout);
             let answer = run_sql(
-                &prober,
+                &client,
                 &options,
                 "SELECT pg_is_in_recovery(), inet_server_addr(), \
                    current_setting('default_transaction_read_only')",

@@ -97,27 +97,6 @@ impl fmt::Debug for ConnectOptions {
     }
 }
 
-/// The user libpq would default to: the operating system user running us.
-pub fn os_user_name() -> String {
-    let from_env = std::env::var("USER").or_else(|_| std::env::var("LOGNAME"));
-    from_env
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(user_name_from_passwd)
-        .unwrap_or_else(|| "postgres".to_string())
-}
-
-fn user_name_from_passwd() -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        (fields.nth(1)? == uid).then(|| name.to_string())
-    })
-}
-
 /// libpq's compiled-in socket directory for a from-source build, which is what
 /// the release ships. Debian's libpq uses /var/run/postgresql instead: set
 /// `PGHOST` there.
@@ -132,7 +111,9 @@ impl ConnectOptions {
         dbname: Option<String>,
         connect_timeout: Duration,
     ) -> Self {
-        let user = user.filter(|u| !u.is_empty()).unwrap_or_else(os_user_name);
+        let user = user
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(crate::os::user::os_user_name);
         let dbname = dbname
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone());
@@ -196,26 +177,10 @@ impl ConnectOptions {
         self.password.is_some()
     }
 
-    /// The client configuration. A host starting with `/` is a socket directory.
-    pub fn client_config(&self) -> tokio_postgres::Config {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&self.endpoint.host)
-            .port(self.endpoint.port)
-            .user(&self.user)
-            .dbname(&self.dbname)
-            .application_name(&self.application_name)
-            .connect_timeout(self.connect_timeout);
-        if let Some(password) = &self.password {
-            config.password(password);
-        }
-        config
-    }
-
-    /// A configuration for the blocking `postgres` client, for callers that
-    /// run statements (provisioning, promotion) rather than probe.
-    pub fn postgres_config(&self) -> postgres::Config {
-        self.client_config().into()
+    /// For the session's client configuration only.
+    #[cfg_attr(not(feature = "session"), allow(dead_code))]
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 }
 

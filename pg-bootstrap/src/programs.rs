@@ -8,121 +8,18 @@
 //! its password comes from the passfile named in `PGPASSFILE`, never argv.
 
 use std::collections::VecDeque;
-use std::ffi::{CStr, CString, OsString};
 use std::io::Read;
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use probe::logln;
+use pgcore::logln;
+use pgcore::os::{stop_group, User};
 
-/// An operating-system user the PostgreSQL programs run as.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-}
-
-impl User {
-    /// Looks `name` up in the user database (NSS, so not only /etc/passwd).
-    pub fn lookup(name: &str) -> Result<User, String> {
-        let c_name = CString::new(name).map_err(|_| format!("user name {name:?} contains NUL"))?;
-        let mut buffer = vec![0u8; 16 * 1024];
-        // SAFETY: all-zero bytes are a valid `passwd` (null pointers, zero ids).
-        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; `buffer` outlives the
-        // use of the strings `entry` points into, which are copied below.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c_name.as_ptr(),
-                &mut entry,
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                &mut found,
-            )
-        };
-        if rc != 0 {
-            return Err(format!(
-                "cannot look up user {name:?}: {}",
-                std::io::Error::from_raw_os_error(rc)
-            ));
-        }
-        if found.is_null() {
-            return Err(format!("user {name:?} does not exist"));
-        }
-        // SAFETY: getpwnam_r succeeded, so pw_dir points to a NUL-terminated string in `buffer`.
-        let home = unsafe { CStr::from_ptr(entry.pw_dir) }.to_bytes().to_vec();
-        Ok(User {
-            name: name.to_string(),
-            uid: entry.pw_uid,
-            gid: entry.pw_gid,
-            home: PathBuf::from(OsString::from_vec(home)),
-        })
-    }
-}
-
-/// The effective user id of this process.
-pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-/// Whether this process runs as root (and so must not run PostgreSQL itself).
-pub fn running_as_root() -> bool {
-    effective_uid() == 0
-}
-
-/// Gives `path` to `owner` (when we run as root and there is an owner).
-pub fn chown_to(path: &Path, owner: Option<&User>) -> std::io::Result<()> {
-    match owner {
-        Some(user) => std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)),
-        None => Ok(()),
-    }
-}
-
-/// Set when SIGTERM, SIGINT or SIGHUP arrives, so long waits and children stop
-/// cleanly (a half-made clone is removed) instead of dying mid-way.
-#[derive(Clone, Debug, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    /// A flag raised by SIGTERM, SIGINT and SIGHUP.
-    pub fn on_signals() -> std::io::Result<Cancel> {
-        let cancel = Cancel::default();
-        for signal in [
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGHUP,
-        ] {
-            signal_hook::flag::register(signal, Arc::clone(&cancel.0))?;
-        }
-        Ok(cancel)
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// Sleeps up to `duration`, waking early when cancelled.
-    pub fn sleep(&self, duration: Duration) {
-        let until = Instant::now() + duration;
-        while !self.is_set() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-        }
-    }
-}
+use crate::cancel::Cancel;
 
 /// The PostgreSQL programs of one installation and how to run them.
 #[derive(Clone, Debug)]
@@ -298,7 +195,7 @@ fn supervise(
             return Ok(status);
         }
         if cancel.is_set() {
-            stop_group(child);
+            stop_group(child, STOP_GRACE);
             bail!("{what} was stopped: interrupted by a signal");
         }
         let progress = io_counter(pid);
@@ -306,7 +203,7 @@ fn supervise(
             last_progress = progress;
             progressed_at = Instant::now();
         } else if progressed_at.elapsed() >= limits.stall {
-            stop_group(child);
+            stop_group(child, STOP_GRACE);
             return Err(anyhow!(
                 "{what} was stopped: it read and wrote nothing for {:.0} s (is the source server frozen or cut off?)",
                 limits.stall.as_secs_f64()
@@ -328,41 +225,12 @@ fn io_counter(pid: u32) -> Option<u64> {
     Some(field("rchar:")? + field("wchar:")?)
 }
 
-/// Stops the child's process group: SIGTERM, up to 5 s of grace, then SIGKILL.
-fn stop_group(child: &mut Child) {
-    let group = child.id() as libc::pid_t;
-    // SAFETY: signalling a process group we created (process_group(0) made the
-    // child its leader); a negative pid addresses the group.
-    unsafe { libc::kill(-group, libc::SIGTERM) };
-    let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // SAFETY: as above. Also reaches children that outlived the leader
-    // (pg_basebackup's WAL streamer).
-    unsafe { libc::kill(-group, libc::SIGKILL) };
-    let _ = child.wait();
-}
+/// How long a stopped child's process group gets to end after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn root_is_found_in_the_user_database() {
-        let root = User::lookup("root").expect("root exists");
-        assert_eq!(root.uid, 0);
-        assert_eq!(root.gid, 0);
-    }
-
-    #[test]
-    fn an_unknown_user_is_named_in_the_error() {
-        let error = User::lookup("no-such-user-pgb").unwrap_err();
-        assert!(error.contains("no-such-user-pgb"), "{error}");
-    }
 
     fn shell() -> Programs {
         Programs {
@@ -446,14 +314,7 @@ mod tests {
         .join()
         .unwrap();
         let until = Instant::now() + Duration::from_secs(10);
-        let gone = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|stat| {
-                    stat.rsplit_once(')')
-                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(true)
-        };
+        let gone = || pgcore::os::process_info(pid).is_none_or(|process| process.is_zombie());
         while !gone() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -466,7 +327,7 @@ mod tests {
     #[test]
     fn a_cancelled_run_stops_the_child() {
         let cancel = Cancel::default();
-        cancel.0.store(true, Ordering::SeqCst);
+        cancel.raise();
         let mut command = shell().command("sh");
         command.args(["-c", "sleep 30"]);
         let error = run(&mut command, "sleeper", limits(60_000), &cancel).unwrap_err();

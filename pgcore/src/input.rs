@@ -38,6 +38,29 @@ pub fn read_text(path: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
 }
 
+/// The one secret in a password file (the release renders the replication
+/// password into one): the file's text without its final line break, or
+/// what is wrong with it, as a phrase for the caller to prefix with the
+/// flag and file. Empty, or holding a line break or NUL (which a libpq
+/// password file cannot carry), is refused.
+pub fn read_password(path: &Path) -> Result<String, String> {
+    let text = read_text(path)?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if password.contains(['\n', '\r', '\0']) {
+        return Err(
+            "the password holds a line break or NUL, which a libpq password file cannot carry"
+                .into(),
+        );
+    }
+    Ok(password.to_string())
+}
+
 /// Where (line, column, from 1) YAML `text` first nests deeper than `max`,
 /// estimated without parsing, so that the parser never sees it: open flow
 /// collections (`[`, `{` outside quotes and comments) plus block levels
@@ -87,6 +110,20 @@ pub fn yaml_too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_password_file_loses_only_its_final_line_break() {
+        let dir = std::env::temp_dir().join(format!("pgcore-password-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, " sp ace\\:'\r\n").unwrap();
+        assert_eq!(read_password(&file).unwrap(), " sp ace\\:'");
+        std::fs::write(&file, "two\nlines\n").unwrap();
+        assert!(read_password(&file).unwrap_err().contains("line break"));
+        std::fs::write(&file, "\n").unwrap();
+        assert_eq!(read_password(&file).unwrap_err(), "the file is empty");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn nested_flow(depth: usize) -> String {
         format!("{}1{}", "{a: ".repeat(depth), "}".repeat(depth))
     }
@@ -132,7 +169,7 @@ mod tests {
 
     #[test]
     fn only_small_regular_files_are_read() {
-        let dir = std::env::temp_dir().join(format!("probe-input-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("pgcore-input-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("o.yml");
         std::fs::write(&file, "a: 1\n").unwrap();

@@ -7,12 +7,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use probe::{logln, ConnectOptions, Endpoint};
+use pgcore::os::User;
+use pgcore::{logln, ConnectOptions, Endpoint};
 use serde::Serialize;
 
 use super::datadir::{self, Paths};
 use super::peers::Asker;
-use crate::process::{self, Cancel, Limits, Programs, User};
+use crate::cancel::Cancel;
+use crate::programs::{self, Limits, Programs};
 use crate::quote;
 
 /// How the data directory was made ready.
@@ -75,7 +77,7 @@ impl Effects<'_> {
                     .args(["--auth-local=peer", "--auth-host=scram-sha-256"])
                     .arg("--no-instructions");
                 logln!("running initdb into {}", self.paths.staging.display());
-                process::run(&mut initdb, "initdb", self.limits, self.cancel)
+                programs::run(&mut initdb, "initdb", self.limits, self.cancel)
             })
             .and_then(|()| self.swap_in())
             .map_err(|err| {
@@ -188,7 +190,7 @@ impl Effects<'_> {
                 .arg(data_dir)
                 .args(["-c", "wal_keep_size=1TB"])
                 .arg("template1");
-            process::run(&mut single, "postgres --single", self.limits, self.cancel)
+            programs::run(&mut single, "postgres --single", self.limits, self.cancel)
                 .map_err(|err| Rewind::Impossible(err.context("crash recovery failed")))?;
         }
         if was_primary {
@@ -222,7 +224,7 @@ impl Effects<'_> {
                 self.conninfo(peer, Some("postgres"))
             ))
             .arg("--progress");
-        if let Err(err) = process::run(&mut rewind, "pg_rewind", self.limits, self.cancel) {
+        if let Err(err) = programs::run(&mut rewind, "pg_rewind", self.limits, self.cancel) {
             let untouched = datadir::fingerprint(data_dir).is_ok_and(|after| after == before);
             if untouched && datadir::clear_rewind_mark(self.paths).is_ok() {
                 return Err(Rewind::Impossible(err));
@@ -258,7 +260,7 @@ impl Effects<'_> {
             .context("cannot read the data directory's timeline")?;
         let (_, current) = asker
             .checkpoint_timelines(options)
-            .map_err(|failure| anyhow!("cannot read the timelines of {peer}: {failure}"))?;
+            .map_err(|failure| anyhow!("cannot read the timelines of {peer}: {}", failure.cause))?;
         if local == current {
             bail!(
                 "this data directory was a primary on timeline {local}, the timeline {peer} writes: \
@@ -278,7 +280,7 @@ impl Effects<'_> {
     ) -> anyhow::Result<()> {
         let (checkpoint, current) = asker
             .checkpoint_timelines(options)
-            .map_err(|failure| anyhow!("cannot read the timelines of {peer}: {failure}"))?;
+            .map_err(|failure| anyhow!("cannot read the timelines of {peer}: {}", failure.cause))?;
         if checkpoint == current {
             return Ok(());
         }
@@ -287,15 +289,16 @@ impl Effects<'_> {
         );
         if let Err(failure) = asker.request_checkpoint(options) {
             logln!(
-                "cannot request a checkpoint on {peer} ({failure}); waiting up to {:.0} s for its own",
+                "cannot request a checkpoint on {peer} ({}); waiting up to {:.0} s for its own",
+                failure.cause,
                 self.checkpoint_wait.as_secs_f64()
             );
         }
         let started = Instant::now();
         loop {
-            let (checkpoint, current) = asker
-                .checkpoint_timelines(options)
-                .map_err(|failure| anyhow!("cannot read the timelines of {peer}: {failure}"))?;
+            let (checkpoint, current) = asker.checkpoint_timelines(options).map_err(|failure| {
+                anyhow!("cannot read the timelines of {peer}: {}", failure.cause)
+            })?;
             if checkpoint == current {
                 return Ok(());
             }
@@ -338,7 +341,7 @@ impl Effects<'_> {
         }
         logln!("cloning {peer} into {}", self.paths.staging.display());
         let started = Instant::now();
-        process::run(&mut command, "pg_basebackup", self.limits, self.cancel)?;
+        programs::run(&mut command, "pg_basebackup", self.limits, self.cancel)?;
         logln!("cloned {peer} in {:.1} s", started.elapsed().as_secs_f64());
         Ok(())
     }
