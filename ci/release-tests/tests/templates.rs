@@ -529,6 +529,39 @@ fn postgres_starts_on_the_rendered_ha_config() {
 }
 
 #[test]
+fn postgresql_conf_strings_are_quoted_as_pg_bootstrap_quotes_them_and_read_back_as_given() {
+    let values = [
+        "plain",
+        "it's",
+        r"back\slash",
+        r"both \' and ''",
+        "semi;colon # not a comment",
+        "ünï cödé",
+    ];
+    let mut manifest = with_postgres("standalone", &["postgres", "hba"], "null");
+    let name = |i: usize| format!("quoting.value{i}");
+    for (i, value) in values.iter().enumerate() {
+        let mut path = POSTGRES.to_vec();
+        let key = name(i);
+        path.extend(["postgres", "config", &key]);
+        set(&mut manifest, &path, Value::String(value.to_string()));
+    }
+    let node = render(&manifest, "postgres/0");
+    let conf = node.file("postgres", "config/postgresql.conf");
+    for (i, value) in values.iter().enumerate() {
+        let line = format!("{} = {}", name(i), pg_bootstrap::quote::conf_string(value));
+        assert!(
+            conf.lines().any(|l| l == line),
+            "expected line {line:?} in:\n{conf}"
+        );
+    }
+    let server = RenderedServer::start(&node);
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(server.show(&name(i)), *value);
+    }
+}
+
+#[test]
 fn the_provisioning_spec_holds_users_databases_and_the_replication_role() {
     let standalone = render(&example("standalone"), "postgres/0");
     let spec: Value =
