@@ -147,9 +147,18 @@ fn postgres_ports(node: &Rendered) -> Vec<(&'static str, String)> {
     };
     let mut ports = vec![
         ("postgresql.conf", conf_port(node).to_string()),
-        ("node.env", sourced.replace("/var/vcap/sys/run/postgres:", "")),
-        ("ctl's prepare --port", flag_value(&call("prepare"), "--port")),
-        ("ctl's provision --port", flag_value(&call("provision"), "--port")),
+        (
+            "node.env",
+            sourced.replace("/var/vcap/sys/run/postgres:", ""),
+        ),
+        (
+            "ctl's prepare --port",
+            flag_value(&call("prepare"), "--port"),
+        ),
+        (
+            "ctl's provision --port",
+            flag_value(&call("provision"), "--port"),
+        ),
     ];
     for peer in call("prepare")
         .split(" --peer ")
@@ -316,7 +325,11 @@ struct Mistake {
     refused_with: &'static str,
 }
 
-const fn mistake(users: &'static str, databases: &'static str, refused_with: &'static str) -> Mistake {
+const fn mistake(
+    users: &'static str,
+    databases: &'static str,
+    refused_with: &'static str,
+) -> Mistake {
     Mistake {
         users,
         databases,

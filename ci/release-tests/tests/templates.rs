@@ -29,7 +29,10 @@ fn bootstrap_call(vm: &Vm, subcommand: &str) -> String {
     let call = matching
         .next()
         .unwrap_or_else(|| panic!("no pg-bootstrap {subcommand} among {calls:?}"));
-    assert!(matching.next().is_none(), "pg-bootstrap {subcommand} ran twice: {calls:?}");
+    assert!(
+        matching.next().is_none(),
+        "pg-bootstrap {subcommand} ran twice: {calls:?}"
+    );
     call.clone()
 }
 
@@ -794,9 +797,11 @@ fn ctl_start_prepares_starts_and_provisions_the_node_it_runs_on() {
     assert!(!prepare.contains("--bootstrap"), "{prepare}");
     assert_eq!(
         vm.calls(PG_CTL),
-        ["--pgdata /var/vcap/store/postgres/db start --wait --timeout 3600 \
+        [
+            "--pgdata /var/vcap/store/postgres/db start --wait --timeout 3600 \
           --log /var/vcap/sys/log/postgres/postgresql.log \
-          -o -c config_file=/var/vcap/jobs/postgres/config/postgresql.conf"]
+          -o -c config_file=/var/vcap/jobs/postgres/config/postgresql.conf"
+        ]
     );
     assert_eq!(
         bootstrap_call(&vm, "provision"),
@@ -908,7 +913,10 @@ fn haproxys_checks_ask_pg_role_check_as_the_replication_user() {
         ("check-primary", "--expect primary --retries 1"),
         ("check-replica", "--expect replica --streaming --retries 1"),
     ] {
-        let output = vm.run(&format!("/var/vcap/jobs/postgres/bin/{script}"), &haproxy_args);
+        let output = vm.run(
+            &format!("/var/vcap/jobs/postgres/bin/{script}"),
+            &haproxy_args,
+        );
         assert!(output.status.success(), "{script}: {output:?}");
         let calls = vm.calls(PG_ROLE_CHECK);
         assert_eq!(
@@ -933,9 +941,8 @@ fn haproxys_checks_ask_pg_role_check_as_the_replication_user() {
 #[test]
 fn an_operator_who_sources_node_env_reaches_the_local_postgres() {
     let vm = Vm::install(&render(&example("clustered"), "postgres/2"));
-    let env = vm.sh(
-        ". /var/vcap/jobs/postgres/config/node.env && sh -c 'echo \"$PGHOST $PGPORT\"'",
-    );
+    let env =
+        vm.sh(". /var/vcap/jobs/postgres/config/node.env && sh -c 'echo \"$PGHOST $PGPORT\"'");
     assert_eq!(env, "/var/vcap/sys/run/postgres 6432");
 }
 
@@ -1000,7 +1007,11 @@ fn a_monitor_timing_of_zero_or_a_word_is_refused() {
 
 #[test]
 fn a_monitor_interval_longer_than_a_day_is_refused() {
-    let manifest = with_postgres("ha", &["postgres", "replication", "monitor_interval"], "86401");
+    let manifest = with_postgres(
+        "ha",
+        &["postgres", "replication", "monitor_interval"],
+        "86401",
+    );
     assert_render_fails(
         &manifest,
         "postgres/0",
@@ -1010,7 +1021,11 @@ fn a_monitor_interval_longer_than_a_day_is_refused() {
 
 #[test]
 fn an_isolation_timeout_longer_than_a_day_is_refused() {
-    let manifest = with_postgres("ha", &["postgres", "replication", "isolation_timeout"], "1e6");
+    let manifest = with_postgres(
+        "ha",
+        &["postgres", "replication", "isolation_timeout"],
+        "1e6",
+    );
     assert_render_fails(
         &manifest,
         "postgres/0",
@@ -1073,7 +1088,11 @@ fn a_psql_error_count_of_zero_is_refused() {
 #[test]
 fn two_nodes_without_replication_are_refused() {
     let mut manifest = example("standalone");
-    set(&mut manifest, &["instance_groups", "0", "instances"], yaml("2"));
+    set(
+        &mut manifest,
+        &["instance_groups", "0", "instances"],
+        yaml("2"),
+    );
     set(
         &mut manifest,
         &["instance_groups", "0", "networks", "0", "static_ips"],
