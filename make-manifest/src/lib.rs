@@ -134,27 +134,69 @@ impl Topology {
         }
     }
 
-    /// Where clients (and the smoke-tests errand) write: haproxy's 5432 in
-    /// HA, PostgreSQL itself otherwise (5432 alone, 6432 with replication,
-    /// the release's rule).
+    /// Where clients (and the smoke-tests errand) write: haproxy's port in
+    /// HA, PostgreSQL itself otherwise.
     pub fn write_port(self) -> u16 {
         match self {
-            Topology::Clustered { .. } => 6432,
-            Topology::Standalone | Topology::Ha { .. } => 5432,
+            Topology::Standalone => postgres_port(false, None),
+            Topology::Clustered { .. } => postgres_port(true, None),
+            Topology::Ha { .. } => VIP_PORT,
         }
     }
 }
 
-/// Turns the topology flags into a topology, or says which flag is wrong.
+/// The vip job's default write port (`port`): haproxy's frontend, routed to
+/// the primary.
+pub const VIP_PORT: u16 = 5432;
+
+/// PostgreSQL's port on the nodes, the release's rule: `postgres.config.port`
+/// when the manifest sets it, else 5432 alone and 6432 with replication
+/// (haproxy takes 5432 on the HA pair). The jobs' templates apply the same
+/// rule when they render; ci/release-tests holds them equal.
+pub fn postgres_port(replication: bool, configured: Option<u16>) -> u16 {
+    configured.unwrap_or(if replication { 6432 } else { 5432 })
+}
+
+/// Why the release refuses the shape of the postgres instance group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShapeError {
+    /// The vip job (the HA pair) without `postgres.replication.enabled`.
+    HaWithoutReplication,
+    /// The HA pair with other than two nodes.
+    HaNotTwoNodes(u64),
+    /// Replication with fewer than two nodes (no replica).
+    ReplicationAlone(u64),
+    /// Several nodes without replication: as many unrelated primaries.
+    UnrelatedPrimaries(u64),
+}
+
+/// The release's rule for the postgres instance group: HA (the vip job
+/// beside postgres) is exactly two nodes with replication; replication needs
+/// at least two; without it, more than one node would be several unrelated
+/// primaries. The postgres job's templates refuse the same shapes when they
+/// render; ci/release-tests holds them equal.
+pub fn check_shape(instances: u64, replication: bool, ha: bool) -> Result<(), ShapeError> {
+    match (ha, replication) {
+        (true, false) => Err(ShapeError::HaWithoutReplication),
+        (true, true) if instances != 2 => Err(ShapeError::HaNotTwoNodes(instances)),
+        (false, true) if instances < 2 => Err(ShapeError::ReplicationAlone(instances)),
+        (false, false) if instances > 1 => Err(ShapeError::UnrelatedPrimaries(instances)),
+        _ => Ok(()),
+    }
+}
+
+/// Turns the topology flags into a topology, or says which flag is wrong
+/// (the shape itself by [`check_shape`]).
 pub fn decide_topology(flags: &TopologyFlags) -> Result<Topology, InputError> {
     if flags.ha {
         let vip = flags.vip.ok_or_else(|| {
             input_error!("--ha needs --vip ADDRESS: the virtual IP address clients connect to")
         })?;
         check_vip(vip)?;
-        return match flags.instances {
-            None | Some(2) => Ok(Topology::Ha { vip }),
-            Some(n) => Err(input_error!(
+        let n = flags.instances.unwrap_or(2);
+        return match check_shape(n.into(), true, true) {
+            Ok(()) => Ok(Topology::Ha { vip }),
+            Err(_) => Err(input_error!(
                 "--ha runs exactly 2 nodes (one primary, one replica), not --instances {n}"
             )),
         };
@@ -162,14 +204,17 @@ pub fn decide_topology(flags: &TopologyFlags) -> Result<Topology, InputError> {
     if flags.vip.is_some() {
         return Err(input_error!("--vip applies only with --ha"));
     }
-    match (flags.replication, flags.instances) {
-        (true, None) => Ok(Topology::Clustered { instances: 2 }),
-        (true, Some(n)) if n >= 2 => Ok(Topology::Clustered { instances: n }),
-        (true, Some(n)) => Err(input_error!(
+    let n = flags
+        .instances
+        .unwrap_or(if flags.replication { 2 } else { 1 });
+    match (flags.replication, check_shape(n.into(), flags.replication, false)) {
+        (true, Ok(())) => Ok(Topology::Clustered { instances: n }),
+        (true, Err(_)) => Err(input_error!(
             "--replication needs at least 2 instances (a primary and a replica), not --instances {n}"
         )),
-        (false, None | Some(1)) => Ok(Topology::Standalone),
-        (false, Some(n)) => Err(input_error!(
+        // An instance group of none is a valid manifest, but no deployment to ask for.
+        (false, Ok(())) if n == 1 => Ok(Topology::Standalone),
+        (false, _) => Err(input_error!(
             "--instances {n} needs --replication (or --ha): standalone is one node, and {n} unreplicated nodes would be {n} separate databases"
         )),
     }
@@ -469,6 +514,38 @@ mod tests {
             .write_port(),
             5432
         );
+    }
+
+    #[test]
+    fn the_postgres_port_is_the_configured_one_else_the_release_default() {
+        assert_eq!(postgres_port(false, None), 5432);
+        assert_eq!(postgres_port(true, None), 6432);
+        assert_eq!(postgres_port(true, Some(7000)), 7000);
+        assert_eq!(postgres_port(false, Some(6432)), 6432);
+    }
+
+    #[test]
+    fn shapes_of_the_postgres_group() {
+        use ShapeError::*;
+        let rows: &[(u64, bool, bool, Result<(), ShapeError>)] = &[
+            (1, false, false, Ok(())),
+            (0, false, false, Ok(())),
+            (2, false, false, Err(UnrelatedPrimaries(2))),
+            (2, true, false, Ok(())),
+            (5, true, false, Ok(())),
+            (1, true, false, Err(ReplicationAlone(1))),
+            (2, true, true, Ok(())),
+            (3, true, true, Err(HaNotTwoNodes(3))),
+            (1, true, true, Err(HaNotTwoNodes(1))),
+            (2, false, true, Err(HaWithoutReplication)),
+        ];
+        for &(instances, replication, ha, expected) in rows {
+            assert_eq!(
+                check_shape(instances, replication, ha),
+                expected,
+                "{instances} nodes, replication {replication}, ha {ha}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Renders the release's job templates with `ci/render/render.rb` (the
-//! director's own template library) for the tests, and reads the results.
+//! director's own template library) for the tests, and reads the results;
+//! [`vm::Vm`] runs the rendered scripts.
+
+pub mod vm;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -7,8 +7,52 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use release_tests::vm::Vm;
 use release_tests::{example, instances, render, repo_root, set, try_render, yaml, Rendered};
 use serde_yaml::Value;
+
+const CTL: &str = "/var/vcap/jobs/postgres/bin/ctl";
+const CTL_LOG: &str = "/var/vcap/sys/log/postgres/ctl.log";
+const MONITOR: &str = "/var/vcap/jobs/postgres/bin/monitor";
+const MONITOR_LOG: &str = "/var/vcap/sys/log/postgres/monitor_ctl.log";
+const PG_BOOTSTRAP: &str = "/var/vcap/packages/pg-tools/bin/pg-bootstrap";
+const PG_MONITOR: &str = "/var/vcap/packages/pg-tools/bin/pg-monitor";
+const PG_CTL: &str = "/var/vcap/packages/postgres/bin/pg_ctl";
+const PG_ROLE_CHECK: &str = "/var/vcap/packages/pg-tools/bin/pg-role-check";
+
+/// The one call of `pg-bootstrap SUBCOMMAND` the VM's stub recorded.
+fn bootstrap_call(vm: &Vm, subcommand: &str) -> String {
+    let calls = vm.calls(PG_BOOTSTRAP);
+    let mut matching = calls
+        .iter()
+        .filter(|call| call.starts_with(&format!("{subcommand} ")));
+    let call = matching
+        .next()
+        .unwrap_or_else(|| panic!("no pg-bootstrap {subcommand} among {calls:?}"));
+    assert!(
+        matching.next().is_none(),
+        "pg-bootstrap {subcommand} ran twice: {calls:?}"
+    );
+    call.clone()
+}
+
+/// The flags `bin/ctl start` gives `pg-bootstrap prepare` on this node.
+fn prepare_flags(node: &Rendered) -> String {
+    let vm = Vm::install(node);
+    vm.run_ok(CTL, &["start"], CTL_LOG);
+    bootstrap_call(&vm, "prepare")
+}
+
+/// The flags `bin/monitor start` gives `pg-monitor` on this node (the
+/// monitor is stopped again).
+fn monitor_flags(node: &Rendered) -> String {
+    let vm = Vm::install(node);
+    vm.run_ok(MONITOR, &["start"], MONITOR_LOG);
+    vm.run_ok(MONITOR, &["stop"], MONITOR_LOG);
+    let calls = vm.calls(PG_MONITOR);
+    assert_eq!(calls.len(), 1, "pg-monitor ran once: {calls:?}");
+    calls[0].clone()
+}
 
 fn job_dirs() -> Vec<std::path::PathBuf> {
     let mut dirs: Vec<_> = fs::read_dir(repo_root().join("release/jobs"))
@@ -306,14 +350,14 @@ fn a_standalone_node_listens_on_5432_without_replication_or_monitor() {
     assert!(!node
         .file("postgres", "config/hba.conf")
         .contains("replication"));
-    let ctl = node.file("postgres", "bin/ctl");
+    let prepare = prepare_flags(&node);
     assert!(
-        !ctl.contains("--replication") && !ctl.contains("--peer"),
-        "{ctl}"
+        !prepare.contains("--replication") && !prepare.contains("--peer"),
+        "{prepare}"
     );
     assert!(
-        ctl.contains("--bootstrap"),
-        "the only node is the bootstrap node: {ctl}"
+        prepare.contains("--bootstrap"),
+        "the only node is the bootstrap node: {prepare}"
     );
 }
 
@@ -488,6 +532,39 @@ fn postgres_starts_on_the_rendered_ha_config() {
 }
 
 #[test]
+fn postgresql_conf_strings_are_quoted_as_pg_bootstrap_quotes_them_and_read_back_as_given() {
+    let values = [
+        "plain",
+        "it's",
+        r"back\slash",
+        r"both \' and ''",
+        "semi;colon # not a comment",
+        "ünï cödé",
+    ];
+    let mut manifest = with_postgres("standalone", &["postgres", "hba"], "null");
+    let name = |i: usize| format!("quoting.value{i}");
+    for (i, value) in values.iter().enumerate() {
+        let mut path = POSTGRES.to_vec();
+        let key = name(i);
+        path.extend(["postgres", "config", &key]);
+        set(&mut manifest, &path, Value::String(value.to_string()));
+    }
+    let node = render(&manifest, "postgres/0");
+    let conf = node.file("postgres", "config/postgresql.conf");
+    for (i, value) in values.iter().enumerate() {
+        let line = format!("{} = {}", name(i), pg_bootstrap::quote::conf_string(value));
+        assert!(
+            conf.lines().any(|l| l == line),
+            "expected line {line:?} in:\n{conf}"
+        );
+    }
+    let server = RenderedServer::start(&node);
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(server.show(&name(i)), *value);
+    }
+}
+
+#[test]
 fn the_provisioning_spec_holds_users_databases_and_the_replication_role() {
     let standalone = render(&example("standalone"), "postgres/0");
     let spec: Value =
@@ -518,17 +595,17 @@ fn clustered_nodes_know_every_peer_and_run_no_monitor() {
     let addresses = ["10.244.0.2", "10.244.0.3", "10.244.0.4", "10.244.0.5"];
     for (index, instance) in instances(&manifest).iter().enumerate() {
         let node = render(&manifest, instance);
-        let ctl = node.file("postgres", "bin/ctl");
+        let prepare = prepare_flags(&node);
         for (other, address) in addresses.iter().enumerate() {
             let flag = format!("--peer {address}:6432");
             assert_eq!(
-                ctl.contains(&flag),
+                prepare.contains(&flag),
                 other != index,
-                "{instance}: {flag} in\n{ctl}"
+                "{instance}: {flag} in\n{prepare}"
             );
         }
         assert_eq!(
-            ctl.contains("--bootstrap"),
+            prepare.contains("--bootstrap"),
             index == 0,
             "{instance}: only node 0 bootstraps"
         );
@@ -662,12 +739,10 @@ fn the_ha_pair_runs_the_monitor_with_the_seeds_fence_commands() {
         assert!(node
             .file("postgres", "monit")
             .contains("check process monitor"));
+        let flags = monitor_flags(&node);
+        assert!(flags.contains(&format!("--peer {peer}:6432")), "{flags}");
+        assert!(flags.contains("--synchronous on"), "{flags}");
         let monitor = node.file("postgres", "bin/monitor");
-        assert!(
-            monitor.contains(&format!("--peer {peer}:6432")),
-            "{monitor}"
-        );
-        assert!(monitor.contains("--synchronous on"));
         for service in ["postgres", "haproxy", "monitor"] {
             let fence = format!("--fence-cmd '/var/vcap/bosh/bin/monit stop {service}'");
             assert!(monitor.contains(&fence), "missing {fence}");
@@ -695,6 +770,180 @@ fn keepalived_can_be_disabled() {
     set(&mut manifest, &path, yaml("false"));
     let monit = render(&manifest, "postgres/0").file("vip", "monit");
     assert!(monit.contains("check process haproxy") && !monit.contains("keepalived"));
+}
+
+// --- the scripts, run on a VM with stand-ins for the programs ----------------
+
+#[test]
+fn ctl_start_prepares_starts_and_provisions_the_node_it_runs_on() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/1"));
+    vm.run_ok(CTL, &["start"], CTL_LOG);
+    let prepare = bootstrap_call(&vm, "prepare");
+    for flag in [
+        "--data-dir /var/vcap/store/postgres/db",
+        "--pg-bin /var/vcap/packages/postgres/bin",
+        "--run-as vcap",
+        "--index 1",
+        "--port 6432",
+        "--grace 15",
+        "--connect-timeout 5",
+        "--retries 3",
+        "--replication --replication-user replication",
+        "--replication-password-file /var/vcap/jobs/postgres/config/replication.password",
+        "--peer 10.244.0.2:6432",
+    ] {
+        assert!(prepare.contains(flag), "missing {flag} in {prepare}");
+    }
+    assert!(!prepare.contains("--bootstrap"), "{prepare}");
+    assert_eq!(
+        vm.calls(PG_CTL),
+        [
+            "--pgdata /var/vcap/store/postgres/db start --wait --timeout 3600 \
+          --log /var/vcap/sys/log/postgres/postgresql.log \
+          -o -c config_file=/var/vcap/jobs/postgres/config/postgresql.conf"
+        ]
+    );
+    assert_eq!(
+        bootstrap_call(&vm, "provision"),
+        "provision --spec /var/vcap/jobs/postgres/config/provision.yml \
+         --host /var/vcap/sys/run/postgres --port 6432 --user vcap --dbname postgres"
+    );
+}
+
+#[test]
+fn ctl_stop_shuts_postgres_down_fast() {
+    let vm = Vm::install(&render(&example("standalone"), "postgres/0"));
+    vm.run_ok(CTL, &["stop"], CTL_LOG);
+    assert_eq!(
+        vm.calls(PG_CTL),
+        [
+            "--pgdata /var/vcap/store/postgres/db status",
+            "--pgdata /var/vcap/store/postgres/db stop --mode fast --wait --timeout 90",
+        ]
+    );
+}
+
+#[test]
+fn the_monitor_watches_the_peer_with_the_jobs_settings() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/0"));
+    vm.run_ok(MONITOR, &["start"], MONITOR_LOG);
+    let flags = &vm.calls(PG_MONITOR)[0];
+    for flag in [
+        "--local /var/vcap/sys/run/postgres:6432",
+        "--peer 10.244.0.3:6432",
+        "--index 0",
+        "--peer-index 1",
+        "--user vcap --dbname postgres",
+        "--peer-user replication",
+        "--connect-timeout 5",
+        "--retries 3",
+        "--interval 1",
+        "--pidfile /var/vcap/sys/run/postgres/monitor.pid",
+        "--pg-ctl /var/vcap/packages/postgres/bin/pg_ctl",
+        "--data-dir /var/vcap/store/postgres/db",
+        "--isolation-timeout 5",
+        "--replica-silence 2s",
+        "--rejoin-cmd /var/vcap/bosh/bin/monit restart postgres",
+        "--fence-record /var/vcap/store/postgres/fenced.json",
+    ] {
+        assert!(flags.contains(flag), "missing {flag} in {flags}");
+    }
+    assert!(
+        !flags.contains("--witness") && !flags.contains("--max-lag-bytes"),
+        "{flags}"
+    );
+    assert!(
+        vm.env(PG_MONITOR)
+            .contains(&"PGPASSWORD=replication-secret".to_string()),
+        "the password reaches pg-monitor in its environment"
+    );
+    vm.run_ok(MONITOR, &["stop"], MONITOR_LOG);
+}
+
+#[test]
+fn the_monitor_stops_when_monit_stops_it() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/0"));
+    vm.run_ok(MONITOR, &["start"], MONITOR_LOG);
+    let pidfile = vm.path("/var/vcap/sys/run/postgres/monitor.pid");
+    let pid = fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    vm.run_ok(MONITOR, &["stop"], MONITOR_LOG);
+    assert!(!pidfile.exists(), "the stop removes the pidfile");
+    testkit::wait_for(
+        "the stopped pg-monitor to exit",
+        std::time::Duration::from_secs(5),
+        || {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |stat| stat.contains(") Z"))
+        },
+    );
+}
+
+#[test]
+fn witnesses_and_the_lag_guard_reach_the_monitor() {
+    let mut manifest = with_postgres(
+        "ha",
+        &["postgres", "replication", "witnesses"],
+        "['10.244.0.20:22', '[fd00::1]:80']",
+    );
+    let mut lag = POSTGRES.to_vec();
+    lag.extend(["postgres", "replication", "max_lag_bytes"]);
+    set(&mut manifest, &lag, yaml("1048576"));
+    let flags = monitor_flags(&render(&manifest, "postgres/0"));
+    assert!(
+        flags.contains("--witness 10.244.0.20:22 --witness [fd00::1]:80"),
+        "{flags}"
+    );
+    assert!(flags.contains("--max-lag-bytes 1048576"), "{flags}");
+}
+
+#[test]
+fn asynchronous_replication_watches_no_replica_silence() {
+    let manifest = with_postgres("ha", &["postgres", "replication", "synchronous"], "off");
+    let flags = monitor_flags(&render(&manifest, "postgres/0"));
+    assert!(flags.contains("--synchronous off"), "{flags}");
+    assert!(!flags.contains("--replica-silence"), "{flags}");
+}
+
+#[test]
+fn haproxys_checks_ask_pg_role_check_as_the_replication_user() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/0"));
+    let haproxy_args = ["10.244.0.10", "5432", "10.244.0.3", "6432"];
+    for (script, expect) in [
+        ("check-primary", "--expect primary --retries 1"),
+        ("check-replica", "--expect replica --streaming --retries 1"),
+    ] {
+        let output = vm.run(
+            &format!("/var/vcap/jobs/postgres/bin/{script}"),
+            &haproxy_args,
+        );
+        assert!(output.status.success(), "{script}: {output:?}");
+        let calls = vm.calls(PG_ROLE_CHECK);
+        assert_eq!(
+            calls.last().unwrap(),
+            &format!("{expect} {}", haproxy_args.join(" "))
+        );
+        let env = vm.env(PG_ROLE_CHECK);
+        for variable in [
+            "PGUSER=replication",
+            "PGDATABASE=postgres",
+            "PGCONNECT_TIMEOUT=2",
+            "PGPASSWORD=replication-secret",
+        ] {
+            assert!(
+                env.contains(&variable.to_string()),
+                "{script}: {variable} not in {env:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_operator_who_sources_node_env_reaches_the_local_postgres() {
+    let vm = Vm::install(&render(&example("clustered"), "postgres/2"));
+    let env =
+        vm.sh(". /var/vcap/jobs/postgres/config/node.env && sh -c 'echo \"$PGHOST $PGPORT\"'");
+    assert_eq!(env, "/var/vcap/sys/run/postgres 6432");
 }
 
 // --- bad input ----------------------------------------------------------------
@@ -754,6 +1003,106 @@ fn a_monitor_timing_of_zero_or_a_word_is_refused() {
             );
         }
     }
+}
+
+#[test]
+fn a_monitor_interval_longer_than_a_day_is_refused() {
+    let manifest = with_postgres(
+        "ha",
+        &["postgres", "replication", "monitor_interval"],
+        "86401",
+    );
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "postgres.replication.monitor_interval must be a number of seconds from 0.001 to 86400, got 86401",
+    );
+}
+
+#[test]
+fn an_isolation_timeout_longer_than_a_day_is_refused() {
+    let manifest = with_postgres(
+        "ha",
+        &["postgres", "replication", "isolation_timeout"],
+        "1e6",
+    );
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "postgres.replication.isolation_timeout must be a number of seconds from 0.001 to 86400, got 1000000.0",
+    );
+}
+
+#[test]
+fn witnesses_that_are_not_a_list_are_refused() {
+    let manifest = with_postgres(
+        "ha",
+        &["postgres", "replication", "witnesses"],
+        "10.244.0.20:22",
+    );
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "postgres.replication.witnesses must be a list of HOST:PORT, got \"10.244.0.20:22\"",
+    );
+}
+
+#[test]
+fn a_witness_without_a_port_is_refused() {
+    let manifest = with_postgres(
+        "ha",
+        &["postgres", "replication", "witnesses"],
+        "['10.244.0.20']",
+    );
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "postgres.replication.witnesses: \"10.244.0.20\" is not HOST:PORT (port 1-65535)",
+    );
+}
+
+#[test]
+fn a_witness_port_out_of_range_is_refused() {
+    let manifest = with_postgres(
+        "ha",
+        &["postgres", "replication", "witnesses"],
+        "['10.244.0.20:22', '10.244.0.21:65536']",
+    );
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "postgres.replication.witnesses: \"10.244.0.21:65536\" is not HOST:PORT (port 1-65535)",
+    );
+}
+
+#[test]
+fn a_psql_error_count_of_zero_is_refused() {
+    let manifest = with_postgres("ha", &["postgres", "replication", "psql_error_count"], "0");
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "postgres.replication.psql_error_count must be a whole number of at least 1, got 0",
+    );
+}
+
+#[test]
+fn two_nodes_without_replication_are_refused() {
+    let mut manifest = example("standalone");
+    set(
+        &mut manifest,
+        &["instance_groups", "0", "instances"],
+        yaml("2"),
+    );
+    set(
+        &mut manifest,
+        &["instance_groups", "0", "networks", "0", "static_ips"],
+        yaml("[10.244.0.2, 10.244.0.3]"),
+    );
+    assert_render_fails(
+        &manifest,
+        "postgres/0",
+        "2 instances without postgres.replication.enabled would be 2 unrelated primaries",
+    );
 }
 
 #[test]
@@ -894,48 +1243,30 @@ fn the_manifests_failover_pause_is_set_and_lifted_at_each_monitor_start() {
         running.contains("rm -f \"$RUN_DIR/failover.paused-by-manifest\""),
         "{running}"
     );
-    for monitor in [monitor, running] {
-        assert!(monitor.contains("--pause-file /var/vcap/store/postgres/failover.paused"));
+    for manifest in [paused, example("ha")] {
+        let flags = monitor_flags(&render(&manifest, "postgres/0"));
         assert!(
-            monitor.contains("--pause-file /var/vcap/sys/run/postgres/failover.paused-by-manifest")
+            flags.contains("--pause-file /var/vcap/store/postgres/failover.paused"),
+            "{flags}"
+        );
+        assert!(
+            flags.contains("--pause-file /var/vcap/sys/run/postgres/failover.paused-by-manifest"),
+            "{flags}"
         );
     }
 }
 
 // --- bin/recover ----------------------------------------------------------------
 
-/// What the rendered `bin/recover` hands to `pg-monitor recover`, one
-/// argument a line: the script is run with pg-monitor replaced by a stub that
-/// prints its arguments, so quoting is checked as bash applies it.
-fn recover_arguments(script: &str) -> Vec<String> {
-    const PG_MONITOR: &str = "/var/vcap/packages/pg-tools/bin/pg-monitor";
-    assert!(
-        script.contains(&format!("exec {PG_MONITOR} recover")),
-        "bin/recover does not exec pg-monitor recover:\n{script}"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let stub = dir.path().join("pg-monitor");
-    fs::write(&stub, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
-    let wrapper = dir.path().join("recover");
-    fs::write(&wrapper, script.replace(PG_MONITOR, stub.to_str().unwrap())).unwrap();
-    let output = Command::new("bash").arg(&wrapper).output().unwrap();
-    assert!(
-        output.status.success(),
-        "bin/recover failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 #[test]
 fn bin_recover_hands_pg_monitor_recover_the_nodes_paths_peer_and_start_commands() {
-    let node = render(&example("ha"), "postgres/0");
-    let arguments = recover_arguments(&node.file("postgres", "bin/recover"));
+    let vm = Vm::install(&render(&example("ha"), "postgres/0"));
+    vm.run_ok(
+        "/var/vcap/jobs/postgres/bin/recover",
+        &[],
+        "/var/vcap/sys/log/postgres/ctl.log",
+    );
+    let arguments = vm.recover_arguments();
     assert_eq!(arguments.first().map(String::as_str), Some("recover"));
     let value = |flag: &str| {
         arguments

@@ -1,0 +1,198 @@
+//! A rendered instance installed as a BOSH VM's `/var/vcap` under a temp dir,
+//! so that its scripts run as they would on the VM: what a test asserts is
+//! what a script does (the flags a program gets, the files it touches), not
+//! how its text reads.
+//!
+//! Every `/var/vcap/` path in the rendered files points into the temp dir,
+//! the pg-tools package holds the release's `ctl-utils.sh`, and each program
+//! the scripts call is a stub that records its arguments and succeeds.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+use crate::{repo_root, Rendered};
+
+/// The programs the jobs' scripts run, as stubs: each appends its arguments
+/// (one line per call) to `<stub>.calls` and the `PG*` variables it was given
+/// to `<stub>.env`, then exits 0.
+const STUBS: [&str; 6] = [
+    "packages/pg-tools/bin/pg-bootstrap",
+    "packages/pg-tools/bin/pg-role-check",
+    "packages/postgres/bin/pg_ctl",
+    "packages/postgres/bin/psql",
+    "packages/postgres/bin/pgbench",
+    "bosh/bin/monit",
+];
+
+const STUB: &str = r#"#!/bin/bash
+echo "$*" >>"$0.calls"
+env | grep '^PG' | sort >"$0.env"
+"#;
+
+/// pg-monitor's stub also does what `bin/monitor` waits for: it writes the
+/// pidfile it is given and keeps running under its name, until SIGTERM or
+/// until the stub itself is removed with the temp dir. `pg-monitor recover`
+/// (bin/recover) writes its arguments one a line to `<stub>.recover`, as
+/// bash passed them, and exits.
+const MONITOR_STUB: &str = r#"#!/bin/bash
+echo "$*" >>"$0.calls"
+env | grep '^PG' | sort >"$0.env"
+if [[ $1 == recover ]]; then printf '%s\n' "$@" >"$0.recover"; exit 0; fi
+while (($#)); do
+  if [[ $1 == --pidfile ]]; then echo $$ >"$2"; fi
+  shift
+done
+while [[ -e $0 ]]; do sleep 0.2; done
+"#;
+
+pub struct Vm {
+    dir: TempDir,
+}
+
+impl Vm {
+    /// Installs the rendered jobs of one instance, with stub programs.
+    pub fn install(rendered: &Rendered) -> Vm {
+        let dir = tempfile::Builder::new().prefix("vm.").tempdir().unwrap();
+        let vm = Vm { dir };
+        // The stubs pg_ctl runs as vcap must be reachable by vcap.
+        fs::set_permissions(vm.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        vm.copy_rewritten(&rendered.root(), &vm.var_vcap().join("jobs"));
+        let share = vm.var_vcap().join("packages/pg-tools/share");
+        fs::create_dir_all(&share).unwrap();
+        fs::copy(
+            repo_root().join("release/src/pg-tools/share/ctl-utils.sh"),
+            share.join("ctl-utils.sh"),
+        )
+        .unwrap();
+        for stub in STUBS {
+            vm.write_stub(stub, STUB);
+        }
+        vm.write_stub("packages/pg-tools/bin/pg-monitor", MONITOR_STUB);
+        vm
+    }
+
+    /// The VM's `/var/vcap`.
+    pub fn var_vcap(&self) -> PathBuf {
+        self.dir.path().join("var/vcap")
+    }
+
+    /// A path of the VM, given as on the VM (`/var/vcap/...`).
+    pub fn path(&self, path: &str) -> PathBuf {
+        PathBuf::from(self.rewrite(path))
+    }
+
+    /// Runs `script` (a path as on the VM) with `args`, as root.
+    pub fn run(&self, script: &str, args: &[&str]) -> Output {
+        Command::new(self.path(script))
+            .args(args)
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {script}: {err}"))
+    }
+
+    /// Runs `script` and panics, with its output and `log` (a path as on the
+    /// VM, where the script sends its own), unless it succeeds.
+    pub fn run_ok(&self, script: &str, args: &[&str], log: &str) {
+        let output = self.run(script, args);
+        assert!(
+            output.status.success(),
+            "{script} {}: {}\n{}{}\n{log}:\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            fs::read_to_string(self.path(log)).unwrap_or_default()
+        );
+    }
+
+    /// Runs a POSIX sh script on the VM and returns its stdout, paths as on
+    /// the VM; panics on failure.
+    pub fn sh(&self, script: &str) -> String {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(self.rewrite(script))
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "sh -c {script:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.unrewrite(String::from_utf8_lossy(&output.stdout).trim())
+    }
+
+    /// The arguments of each call of the stub `program` (a path as on the
+    /// VM), with paths as on the VM.
+    pub fn calls(&self, program: &str) -> Vec<String> {
+        let path = format!("{}.calls", self.rewrite(program));
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| self.unrewrite(line))
+            .collect()
+    }
+
+    /// The arguments of the last `pg-monitor recover`, one an item, with
+    /// paths as on the VM.
+    pub fn recover_arguments(&self) -> Vec<String> {
+        let path = self.rewrite("/var/vcap/packages/pg-tools/bin/pg-monitor.recover");
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| self.unrewrite(line))
+            .collect()
+    }
+
+    /// The `PG*` variables of the last call of the stub `program`.
+    pub fn env(&self, program: &str) -> Vec<String> {
+        let path = format!("{}.env", self.rewrite(program));
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| self.unrewrite(line))
+            .collect()
+    }
+
+    fn rewrite(&self, text: &str) -> String {
+        text.replace("/var/vcap/", &format!("{}/", self.var_vcap().display()))
+    }
+
+    fn unrewrite(&self, text: &str) -> String {
+        text.replace(&format!("{}/", self.var_vcap().display()), "/var/vcap/")
+    }
+
+    fn copy_rewritten(&self, from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                self.copy_rewritten(&entry.path(), &target);
+            } else {
+                let text = fs::read_to_string(entry.path()).unwrap();
+                fs::write(&target, self.rewrite(&text)).unwrap();
+                fs::set_permissions(&target, entry.metadata().unwrap().permissions()).unwrap();
+            }
+        }
+    }
+
+    fn write_stub(&self, path: &str, text: &str) {
+        let path = self.var_vcap().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        // Written by whichever user the script runs the stub as.
+        for suffix in ["calls", "env"] {
+            let record = PathBuf::from(format!("{}.{suffix}", path.display()));
+            fs::write(&record, "").unwrap();
+            fs::set_permissions(&record, fs::Permissions::from_mode(0o666)).unwrap();
+        }
+    }
+}
