@@ -166,23 +166,27 @@ pub enum ShapeError {
     HaNotTwoNodes(u64),
     /// Replication with fewer than two nodes (no replica).
     ReplicationAlone(u64),
-    /// Several nodes without replication: as many unrelated primaries.
-    UnrelatedPrimaries(u64),
 }
 
 /// The release's rule for the postgres instance group: HA (the vip job
 /// beside postgres) is exactly two nodes with replication; replication needs
-/// at least two; without it, more than one node would be several unrelated
-/// primaries. The postgres job's templates refuse the same shapes when they
-/// render; ci/release-tests holds them equal.
+/// at least two. The postgres job's templates refuse the same shapes when
+/// they render; ci/release-tests holds them equal.
 pub fn check_shape(instances: u64, replication: bool, ha: bool) -> Result<(), ShapeError> {
     match (ha, replication) {
         (true, false) => Err(ShapeError::HaWithoutReplication),
         (true, true) if instances != 2 => Err(ShapeError::HaNotTwoNodes(instances)),
         (false, true) if instances < 2 => Err(ShapeError::ReplicationAlone(instances)),
-        (false, false) if instances > 1 => Err(ShapeError::UnrelatedPrimaries(instances)),
         _ => Ok(()),
     }
+}
+
+/// make-manifest's own policy beyond the release's rule: it neither writes
+/// nor accepts several nodes without replication, which would be as many
+/// unrelated databases behind one name. The release itself still runs such
+/// a group, each node standalone, as the original release did.
+pub fn unrelated_primaries(instances: u64, replication: bool, ha: bool) -> bool {
+    !ha && !replication && instances > 1
 }
 
 /// Turns the topology flags into a topology, or says which flag is wrong
@@ -530,7 +534,7 @@ mod tests {
         let rows: &[(u64, bool, bool, Result<(), ShapeError>)] = &[
             (1, false, false, Ok(())),
             (0, false, false, Ok(())),
-            (2, false, false, Err(UnrelatedPrimaries(2))),
+            (2, false, false, Ok(())),
             (2, true, false, Ok(())),
             (5, true, false, Ok(())),
             (1, true, false, Err(ReplicationAlone(1))),
@@ -546,6 +550,13 @@ mod tests {
                 "{instances} nodes, replication {replication}, ha {ha}"
             );
         }
+        assert!(unrelated_primaries(2, false, false));
+        assert!(!unrelated_primaries(1, false, false));
+        assert!(!unrelated_primaries(2, true, false));
+        assert!(
+            !unrelated_primaries(2, false, true),
+            "refused as HA without replication"
+        );
     }
 
     #[test]

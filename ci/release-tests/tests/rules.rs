@@ -266,7 +266,6 @@ fn shape_message(error: ShapeError) -> &'static str {
         ShapeError::HaWithoutReplication => "needs postgres.replication.enabled: true",
         ShapeError::HaNotTwoNodes(_) => "needs exactly 2 instances",
         ShapeError::ReplicationAlone(_) => "needs at least 2 instances",
-        ShapeError::UnrelatedPrimaries(_) => "unrelated primaries",
     }
 }
 

@@ -1085,8 +1085,11 @@ fn a_psql_error_count_of_zero_is_refused() {
     );
 }
 
+/// As in the original release, each node of an unreplicated group is a
+/// standalone primary of its own (make-manifest refuses to write such a
+/// deployment; the release still runs one).
 #[test]
-fn two_nodes_without_replication_are_refused() {
+fn two_nodes_without_replication_are_each_standalone() {
     let mut manifest = example("standalone");
     set(
         &mut manifest,
@@ -1098,11 +1101,15 @@ fn two_nodes_without_replication_are_refused() {
         &["instance_groups", "0", "networks", "0", "static_ips"],
         yaml("[10.244.0.2, 10.244.0.3]"),
     );
-    assert_render_fails(
-        &manifest,
-        "postgres/0",
-        "2 instances without postgres.replication.enabled would be 2 unrelated primaries",
-    );
+    for instance in ["postgres/0", "postgres/1"] {
+        let node = render(&manifest, instance);
+        let vm = Vm::install(&node);
+        assert_eq!(
+            vm.sh(". /var/vcap/jobs/postgres/config/node.env && echo $REPLICATION:$PGPORT"),
+            "false:5432",
+            "{instance}"
+        );
+    }
 }
 
 #[test]

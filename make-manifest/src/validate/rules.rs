@@ -11,7 +11,7 @@ use serde_yaml::{Mapping, Value};
 use super::schema::{string, Cloud, Group, NetworkKind};
 use super::{fail, CLOUD, MANIFEST, VIP_PROPERTY};
 use crate::merge::{scalar_text, spruce_operator};
-use crate::InputError;
+use crate::{check_shape, unrelated_primaries, InputError, ShapeError};
 
 fn job<'a>(group: &Group<'a>, name: &str) -> Option<&'a Mapping> {
     group
@@ -21,9 +21,9 @@ fn job<'a>(group: &Group<'a>, name: &str) -> Option<&'a Mapping> {
         .find(|job| job.get("name").and_then(Value::as_str) == Some(name))
 }
 
-/// The release's rules: HA (a `vip` job beside `postgres`) is exactly two
-/// nodes with replication; replication needs at least two; without it, more
-/// than one node would be several unrelated primaries.
+/// The release's rule for the group's shape ([`check_shape`]), and
+/// make-manifest's own refusal of several unrelated primaries
+/// ([`unrelated_primaries`]).
 pub(super) fn check_topology(group: &Group) -> Result<(), InputError> {
     let Some(postgres) = job(group, "postgres") else {
         return Ok(());
@@ -37,17 +37,18 @@ pub(super) fn check_topology(group: &Group) -> Result<(), InputError> {
         .unwrap_or(false);
     let ha = job(group, "vip").is_some();
     let path = format!("instance_groups[{}]", group.name);
+    let count_path = format!("{path}.instances");
     let n = group.instances;
-    match (ha, replication) {
-        (true, false) => Err(fail(MANIFEST, &path, "runs the vip job without postgres.replication.enabled: true; HA needs replication")),
-        (true, true) if n != 2 => Err(fail(MANIFEST, &format!("{path}.instances"), format!("HA runs exactly 2 postgres nodes, not {n}"))),
-        (false, true) if n < 2 => Err(fail(MANIFEST, &format!("{path}.instances"), format!("replication needs at least 2 nodes, not {n}"))),
-        (false, false) if n > 1 => Err(fail(
+    match check_shape(n, replication, ha) {
+        Err(ShapeError::HaWithoutReplication) => Err(fail(MANIFEST, &path, "runs the vip job without postgres.replication.enabled: true; HA needs replication")),
+        Err(ShapeError::HaNotTwoNodes(_)) => Err(fail(MANIFEST, &count_path, format!("HA runs exactly 2 postgres nodes, not {n}"))),
+        Err(ShapeError::ReplicationAlone(_)) => Err(fail(MANIFEST, &count_path, format!("replication needs at least 2 nodes, not {n}"))),
+        Ok(()) if unrelated_primaries(n, replication, ha) => Err(fail(
             MANIFEST,
-            &format!("{path}.instances"),
+            &count_path,
             format!("{n} nodes without postgres.replication.enabled would be {n} unrelated primaries; use 1, or enable replication"),
         )),
-        _ => Ok(()),
+        Ok(()) => Ok(()),
     }
 }
 
