@@ -1,6 +1,6 @@
 //! The few operating-system helpers several programs need: processes as
 //! /proc shows them and process groups ([`process`]), users ([`user`]), and
-//! files replaced whole ([`file`]).
+//! files replaced whole ([`mod@file`]).
 
 pub mod file;
 pub mod process;
