@@ -18,7 +18,8 @@ use pgcore::target::{parse_host, parse_port};
 ///   0  the node plays the expected role
 ///   1  the node answered in another role (a starting node is never primary,
 ///      nor is a primary refusing writes, default_transaction_read_only on;
-///      with --streaming, a replica that is not streaming)
+///      with --streaming, a replica that is not streaming; with --writable,
+///      --synchronous or --ready-file, a node those do not hold for)
 ///   2  usage error
 ///   3  the role could not be determined: nothing listens, authentication was
 ///      refused, or no answer after --retries attempts
@@ -26,6 +27,10 @@ use pgcore::target::{parse_host, parse_port};
 /// A refused connection, a refused login and a "starting" answer (SQLSTATE
 /// 57P03) are definitive at once; timeouts, resets and failed queries are
 /// retried.
+///
+/// With --wait, the probe is repeated until the expectation holds or the
+/// wait is over (a post-start script's bound); the line and the exit code
+/// are the last probe's, and each change of answer is logged on stderr.
 ///
 /// haproxy (option external-check) runs its check command as
 ///   <cmd> <proxy_addr> <proxy_port> <server_addr> <server_port>
@@ -45,6 +50,30 @@ pub struct Cli {
     /// (a replica cut off from its primary is stale).
     #[arg(long)]
     pub streaming: bool,
+
+    /// A primary counts only while it takes writes (default_transaction_read_only
+    /// off), as --expect primary always requires; for --expect any.
+    #[arg(long)]
+    pub writable: bool,
+
+    /// A primary counts only while a streaming standby is synchronous
+    /// (pg_stat_replication sync_state sync or quorum: its commits wait for
+    /// one). Needs a superuser or a member of pg_monitor; with --expect
+    /// primary or any.
+    #[arg(long)]
+    pub synchronous: bool,
+
+    /// The node counts only once this file exists (the postgres job's bin/ctl
+    /// writes it when a start has provisioned the node, and removes it when
+    /// the next start begins).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+
+    /// Probe again, --retry-interval apart, until the node plays the expected
+    /// role or this long has passed (no probe starts after it): seconds, or
+    /// 250ms / 2s; at most 86400 s. A refused login ends the wait at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<Duration>,
 
     /// Host name or address; a value starting with / is a Unix socket directory.
     #[arg(long, env = "PGHOST", default_value = pgcore::target::DEFAULT_SOCKET_DIR, value_parser = parse_host)]
@@ -75,7 +104,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub retries: u32,
 
-    /// Pause between attempts: seconds, or 250ms / 2s; at most 86400 s (one day).
+    /// Pause between attempts (and, with --wait, between probes): seconds, or
+    /// 250ms / 2s; at most 86400 s (one day).
     #[arg(long, default_value = "1", value_parser = parse_duration)]
     pub retry_interval: Duration,
 

@@ -1,15 +1,16 @@
 //! `pg-role-check`: the role probe, for haproxy, scripts and operators.
 
+mod check;
 mod cli;
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
+use check::{Expectation, UNDETERMINED};
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Expect};
-use pgcore::{logln, Client, ConnectOptions, Detail, Endpoint, Report, RetryPolicy, Role};
-
-/// Exit code when the role could not be determined.
-const UNDETERMINED: u8 = 3;
+use cli::Cli;
+use pgcore::{logln, Client, ConnectOptions, Endpoint, FailureKind, Report, RetryPolicy};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,11 +19,10 @@ fn main() -> ExitCode {
         Ok(endpoint) => endpoint,
         Err(message) => usage_error(&message),
     };
-    if cli.streaming && cli.expect == Expect::Primary {
-        usage_error(
-            "--streaming applies to replicas: use it with --expect replica or --expect any",
-        );
-    }
+    let expectation = match Expectation::from_cli(&cli) {
+        Ok(expectation) => expectation,
+        Err(message) => usage_error(message),
+    };
 
     let mut options = ConnectOptions::new(
         endpoint,
@@ -40,25 +40,112 @@ fn main() -> ExitCode {
             return ExitCode::from(UNDETERMINED);
         }
     };
-    let detail = if cli.json {
-        Detail::Full
-    } else if cli.streaming {
-        Detail::Streaming
-    } else {
-        Detail::Role
+    let probe = Probe {
+        client: &client,
+        options: &options,
+        expectation: &expectation,
+        json: cli.json,
+        retry: RetryPolicy::attempts(cli.retries, cli.retry_interval),
     };
-    let retry = RetryPolicy::attempts(cli.retries, cli.retry_interval);
-    let report = client.probe(&options, detail, &retry);
+    let outcome = match cli.wait {
+        Some(wait) => probe.until_it_holds(wait, cli.retry_interval),
+        None => probe.once(),
+    };
 
     if cli.json {
-        match serde_json::to_string(&report) {
+        match serde_json::to_string(&outcome.report) {
             Ok(json) => println!("{json}"),
             Err(err) => logln!("error: cannot encode the report as JSON: {err}"),
         }
     } else {
-        println!("{}", summary_line(&options.endpoint, &report));
+        println!("{}", probe.line(&outcome));
     }
-    ExitCode::from(exit_code(cli.expect, cli.streaming, &report))
+    ExitCode::from(outcome.code)
+}
+
+/// One probe of the node, judged against the expectation.
+struct Probe<'a> {
+    client: &'a Client,
+    options: &'a ConnectOptions,
+    expectation: &'a Expectation,
+    json: bool,
+    retry: RetryPolicy,
+}
+
+/// What a probe found and the exit code it makes.
+struct Outcome {
+    report: Report,
+    ready: bool,
+    code: u8,
+}
+
+impl Probe<'_> {
+    fn once(&self) -> Outcome {
+        let detail = self.expectation.detail(self.json);
+        let report = self.client.probe(self.options, detail, &self.retry);
+        // Looked at after the probe: a file written meanwhile counts at once.
+        let ready = self
+            .expectation
+            .ready_file
+            .as_deref()
+            .is_none_or(Path::exists);
+        let code = self.expectation.exit_code(&report, ready);
+        Outcome {
+            report,
+            ready,
+            code,
+        }
+    }
+
+    fn line(&self, outcome: &Outcome) -> String {
+        self.expectation
+            .line(&self.options.endpoint, &outcome.report, outcome.ready)
+    }
+
+    /// Probes `interval` apart until the expectation holds or `wait` has
+    /// passed, logging each change of answer: what a post-start script waits
+    /// for, bounded. A refused login ends it: waiting cannot change that.
+    fn until_it_holds(&self, wait: Duration, interval: Duration) -> Outcome {
+        let started = Instant::now();
+        let mut last_state = None;
+        loop {
+            let outcome = self.once();
+            let waited = started.elapsed();
+            let state =
+                self.expectation
+                    .state(&self.options.endpoint, &outcome.report, outcome.ready);
+            if outcome.code == 0 {
+                if last_state.is_some() {
+                    logln!("{state}: as expected after {:.1} s", waited.as_secs_f64());
+                }
+                return outcome;
+            }
+            let rejected = outcome
+                .report
+                .error
+                .as_ref()
+                .is_some_and(|failure| failure.kind == FailureKind::Rejected);
+            if rejected || waited >= wait {
+                logln!(
+                    "gave up after {:.1} s waiting for {} to be {}: {state}",
+                    waited.as_secs_f64(),
+                    self.options.endpoint,
+                    self.expectation
+                );
+                return outcome;
+            }
+            if last_state.as_ref() != Some(&state) {
+                logln!(
+                    "waiting up to {:.1} s for {} to be {}: {state}",
+                    wait.saturating_sub(waited).as_secs_f64(),
+                    self.options.endpoint,
+                    self.expectation
+                );
+                last_state = Some(state);
+            }
+            std::thread::sleep(interval.min(wait - waited));
+        }
+    }
 }
 
 /// The node to probe: haproxy's `<server_addr> <server_port>` when given,
@@ -86,51 +173,4 @@ fn usage_error(message: &str) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::ArgumentConflict, message)
         .exit()
-}
-
-/// 0 expected role, 1 another role, 3 undetermined (see `--help`).
-fn exit_code(expect: Expect, streaming_required: bool, report: &Report) -> u8 {
-    let status = &report.status;
-    match status.role {
-        Role::Unreachable => UNDETERMINED,
-        Role::Starting => 1,
-        // A primary refusing writes (its monitor's lease lapsed, a
-        // split-brain) is not the primary haproxy may send writes to.
-        Role::Primary => u8::from(
-            expect == Expect::Replica
-                || (expect == Expect::Primary && status.read_only == Some(true)),
-        ),
-        Role::Replica => {
-            let stale = streaming_required && status.wal_receiver_streaming != Some(true);
-            u8::from(expect == Expect::Primary || stale)
-        }
-    }
-}
-
-/// One human-readable line; its first word is the role.
-fn summary_line(endpoint: &Endpoint, report: &Report) -> String {
-    let millis = report.latency.as_secs_f64() * 1000.0;
-    let status = &report.status;
-    match (&report.error, status.role) {
-        (Some(failure), role) => {
-            let attempts = match report.attempts {
-                1 => "1 attempt".to_string(),
-                n => format!("{n} attempts"),
-            };
-            // The failure message already names the endpoint.
-            format!("{role} after {attempts}: {failure}")
-        }
-        (None, Role::Replica) => {
-            let streaming = match status.wal_receiver_streaming {
-                Some(true) => ", streaming",
-                Some(false) => ", not streaming",
-                None => "",
-            };
-            format!("replica {endpoint}{streaming} ({millis:.1} ms)")
-        }
-        (None, Role::Primary) if status.read_only == Some(true) => {
-            format!("primary {endpoint}, refusing writes ({millis:.1} ms)")
-        }
-        (None, role) => format!("{role} {endpoint} ({millis:.1} ms)"),
-    }
 }

@@ -642,3 +642,272 @@ fn json_shows_the_new_timeline_after_a_promotion() {
     assert_eq!(json["role"], "primary");
     assert_eq!(json["timeline"], 2);
 }
+
+/// Starts pg-role-check in the background (its output piped) against `port`.
+fn spawn_check(port: u16, extra: &[&str]) -> std::process::Child {
+    let port = port.to_string();
+    let mut args = vec![
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        "postgres",
+        "--dbname",
+        "postgres",
+    ];
+    args.extend_from_slice(extra);
+    command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run pg-role-check")
+}
+
+fn finish(child: std::process::Child) -> Run {
+    let output = child
+        .wait_with_output()
+        .expect("cannot wait for pg-role-check");
+    Run {
+        code: output.status.code().expect("killed by a signal"),
+        stdout: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    }
+}
+
+#[test]
+fn wait_probes_until_a_replica_starts_and_streams() {
+    let primary = Node::primary();
+    let replica = Node::cloned_from(&primary);
+    let waiting = spawn_check(
+        replica.port(),
+        &[
+            "--expect",
+            "replica",
+            "--streaming",
+            "--wait",
+            "60",
+            "--retry-interval",
+            "100ms",
+            "--retries",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    replica.start();
+    let run = finish(waiting);
+    assert_exit(&run, 0, "a replica that came up during the wait");
+    assert!(
+        run.stdout
+            .starts_with(&format!("replica 127.0.0.1:{}, streaming", replica.port())),
+        "line: {}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("waiting up to")
+            && run
+                .stderr
+                .contains("to be a replica streaming: unreachable after 1 attempt")
+            && run.stderr.contains("as expected after"),
+        "the wait is logged, once per answer: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn wait_gives_up_after_its_bound_with_the_last_answer() {
+    let primary = Node::primary();
+    let started = std::time::Instant::now();
+    let run = check_node(
+        primary.port(),
+        &[
+            "--expect",
+            "replica",
+            "--wait",
+            "1.5",
+            "--retry-interval",
+            "200ms",
+        ],
+    );
+    let took = started.elapsed();
+    assert_exit(&run, 1, "a primary never becomes a replica");
+    assert!(run.stdout.starts_with("primary "), "line: {}", run.stdout);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "the wait took {took:?}"
+    );
+    assert!(
+        run.stderr.contains("gave up after") && run.stderr.contains("to be a replica: primary"),
+        "stderr: {}",
+        run.stderr
+    );
+    // Without --wait: one probe, as before.
+    let run = check_node(primary.port(), &["--expect", "replica"]);
+    assert_exit(&run, 1, "one probe");
+    assert!(run.stderr.is_empty(), "stderr: {}", run.stderr);
+}
+
+#[test]
+fn a_refused_login_ends_the_wait_at_once() {
+    let primary = Node::primary();
+    let port = primary.port().to_string();
+    let started = std::time::Instant::now();
+    let run = role_check(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        "nobody_here",
+        "--wait",
+        "60",
+    ]);
+    assert_exit(&run, 3, "an unknown role");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "waited {:?} for a login that cannot succeed",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn writable_makes_any_refuse_a_primary_refusing_writes() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    replica.wait_streaming();
+    primary.execute("ALTER SYSTEM SET default_transaction_read_only = on");
+    primary.execute("SELECT pg_reload_conf()");
+    let post_start = ["--expect", "any", "--writable", "--streaming"];
+    let run = check_node(primary.port(), &post_start);
+    assert_exit(&run, 1, "a primary refusing writes");
+    assert!(run.stdout.contains(", refusing writes"), "{}", run.stdout);
+    assert_exit(
+        &check_node(primary.port(), &["--expect", "any"]),
+        0,
+        "--expect any alone takes it",
+    );
+    assert_exit(
+        &check_node(replica.port(), &post_start),
+        0,
+        "a streaming replica",
+    );
+    primary.execute("ALTER SYSTEM RESET default_transaction_read_only");
+    primary.execute("SELECT pg_reload_conf()");
+    assert_exit(
+        &check_node(primary.port(), &post_start),
+        0,
+        "writes taken again",
+    );
+}
+
+/// The check the postgres job's post-start makes of a replica's peer, as the
+/// replication role (a member of pg_monitor, as provisioning makes it).
+#[test]
+fn synchronous_holds_once_the_primary_has_a_synchronous_standby() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    replica.wait_streaming();
+    primary.execute("CREATE ROLE watcher LOGIN IN ROLE pg_monitor");
+    primary.execute("CREATE ROLE outsider LOGIN");
+    let port = primary.port().to_string();
+    let as_user = |user: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--user",
+            user,
+            "--dbname",
+            "postgres",
+            "--expect",
+            "primary",
+            "--synchronous",
+        ];
+        args.extend_from_slice(extra);
+        role_check(&args)
+    };
+
+    let run = as_user("watcher", &[]);
+    assert_exit(&run, 1, "an asynchronous standby");
+    assert!(
+        run.stdout.contains("no synchronous standby"),
+        "{}",
+        run.stdout
+    );
+
+    // What the primary's monitor does once its replica answers.
+    let waiting = std::thread::scope(|scope| {
+        let waiting =
+            scope.spawn(|| as_user("watcher", &["--wait", "60", "--retry-interval", "100ms"]));
+        std::thread::sleep(Duration::from_millis(500));
+        primary.execute("ALTER SYSTEM SET synchronous_standby_names = '*'");
+        primary.execute("SELECT pg_reload_conf()");
+        waiting.join().unwrap()
+    });
+    assert_exit(
+        &waiting,
+        0,
+        "the standby became synchronous during the wait",
+    );
+    assert!(
+        waiting.stdout.contains("a synchronous standby streaming"),
+        "{}",
+        waiting.stdout
+    );
+
+    // PostgreSQL hides pg_stat_replication's details from other roles.
+    let run = as_user("outsider", &[]);
+    assert_exit(&run, 1, "a role outside pg_monitor cannot see the standby");
+
+    replica.stop("fast");
+    wait_for(
+        "the primary to lose its synchronous standby",
+        Duration::from_secs(30),
+        || as_user("watcher", &[]).code == 1,
+    );
+}
+
+#[test]
+fn a_ready_file_holds_the_node_back_until_it_exists() {
+    let primary = Node::primary();
+    let ready = primary.root().join("provisioned");
+    let ready_path = ready.to_str().unwrap();
+    let run = check_node(primary.port(), &["--ready-file", ready_path]);
+    assert_exit(&run, 1, "no ready file yet");
+    assert!(
+        run.stdout
+            .contains(&format!("not ready: {ready_path} does not exist")),
+        "{}",
+        run.stdout
+    );
+    let waiting = spawn_check(
+        primary.port(),
+        &[
+            "--ready-file",
+            ready_path,
+            "--wait",
+            "60",
+            "--retry-interval",
+            "100ms",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(&ready, "").unwrap();
+    let run = finish(waiting);
+    assert_exit(&run, 0, "the file appeared during the wait");
+    assert!(!run.stdout.contains("not ready"), "{}", run.stdout);
+}
+
+#[test]
+fn flags_for_the_other_role_are_usage_errors() {
+    for args in [
+        &["--expect", "replica", "--writable"][..],
+        &["--expect", "replica", "--synchronous"],
+        &["--wait", "soon"],
+        &["--wait", "86401"],
+    ] {
+        let run = role_check(args);
+        assert_exit(&run, 2, &format!("{args:?}"));
+    }
+}
