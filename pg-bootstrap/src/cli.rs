@@ -244,8 +244,13 @@ fn parse_rate(text: &str) -> Result<String, String> {
 ///
 /// Prints one line on stdout (or one JSON object with --json).
 ///
-/// Exit codes: 0 done or skipped, 1 a statement failed, 2 usage or spec error
-/// (nothing changed), 3 the server did not accept us within --wait.
+/// With --check it only reads and checks the spec, connecting to nothing:
+/// what a BOSH pre-start runs, so that a mistake fails the deploy before
+/// the node stops serving.
+///
+/// Exit codes: 0 done or skipped (with --check: the spec is valid), 1 a
+/// statement failed, 2 usage or spec error (nothing changed), 3 the server
+/// did not accept us within --wait.
 ///
 /// The spec must be a regular file of at most 1 MiB, nested at most 64 levels.
 /// Durations (SECONDS) take 5, 1.5, 2s or 250ms, at most 86400 (one day).
@@ -294,6 +299,10 @@ pub struct ProvisionArgs {
     /// Plan and print, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Read and check the spec only: connect to nothing, change nothing.
+    #[arg(long, conflicts_with_all = ["dry_run", "json"])]
+    pub check: bool,
 }
 
 impl ProvisionArgs {

@@ -67,6 +67,10 @@ fn run_provision(args: &ProvisionArgs) -> ExitCode {
         Ok(spec) => spec,
         Err(stop) => return fail(&stop),
     };
+    if args.check {
+        println!("{}", provision::checked_line(&config.spec, &spec));
+        return ExitCode::SUCCESS;
+    }
     match provision::run(&config, &spec) {
         Ok(summary) => {
             if args.json {

@@ -517,3 +517,62 @@ fn a_server_that_never_answers_is_reported_after_the_wait() {
     run.expect_code(3, "no server");
     assert!(run.stderr.contains("cannot connect"), "{}", run.stderr);
 }
+
+/// `--check` is what a BOSH pre-start runs: the spec read and checked by the
+/// code that applies it, with no server needed. A live primary sits behind
+/// a proxy that counts connections, so that "connected to nothing" is seen.
+#[test]
+fn check_mode_reads_the_spec_and_connects_to_nothing() {
+    let node = primary();
+    let proxy = testkit::FaultProxy::new(&node.endpoint());
+    let spec = write_spec(node.root(), SPEC);
+    let run = provision(proxy.port(), &spec, &["--check"]);
+    run.expect_code(0, "a valid spec");
+    assert_eq!(
+        run.stdout,
+        format!(
+            "provision: spec {} is valid (2 users, 1 database, replication role replication)",
+            spec.display()
+        )
+    );
+    assert!(
+        !run.stdout.contains("secret") && !run.stderr.contains("secret"),
+        "a password leaked: {run:?}"
+    );
+
+    let bad = write_spec(node.root(), "users:\n  - username: a\n    password: ''\n");
+    let run = provision(proxy.port(), &bad, &["--check"]);
+    run.expect_code(2, "an empty password");
+    assert_eq!(
+        run.stderr.lines().count(),
+        1,
+        "not one line: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "error: spec {}: user 'a' has an empty password",
+            bad.display()
+        )),
+        "stderr: {}",
+        run.stderr
+    );
+
+    assert_eq!(proxy.accepted(), 0, "--check connected to the server");
+    assert_eq!(
+        node.query_text("SELECT count(*) FROM pg_roles WHERE rolname IN ('alice', 'bob', 'a')"),
+        Some("0".to_string()),
+        "--check changed the server"
+    );
+}
+
+#[test]
+fn check_mode_cannot_be_combined_with_a_dry_run_or_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "users: []\n");
+    for other in ["--dry-run", "--json"] {
+        let run = provision(free_port(), &spec, &["--check", other]);
+        run.expect_code(2, other);
+        assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
+    }
+}

@@ -76,6 +76,24 @@ pub fn load_spec(config: &ProvisionConfig) -> Result<Spec, Stop> {
     spec::load(&config.spec).map_err(Stop::Usage)
 }
 
+/// The line `--check` prints for a valid spec: what it holds, no secret.
+pub fn checked_line(path: &std::path::Path, spec: &Spec) -> String {
+    let count = |n: usize, what: &str| match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    };
+    let replication = match &spec.replication {
+        Some(role) => format!(", replication role {}", role.username),
+        None => String::new(),
+    };
+    format!(
+        "provision: spec {} is valid ({}, {}{replication})",
+        path.display(),
+        count(spec.users.len(), "user"),
+        count(spec.databases.len(), "database")
+    )
+}
+
 /// Group access is how BOSH installs job files (root:vcap 0640); access for
 /// every other local user is what the warning is for.
 fn warn_if_readable_by_others(path: &std::path::Path) {
