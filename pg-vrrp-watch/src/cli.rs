@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use pgcore::duration::parse_positive_duration;
+use pgcore::duration::{parse_duration, parse_positive_duration};
 
 /// keepalived track script: is this node's haproxy alive and able to route?
 ///
@@ -21,6 +21,10 @@ use pgcore::duration::parse_positive_duration;
 ///   2  usage error
 ///
 /// Nothing is printed on success, so keepalived's logs stay quiet.
+///
+/// With --wait (a post-start script's bound, not keepalived's use), it checks
+/// again every 250 ms until the check passes or the wait is over, logging
+/// each new reason once; the exit code is the last check's.
 #[derive(Parser, Debug)]
 #[command(name = "pg-vrrp-watch", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -46,6 +50,11 @@ pub struct Cli {
     /// 86400 s (one day).
     #[arg(long, default_value = "1", value_parser = parse_positive_duration)]
     pub timeout: Duration,
+
+    /// Check again every 250 ms until the check passes or this long has
+    /// passed: seconds, or 250ms / 2s; at most 86400 s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<Duration>,
 }
 
 /// The longest command name the kernel keeps (TASK_COMM_LEN less its NUL):

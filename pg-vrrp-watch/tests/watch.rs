@@ -266,3 +266,51 @@ fn bad_usage_exits_2() {
     assert_exit(&vrrp_watch(&["--bogus"]), 2, "unknown flag");
     assert_exit(&vrrp_watch(&["extra"]), 2, "a stray argument");
 }
+
+#[test]
+fn wait_checks_again_until_haproxy_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("haproxy.pid");
+    let waiting = Command::new(env!("CARGO_BIN_EXE_pg-vrrp-watch"))
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .args(["--wait", "30"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run pg-vrrp-watch");
+    std::thread::sleep(Duration::from_millis(800));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let haproxy = haproxy_with(listener.local_addr().unwrap().port());
+    // Whole at once: a half-written pidfile would be a reason of its own.
+    let written = dir.path().join("haproxy.pid.new");
+    fs::write(&written, format!("{}\n", haproxy.pid())).unwrap();
+    fs::rename(&written, &pidfile).unwrap();
+    let output = waiting.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(
+        stderr.matches("waiting up to").count(),
+        1,
+        "each reason is logged once: {stderr}"
+    );
+    assert!(stderr.contains("cannot read pidfile"), "stderr: {stderr}");
+}
+
+#[test]
+fn wait_gives_up_after_its_bound_with_the_last_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("haproxy.pid");
+    let started = std::time::Instant::now();
+    let run = vrrp_watch(&["--pidfile", missing.to_str().unwrap(), "--wait", "1"]);
+    let took = started.elapsed();
+    assert_exit(&run, 1, "no haproxy within the wait");
+    assert!(
+        run.stderr.contains("gave up after") && run.stderr.contains("cannot read pidfile"),
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "the wait took {took:?}"
+    );
+}
