@@ -18,13 +18,17 @@ use crate::{repo_root, Rendered};
 
 /// The programs the jobs' scripts run, as stubs: each appends its arguments
 /// (one line per call) to `<stub>.calls` and the `PG*` variables it was given
-/// to `<stub>.env`, then exits 0.
-const STUBS: [&str; 6] = [
+/// to `<stub>.env`, then exits 0 ([`Vm::stub`] makes one answer otherwise).
+const STUBS: [&str; 10] = [
     "packages/pg-tools/bin/pg-bootstrap",
     "packages/pg-tools/bin/pg-role-check",
+    "packages/pg-tools/bin/pg-vrrp-watch",
     "packages/postgres/bin/pg_ctl",
+    "packages/postgres/bin/postgres",
     "packages/postgres/bin/psql",
     "packages/postgres/bin/pgbench",
+    "packages/haproxy/bin/haproxy",
+    "packages/keepalived/sbin/keepalived",
     "bosh/bin/monit",
 ];
 
@@ -73,6 +77,12 @@ impl Vm {
         }
         vm.write_stub("packages/pg-tools/bin/pg-monitor", MONITOR_STUB);
         vm
+    }
+
+    /// Makes the stub `program` (a path as on the VM) run `then` (bash) after
+    /// recording its call: to print an answer, or to fail on demand.
+    pub fn stub(&self, program: &str, then: &str) {
+        fs::write(self.path(program), format!("{STUB}{then}\n")).unwrap();
     }
 
     /// The VM's `/var/vcap`.

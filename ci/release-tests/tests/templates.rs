@@ -1321,3 +1321,488 @@ fn bin_recover_hands_pg_monitor_recover_the_nodes_paths_peer_and_start_commands(
         );
     }
 }
+
+// --- the lifecycle: pre-start, post-start, bin/tune ------------------------------
+
+const PRE_START: &str = "/var/vcap/jobs/postgres/bin/pre-start";
+const POST_START: &str = "/var/vcap/jobs/postgres/bin/post-start";
+const VIP_PRE_START: &str = "/var/vcap/jobs/vip/bin/pre-start";
+const VIP_POST_START: &str = "/var/vcap/jobs/vip/bin/post-start";
+const PG_VRRP_WATCH: &str = "/var/vcap/packages/pg-tools/bin/pg-vrrp-watch";
+const DATA_DIR: &str = "/var/vcap/store/postgres/db";
+const PROVISIONED: &str = "/var/vcap/sys/run/postgres/provisioned";
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `script` on the VM, panicking unless it fails; its stderr.
+fn run_fails(vm: &Vm, script: &str) -> String {
+    let output = vm.run(script, &[]);
+    assert!(
+        !output.status.success(),
+        "{script} succeeded: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr_of(&output)
+    );
+    stderr_of(&output)
+}
+
+/// The reason a failed lifecycle script gave: its last line on stderr, with
+/// the VM's paths as on a VM.
+fn last_line(vm: &Vm, stderr: &str) -> String {
+    let line = stderr.trim().lines().last().unwrap_or_default();
+    line.replace(&format!("{}/", vm.var_vcap().display()), "/var/vcap/")
+}
+
+fn vcap() -> &'static testkit::RunAs {
+    testkit::run_as_user().expect("the template tests run as root, PostgreSQL's files as vcap")
+}
+
+#[test]
+fn pre_start_makes_the_jobs_directories_and_has_pg_bootstrap_check_the_spec() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for (deployment, instance) in [("standalone", "postgres/0"), ("ha", "postgres/1")] {
+        let vm = Vm::install(&render(&example(deployment), instance));
+        vm.run_ok(PRE_START, &[], CTL_LOG);
+        for dir in [
+            "/var/vcap/store/postgres",
+            "/var/vcap/sys/log/postgres",
+            "/var/vcap/sys/run/postgres",
+        ] {
+            let meta = fs::metadata(vm.path(dir)).unwrap();
+            assert!(meta.is_dir(), "{deployment}: {dir}");
+            assert_eq!(
+                meta.uid(),
+                vcap().uid,
+                "{deployment}: {dir} belongs to vcap"
+            );
+        }
+        let run_dir = fs::metadata(vm.path("/var/vcap/sys/run/postgres")).unwrap();
+        assert_eq!(run_dir.permissions().mode() & 0o777, 0o750);
+        assert_eq!(
+            vm.calls(PG_BOOTSTRAP),
+            ["provision --spec /var/vcap/jobs/postgres/config/provision.yml --check"],
+            "{deployment}: the spec is checked, and nothing else is run"
+        );
+        assert!(vm.calls(PG_CTL).is_empty(), "pre-start starts nothing");
+    }
+}
+
+#[test]
+fn pre_start_fails_with_the_mistake_pg_bootstrap_finds_in_the_spec() {
+    let vm = Vm::install(&render(&example("standalone"), "postgres/0"));
+    vm.stub(
+        PG_BOOTSTRAP,
+        "echo \"2026-01-01T00:00:00.000Z pg-bootstrap[7]: error: spec $3: user 'a' has an empty password\" >&2; exit 2",
+    );
+    let stderr = run_fails(&vm, PRE_START);
+    assert_eq!(
+        last_line(&vm, &stderr),
+        "pre-start: pg-bootstrap refuses the provisioning spec: \
+         spec /var/vcap/jobs/postgres/config/provision.yml: user 'a' has an empty password"
+    );
+}
+
+#[test]
+fn pre_start_fails_when_the_replication_password_cannot_be_read_or_is_empty() {
+    use std::os::unix::fs::PermissionsExt;
+    let vm = Vm::install(&render(&example("ha"), "postgres/0"));
+    let file = vm.path("/var/vcap/jobs/postgres/config/replication.password");
+    // root's alone: haproxy's checks, run as vcap, could not read it.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        last_line(&vm, &run_fails(&vm, PRE_START)),
+        "pre-start: /var/vcap/jobs/postgres/config/replication.password is not readable by vcap \
+         (BOSH installs it root:vcap 0640)"
+    );
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&file, "").unwrap();
+    assert_eq!(
+        last_line(&vm, &run_fails(&vm, PRE_START)),
+        "pre-start: /var/vcap/jobs/postgres/config/replication.password is empty \
+         (postgres.replication.password)"
+    );
+}
+
+#[test]
+fn pre_start_refuses_a_data_directory_postgresql_could_not_start_on() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let vm = Vm::install(&render(&example("standalone"), "postgres/0"));
+    vm.stub(
+        "/var/vcap/packages/postgres/bin/postgres",
+        "echo 'postgres (PostgreSQL) 18.6'",
+    );
+    let data = vm.path(DATA_DIR);
+    fs::create_dir_all(data.parent().unwrap()).unwrap();
+    let reason = |vm: &Vm| last_line(vm, &run_fails(vm, PRE_START));
+
+    fs::write(&data, "").unwrap();
+    assert_eq!(
+        reason(&vm),
+        format!("pre-start: the data directory {DATA_DIR} is not a directory; move it away to start afresh")
+    );
+    fs::remove_file(&data).unwrap();
+
+    fs::create_dir(&data).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(
+        reason(&vm),
+        format!(
+            "pre-start: the data directory {DATA_DIR} belongs to root, not vcap \
+             (PostgreSQL runs as vcap): chown -R vcap:vcap {DATA_DIR}"
+        )
+    );
+    chown(&data, Some(vcap().uid), Some(vcap().gid)).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        reason(&vm),
+        format!("pre-start: the data directory {DATA_DIR} has mode 755; PostgreSQL starts only on 0700 or 0750")
+    );
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+    assert_eq!(
+        reason(&vm),
+        format!(
+            "pre-start: the data directory {DATA_DIR} holds PostgreSQL 15 data; this release runs \
+             PostgreSQL 18.6, which cannot start on it (upgrade the data with pg_upgrade first)"
+        )
+    );
+    fs::write(data.join("PG_VERSION"), "18\n").unwrap();
+    vm.run_ok(PRE_START, &[], CTL_LOG);
+}
+
+/// Runs `script` (a path as on the VM) in an IPC namespace of its own, where
+/// the kernel's IPC settings are private, and then prints `keys` with sysctl.
+fn in_ipc_namespace(vm: &Vm, script: &str, args: &str, keys: &str) -> std::process::Output {
+    Command::new("unshare")
+        .args(["--ipc", "sh", "-c"])
+        .arg(format!(
+            "{} {args} && sysctl -n {keys}",
+            vm.path(script).display()
+        ))
+        .output()
+        .expect("cannot run unshare")
+}
+
+fn with_tuning(tuning: &str) -> Value {
+    with_postgres("standalone", &["postgres", "tuning"], tuning)
+}
+
+#[test]
+fn pre_start_and_every_start_apply_postgres_tuning_to_the_kernel() {
+    let vm = Vm::install(&render(
+        &with_tuning("{enable: true, ipc: {shmmni: 8192}}"),
+        "postgres/0",
+    ));
+    let output = in_ipc_namespace(&vm, PRE_START, "", "kernel.shmmni");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().last(),
+        Some("8192")
+    );
+    assert!(
+        stderr_of(&output).contains("tuning: kernel.shmmni 4096 -> 8192"),
+        "{}",
+        stderr_of(&output)
+    );
+    // A reboot forgets it, and monit starts ctl without pre-start.
+    let output = in_ipc_namespace(&vm, CTL, "start", "kernel.shmmni");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "8192");
+}
+
+#[test]
+fn a_tuning_value_the_kernel_refuses_fails_pre_start_naming_the_property() {
+    // Above IPCMNI, the most the kernel takes.
+    let vm = Vm::install(&render(
+        &with_tuning("{enable: true, ipc: {shmmni: 100000}}"),
+        "postgres/0",
+    ));
+    let output = in_ipc_namespace(&vm, PRE_START, "", "kernel.shmmni");
+    assert!(!output.status.success());
+    assert_eq!(
+        last_line(&vm, &stderr_of(&output)),
+        "pre-start: cannot apply postgres.tuning: \
+         the kernel refused kernel.shmmni = 100000 (postgres.tuning.ipc.shmmni)"
+    );
+
+    let vm = Vm::install(&render(
+        &with_tuning("{limits: {fds: 999999999}}"),
+        "postgres/0",
+    ));
+    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open").unwrap();
+    assert_eq!(
+        last_line(&vm, &run_fails(&vm, PRE_START)),
+        format!(
+            "pre-start: cannot apply postgres.tuning: the open-file limit cannot be 999999999 \
+             (postgres.tuning.limits.fds): the kernel allows at most {}",
+            nr_open.trim()
+        )
+    );
+    assert_render_fails(
+        &with_tuning("{enable: true, ipc: {shmmax: lots}}"),
+        "postgres/0",
+        "postgres.tuning.ipc.shmmax must be a whole number or 'auto', got \"lots\"",
+    );
+}
+
+#[test]
+fn ctl_marks_the_node_provisioned_only_once_provisioning_succeeded() {
+    let vm = Vm::install(&render(&example("standalone"), "postgres/0"));
+    let marker = vm.path(PROVISIONED);
+    vm.run_ok(CTL, &["start"], CTL_LOG);
+    assert!(marker.exists(), "a start that provisioned the node");
+
+    // A new start removes it first; a failed provisioning leaves none.
+    vm.stub(PG_BOOTSTRAP, "if [[ $1 == provision ]]; then exit 1; fi");
+    let output = vm.run(CTL, &["start"]);
+    assert!(!output.status.success());
+    assert!(
+        !marker.exists(),
+        "provisioning failed, yet the node is marked provisioned"
+    );
+
+    fs::write(&marker, "").unwrap();
+    vm.run_ok(CTL, &["stop"], CTL_LOG);
+    assert!(!marker.exists(), "a stopped node is not provisioned");
+}
+
+/// The calls post-start makes of pg-role-check when the local node answers
+/// `local` and the peer `peer` (each a line, as pg-role-check prints it;
+/// the exit code follows its first word).
+fn post_start_calls(node: &Rendered, local: &str, peer: &str) -> (Vm, std::process::Output) {
+    let vm = Vm::install(node);
+    vm.stub(
+        PG_ROLE_CHECK,
+        &format!(
+            "if [[ $* == *--synchronous* ]]; then echo '{peer}'; [[ '{peer}' == *'a synchronous standby'* ]]; \
+             else echo '{local}'; fi"
+        ),
+    );
+    let output = vm.run(POST_START, &[]);
+    (vm, output)
+}
+
+const LOCAL_FLAGS: &str = "--ready-file /var/vcap/sys/run/postgres/provisioned --wait 60 \
+    --connect-timeout 5 --retries 1 --retry-interval 1 \
+    --host /var/vcap/sys/run/postgres";
+
+#[test]
+fn post_start_waits_for_a_provisioned_primary_on_a_standalone_node() {
+    let node = render(&example("standalone"), "postgres/0");
+    let (vm, output) = post_start_calls(
+        &node,
+        "primary /var/vcap/sys/run/postgres:5432 (1.0 ms)",
+        "",
+    );
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(
+        vm.calls(PG_ROLE_CHECK),
+        [format!(
+            "--expect primary {LOCAL_FLAGS} --port 5432 --user vcap --dbname postgres"
+        )]
+    );
+}
+
+#[test]
+fn post_start_on_the_ha_primary_asks_nothing_of_its_peer() {
+    let node = render(&example("ha"), "postgres/0");
+    let (vm, output) = post_start_calls(
+        &node,
+        "primary /var/vcap/sys/run/postgres:6432 (1.0 ms)",
+        "",
+    );
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(
+        vm.calls(PG_ROLE_CHECK),
+        [format!(
+            "--expect any --writable --streaming {LOCAL_FLAGS} --port 6432 --user vcap --dbname postgres"
+        )]
+    );
+}
+
+const STREAMING: &str = "replica /var/vcap/sys/run/postgres:6432, streaming (1.0 ms)";
+
+#[test]
+fn post_start_on_the_ha_replica_waits_until_the_primary_has_it_as_synchronous_standby() {
+    for (synchronous, instance, peer) in [
+        ("on", "postgres/0", "10.244.0.3"),
+        ("strict", "postgres/1", "10.244.0.2"),
+    ] {
+        let manifest = with_postgres(
+            "ha",
+            &["postgres", "replication", "synchronous"],
+            synchronous,
+        );
+        let (vm, output) = post_start_calls(
+            &render(&manifest, instance),
+            STREAMING,
+            &format!("primary {peer}:6432, a synchronous standby streaming (1.0 ms)"),
+        );
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        let calls = vm.calls(PG_ROLE_CHECK);
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        let peer_call = &calls[1];
+        let (before, after) = peer_call
+            .split_once(" --connect-timeout")
+            .unwrap_or_else(|| panic!("{peer_call}"));
+        // What is left of the bound: 60 s, less the first wait.
+        let left: u32 = before
+            .strip_prefix("--expect primary --synchronous --wait ")
+            .and_then(|seconds| seconds.parse().ok())
+            .unwrap_or_else(|| panic!("{peer_call}"));
+        assert!((50..=60).contains(&left), "{peer_call}");
+        assert_eq!(
+            after,
+            format!(
+                " 5 --retries 1 --retry-interval 1 --host {peer} --port 6432 \
+                 --user replication --dbname postgres"
+            )
+        );
+        assert!(
+            vm.env(PG_ROLE_CHECK)
+                .contains(&"PGPASSWORD=replication-secret".to_string()),
+            "the password reaches pg-role-check in its environment"
+        );
+    }
+}
+
+#[test]
+fn post_start_asks_no_synchronous_standby_when_nothing_makes_one() {
+    let asynchronous = with_postgres("ha", &["postgres", "replication", "synchronous"], "off");
+    for (manifest, instance) in [
+        (asynchronous, "postgres/1"),
+        // A star of replicas runs no monitor: nothing sets synchronous_standby_names.
+        (example("clustered"), "postgres/2"),
+    ] {
+        let (vm, output) = post_start_calls(&render(&manifest, instance), STREAMING, "");
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        assert_eq!(vm.calls(PG_ROLE_CHECK).len(), 1, "{instance}");
+    }
+}
+
+#[test]
+fn post_start_fails_with_what_the_node_is_instead() {
+    let node = render(&example("standalone"), "postgres/0");
+    let not_ready = format!(
+        "primary /var/vcap/sys/run/postgres:5432, not ready: {PROVISIONED} does not exist (1.0 ms)"
+    );
+    let vm = Vm::install(&node);
+    vm.stub(PG_ROLE_CHECK, &format!("echo '{not_ready}'; exit 1"));
+    assert_eq!(
+        last_line(&vm, &run_fails(&vm, POST_START)),
+        format!(
+            "post-start: postgres is not a provisioned primary taking writes after 60 s: {not_ready} \
+             (bin/ctl's log: /var/vcap/sys/log/postgres/ctl.log)"
+        )
+    );
+
+    let node = render(&example("ha"), "postgres/0");
+    let not_synchronous = "primary 10.244.0.3:6432, no synchronous standby (1.0 ms)";
+    let (vm, output) = post_start_calls(&node, STREAMING, not_synchronous);
+    assert!(!output.status.success());
+    assert_eq!(
+        last_line(&vm, &stderr_of(&output)),
+        format!(
+            "post-start: this replica streams, but the primary 10.244.0.3:6432 does not have it \
+             as its synchronous standby (postgres.replication.synchronous is on): {not_synchronous}"
+        )
+    );
+}
+
+#[test]
+fn post_start_waits_as_long_as_postgres_post_start_timeout_says() {
+    let manifest = with_postgres("standalone", &["postgres", "post_start_timeout"], "300");
+    let (vm, _) = post_start_calls(&render(&manifest, "postgres/0"), "primary x (1.0 ms)", "");
+    assert!(vm.calls(PG_ROLE_CHECK)[0].contains(" --wait 300 "));
+    for bad in ["0", "soon"] {
+        let manifest = with_postgres("standalone", &["postgres", "post_start_timeout"], bad);
+        assert_render_fails(
+            &manifest,
+            "postgres/0",
+            "postgres.post_start_timeout must be a number of seconds from 0.001 to 86400",
+        );
+    }
+}
+
+fn with_vip(path: &[&str], value: &str) -> Value {
+    let mut manifest = example("ha");
+    let mut full = vec!["instance_groups", "0", "jobs", "1", "properties"];
+    full.extend_from_slice(path);
+    set(&mut manifest, &full, yaml(value));
+    manifest
+}
+
+#[test]
+fn vip_pre_start_has_haproxy_and_keepalived_check_their_configs() {
+    // An interface by name: "auto" would ask this machine's routes.
+    let manifest = with_vip(&["keepalived", "interface"], "eth0");
+    let vm = Vm::install(&render(&manifest, "postgres/0"));
+    vm.run_ok(
+        VIP_PRE_START,
+        &[],
+        "/var/vcap/sys/log/vip/keepalived_ctl.log",
+    );
+    assert_eq!(
+        vm.calls("/var/vcap/packages/haproxy/bin/haproxy"),
+        ["-c -f /var/vcap/jobs/vip/config/haproxy.cfg"]
+    );
+    let tested = vm.calls("/var/vcap/packages/keepalived/sbin/keepalived");
+    assert_eq!(tested.len(), 1, "{tested:?}");
+    assert!(tested[0].starts_with("--config-test -f "), "{tested:?}");
+    assert!(
+        vm.calls("/var/vcap/packages/pg-tools/bin/pg-vrrp-watch")
+            .is_empty()
+            && !vm.path("/var/vcap/sys/run/vip/keepalived.pid").exists(),
+        "pre-start starts nothing"
+    );
+
+    vm.stub(
+        "/var/vcap/packages/haproxy/bin/haproxy",
+        "echo \"[ALERT] config : parsing [$3:12] : unknown keyword 'bogus'\" >&2; exit 1",
+    );
+    let stderr = run_fails(&vm, VIP_PRE_START);
+    assert!(stderr.contains("unknown keyword 'bogus'"), "{stderr}");
+    assert_eq!(
+        last_line(&vm, &stderr),
+        "pre-start: haproxy refuses /var/vcap/jobs/vip/config/haproxy.cfg (its reason is above)"
+    );
+
+    let without = with_vip(&["keepalived", "enabled"], "false");
+    let vm = Vm::install(&render(&without, "postgres/0"));
+    vm.run_ok(
+        VIP_PRE_START,
+        &[],
+        "/var/vcap/sys/log/vip/keepalived_ctl.log",
+    );
+    assert!(vm
+        .calls("/var/vcap/packages/keepalived/sbin/keepalived")
+        .is_empty());
+}
+
+#[test]
+fn vip_post_start_waits_until_haproxy_routes_and_keepalived_runs() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/1"));
+    vm.run_ok(
+        VIP_POST_START,
+        &[],
+        "/var/vcap/sys/log/vip/keepalived_ctl.log",
+    );
+    assert_eq!(
+        vm.calls(PG_VRRP_WATCH),
+        [
+            "--wait 60 --pidfile /var/vcap/sys/run/vip/haproxy.pid \
+             --stats-socket /var/vcap/sys/run/vip/haproxy.sock",
+            "--wait 60 --pidfile /var/vcap/sys/run/vip/keepalived.pid --process-name keepalived",
+        ]
+    );
+    vm.stub(
+        PG_VRRP_WATCH,
+        "echo 'pg-vrrp-watch[9]: gave up after 60.0 s: no server UP in backend \"postgres\"' >&2; exit 1",
+    );
+    assert_eq!(
+        last_line(&vm, &run_fails(&vm, VIP_POST_START)),
+        "post-start: haproxy does not route writes after 60 s (the reason is above)"
+    );
+}
