@@ -1606,20 +1606,23 @@ fn post_start_waits_for_a_provisioned_primary_on_a_standalone_node() {
 }
 
 #[test]
-fn post_start_on_the_ha_primary_asks_nothing_of_its_peer() {
-    let node = render(&example("ha"), "postgres/0");
-    let (vm, output) = post_start_calls(
-        &node,
-        "primary /var/vcap/sys/run/postgres:6432 (1.0 ms)",
-        "",
-    );
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    assert_eq!(
-        vm.calls(PG_ROLE_CHECK),
-        [format!(
-            "--expect any --writable --streaming {LOCAL_FLAGS} --port 6432 --user vcap --dbname postgres"
-        )]
-    );
+fn post_start_on_a_replicated_primary_asks_nothing_of_its_peers() {
+    for deployment in ["ha", "clustered"] {
+        let node = render(&example(deployment), "postgres/0");
+        let (vm, output) = post_start_calls(
+            &node,
+            "primary /var/vcap/sys/run/postgres:6432 (1.0 ms)",
+            "",
+        );
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        assert_eq!(
+            vm.calls(PG_ROLE_CHECK),
+            [format!(
+                "--expect any --writable --streaming {LOCAL_FLAGS} --port 6432 --user vcap --dbname postgres"
+            )],
+            "{deployment}"
+        );
+    }
 }
 
 const STREAMING: &str = "replica /var/vcap/sys/run/postgres:6432, streaming (1.0 ms)";
