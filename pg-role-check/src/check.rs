@@ -1,11 +1,13 @@
 //! What makes the check pass: the expected role and the conditions on it,
-//! judged from one probe's report. Pure (the ready file is looked at by the
-//! caller), so that every row of the contract has a unit test.
+//! judged from one probe's report and what the caller saw beside it (the
+//! ready file, how long a primary has asked for no synchronous standby).
+//! Pure, so that every row of the contract has a unit test.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use pgcore::{Detail, Endpoint, Report, Role};
+use pgcore::{Detail, Endpoint, Report, Role, Status};
 
 use crate::cli::{Cli, Expect};
 
@@ -22,8 +24,30 @@ pub struct Expectation {
     pub writable: bool,
     /// A primary counts only while a streaming standby is synchronous.
     pub synchronous: bool,
+    /// With `synchronous`: a primary asking for no synchronous standby
+    /// counts too, once it has asked for none through this long.
+    pub accept_asynchronous_after: Option<Duration>,
     /// The node counts only once this file exists.
     pub ready_file: Option<PathBuf>,
+}
+
+/// What the caller saw beside a probe's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The ready file exists, or none was named.
+    pub ready: bool,
+    /// How long, over the probes of a wait, the primary has asked for no
+    /// synchronous standby (zero when it asks for one, or on one probe).
+    pub asynchronous_for: Duration,
+}
+
+/// Whether a primary asks for no synchronous standby: its commits wait for nobody.
+pub fn asks_for_none(status: &Status) -> bool {
+    status.role == Role::Primary
+        && status
+            .synchronous_standby_names
+            .as_deref()
+            .is_some_and(|names| names.trim().is_empty())
 }
 
 impl Expectation {
@@ -34,6 +58,7 @@ impl Expectation {
             streaming: cli.streaming,
             writable: cli.writable || cli.expect == Expect::Primary,
             synchronous: cli.synchronous,
+            accept_asynchronous_after: cli.accept_asynchronous_after,
             ready_file: cli.ready_file.clone(),
         };
         if cli.streaming && cli.expect == Expect::Primary {
@@ -70,8 +95,8 @@ impl Expectation {
     }
 
     /// 0 the expectation holds, 1 the node answered otherwise, 3 undetermined
-    /// (see `--help`). `ready`: the ready file exists, or none was named.
-    pub fn exit_code(&self, report: &Report, ready: bool) -> u8 {
+    /// (see `--help`).
+    pub fn exit_code(&self, report: &Report, seen: Seen) -> u8 {
         let status = &report.status;
         let holds = match status.role {
             Role::Unreachable => return UNDETERMINED,
@@ -81,18 +106,27 @@ impl Expectation {
             Role::Primary => {
                 self.role != Expect::Replica
                     && !(self.writable && status.read_only == Some(true))
-                    && !(self.synchronous && status.synchronous_replicas.unwrap_or(0) == 0)
+                    && (!self.synchronous || self.synchronous_enough(status, seen))
             }
             Role::Replica => {
                 self.role != Expect::Primary
                     && !(self.streaming && status.wal_receiver_streaming != Some(true))
             }
         };
-        u8::from(!(holds && ready))
+        u8::from(!(holds && seen.ready))
+    }
+
+    /// A synchronous standby streams, or the primary has asked for none
+    /// for as long as `--accept-asynchronous-after` says.
+    fn synchronous_enough(&self, status: &Status, seen: Seen) -> bool {
+        let accepted = self
+            .accept_asynchronous_after
+            .is_some_and(|after| asks_for_none(status) && seen.asynchronous_for >= after);
+        status.synchronous_replicas.unwrap_or(0) > 0 || accepted
     }
 
     /// What the node said, as the one line printed: its first word is the
-    /// role. `ready` as for [`Expectation::exit_code`].
+    /// role. `ready`: the ready file exists, or none was named.
     pub fn line(&self, endpoint: &Endpoint, report: &Report, ready: bool) -> String {
         let state = self.state(endpoint, report, ready);
         match report.error {
@@ -126,6 +160,7 @@ impl Expectation {
                 if self.synchronous {
                     line.push_str(match status.synchronous_replicas {
                         Some(n) if n > 0 => ", a synchronous standby streaming",
+                        _ if asks_for_none(status) => ", asks for no synchronous standby",
                         _ => ", no synchronous standby",
                     });
                 }
@@ -160,6 +195,9 @@ impl fmt::Display for Expectation {
             Expect::Replica => f.write_str(&replica)?,
             Expect::Any => write!(f, "{primary} or {replica}")?,
         }
+        if let (true, Some(after)) = (self.synchronous, self.accept_asynchronous_after) {
+            write!(f, " (or asking for none for {:.1} s)", after.as_secs_f64())?;
+        }
         if let Some(path) = &self.ready_file {
             write!(f, ", once {} exists", path.display())?;
         }
@@ -169,9 +207,7 @@ impl fmt::Display for Expectation {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use pgcore::{Failure, FailureKind, Status};
+    use pgcore::{Failure, FailureKind};
 
     use super::*;
 
@@ -181,6 +217,7 @@ mod tests {
             streaming: false,
             writable: role == Expect::Primary,
             synchronous: false,
+            accept_asynchronous_after: None,
             ready_file: None,
         }
     }
@@ -201,6 +238,22 @@ mod tests {
             synchronous_replicas,
             ..Status::default()
         })
+    }
+
+    /// A primary with a streaming standby that is not synchronous, and
+    /// `synchronous_standby_names` as given.
+    fn primary_asking(names: &str) -> Report {
+        answered(Status {
+            synchronous_standby_names: Some(names.to_string()),
+            ..primary(false, Some(0)).status
+        })
+    }
+
+    fn seen(ready: bool, asynchronous_for: u64) -> Seen {
+        Seen {
+            ready,
+            asynchronous_for: Duration::from_secs(asynchronous_for),
+        }
     }
 
     fn replica(streaming: bool) -> Report {
@@ -252,7 +305,11 @@ mod tests {
             streaming: true,
             ..expect(Expect::Replica)
         };
-        let rows: [(&Expectation, Report, bool, u8); 22] = [
+        let post_start_peer = Expectation {
+            accept_asynchronous_after: Some(Duration::from_secs(7)),
+            ..synchronous_primary.clone()
+        };
+        let rows: [(&Expectation, Report, bool, u8); 28] = [
             (&expect(Expect::Primary), primary(false, None), true, 0),
             (&expect(Expect::Primary), primary(true, None), true, 1),
             (&expect(Expect::Primary), replica(true), true, 1),
@@ -289,15 +346,47 @@ mod tests {
             (&streaming_any, primary(false, None), false, 1),
             (&streaming_any, replica(true), false, 1),
             (&streaming_any, failed(FailureKind::Timeout), false, 3),
+            // A primary asking for no synchronous standby: only after the
+            // time given, and never when it asks for one or the flag is absent.
+            (&post_start_peer, primary_asking(""), true, 1),
+            (&post_start_peer, primary_asking("*"), true, 1),
+            (&post_start_peer, primary(false, Some(1)), true, 0),
+            (&synchronous_primary, primary_asking(""), true, 1),
+            (&post_start_peer, primary_asking(""), false, 1),
+            (&post_start_peer, primary_asking(" "), true, 1),
         ];
         for (i, (expectation, report, ready, code)) in rows.iter().enumerate() {
             assert_eq!(
-                expectation.exit_code(report, *ready),
+                expectation.exit_code(report, seen(*ready, 0)),
                 *code,
                 "row {i}: {expectation} given {:?}, ready {ready}",
                 report.status
             );
         }
+    }
+
+    #[test]
+    fn a_primary_asking_for_no_synchronous_standby_counts_once_it_asked_for_none_long_enough() {
+        let post_start_peer = Expectation {
+            synchronous: true,
+            accept_asynchronous_after: Some(Duration::from_secs(7)),
+            ..expect(Expect::Primary)
+        };
+        let unasked = primary_asking("");
+        assert_eq!(post_start_peer.exit_code(&unasked, seen(true, 6)), 1);
+        assert_eq!(post_start_peer.exit_code(&unasked, seen(true, 7)), 0);
+        assert_eq!(post_start_peer.exit_code(&unasked, seen(false, 7)), 1);
+        // The time counts only while it asks for none.
+        assert_eq!(
+            post_start_peer.exit_code(&primary_asking("*"), seen(true, 60)),
+            1
+        );
+        let strict = Expectation {
+            accept_asynchronous_after: None,
+            ..post_start_peer.clone()
+        };
+        assert_eq!(strict.exit_code(&unasked, seen(true, 60)), 1);
+        assert!(!asks_for_none(&replica(true).status));
     }
 
     #[test]
@@ -314,6 +403,20 @@ mod tests {
         let any = parse(&["--expect", "any", "--writable", "--streaming"]).unwrap();
         assert!(any.writable && any.streaming);
         assert!(parse(&[]).unwrap().writable, "--expect primary implies it");
+        let bad = |args: &[&str]| {
+            let mut all = vec!["pg-role-check"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).is_err()
+        };
+        assert!(bad(&["--accept-asynchronous-after", "7"]));
+        assert!(bad(&["--synchronous", "--accept-asynchronous-after", "7"]));
+        assert!(!bad(&[
+            "--synchronous",
+            "--wait",
+            "60",
+            "--accept-asynchronous-after",
+            "7"
+        ]));
     }
 
     #[test]
@@ -368,6 +471,10 @@ mod tests {
             "primary 10.0.0.1:6432, a synchronous standby streaming"
         );
         assert_eq!(
+            synchronous.state(&endpoint, &primary_asking(""), true),
+            "primary 10.0.0.1:6432, asks for no synchronous standby"
+        );
+        assert_eq!(
             expect(Expect::Primary).line(&endpoint, &primary(true, None), true),
             "primary 10.0.0.1:6432, refusing writes (1.5 ms)"
         );
@@ -396,6 +503,14 @@ mod tests {
         assert_eq!(
             synchronous.to_string(),
             "a primary taking writes with a synchronous standby"
+        );
+        let post_start_peer = Expectation {
+            accept_asynchronous_after: Some(Duration::from_secs(7)),
+            ..synchronous
+        };
+        assert_eq!(
+            post_start_peer.to_string(),
+            "a primary taking writes with a synchronous standby (or asking for none for 7.0 s)"
         );
     }
 }

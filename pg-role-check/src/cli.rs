@@ -63,6 +63,15 @@ pub struct Cli {
     #[arg(long)]
     pub synchronous: bool,
 
+    /// With --synchronous and --wait: a primary that asks for no synchronous
+    /// standby (synchronous_standby_names empty) counts too, once it has
+    /// asked for none through this long: its commits wait for nobody (its
+    /// monitor runs synchronous off, as while a rolling deploy turns it on).
+    /// Long enough for a monitor to ask for the standby it just saw stream.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          requires_all = ["synchronous", "wait"])]
+    pub accept_asynchronous_after: Option<Duration>,
+
     /// The node counts only once this file exists (the postgres job's bin/ctl
     /// writes it when a start has provisioned the node, and removes it when
     /// the next start begins).

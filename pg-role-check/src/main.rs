@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use check::{Expectation, UNDETERMINED};
+use check::{asks_for_none, Expectation, Seen, UNDETERMINED};
 use clap::{CommandFactory, Parser};
 use cli::Cli;
 use pgcore::{logln, Client, ConnectOptions, Endpoint, FailureKind, Report, RetryPolicy};
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.wait {
         Some(wait) => probe.until_it_holds(wait, cli.retry_interval),
-        None => probe.once(),
+        None => probe.once(Duration::ZERO),
     };
 
     if cli.json {
@@ -75,12 +75,14 @@ struct Probe<'a> {
 /// What a probe found and the exit code it makes.
 struct Outcome {
     report: Report,
-    ready: bool,
+    seen: Seen,
     code: u8,
 }
 
 impl Probe<'_> {
-    fn once(&self) -> Outcome {
+    /// One probe; `asynchronous_for`: how long the primary had asked for no
+    /// synchronous standby before it, should it still.
+    fn once(&self, asynchronous_for: Duration) -> Outcome {
         let detail = self.expectation.detail(self.json);
         let report = self.client.probe(self.options, detail, &self.retry);
         // Looked at after the probe: a file written meanwhile counts at once.
@@ -89,17 +91,21 @@ impl Probe<'_> {
             .ready_file
             .as_deref()
             .is_none_or(Path::exists);
-        let code = self.expectation.exit_code(&report, ready);
-        Outcome {
-            report,
+        let seen = Seen {
             ready,
-            code,
-        }
+            asynchronous_for: if asks_for_none(&report.status) {
+                asynchronous_for
+            } else {
+                Duration::ZERO
+            },
+        };
+        let code = self.expectation.exit_code(&report, seen);
+        Outcome { report, seen, code }
     }
 
     fn line(&self, outcome: &Outcome) -> String {
         self.expectation
-            .line(&self.options.endpoint, &outcome.report, outcome.ready)
+            .line(&self.options.endpoint, &outcome.report, outcome.seen.ready)
     }
 
     /// Probes `interval` apart until the expectation holds or `wait` has
@@ -108,12 +114,21 @@ impl Probe<'_> {
     fn until_it_holds(&self, wait: Duration, interval: Duration) -> Outcome {
         let started = Instant::now();
         let mut last_state = None;
+        // Since when the primary has asked for no synchronous standby, as
+        // far as the probes saw.
+        let mut asynchronous_since: Option<Instant> = None;
         loop {
-            let outcome = self.once();
+            let asynchronous_for = asynchronous_since.map_or(Duration::ZERO, |at| at.elapsed());
+            let outcome = self.once(asynchronous_for);
+            asynchronous_since = if asks_for_none(&outcome.report.status) {
+                asynchronous_since.or(Some(Instant::now()))
+            } else {
+                None
+            };
             let waited = started.elapsed();
             let state =
                 self.expectation
-                    .state(&self.options.endpoint, &outcome.report, outcome.ready);
+                    .state(&self.options.endpoint, &outcome.report, outcome.seen.ready);
             if outcome.code == 0 {
                 if last_state.is_some() {
                     logln!("{state}: as expected after {:.1} s", waited.as_secs_f64());

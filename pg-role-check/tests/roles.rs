@@ -904,10 +904,67 @@ fn flags_for_the_other_role_are_usage_errors() {
     for args in [
         &["--expect", "replica", "--writable"][..],
         &["--expect", "replica", "--synchronous"],
+        &["--wait", "5", "--accept-asynchronous-after", "1"],
+        &["--synchronous", "--accept-asynchronous-after", "1"],
         &["--wait", "soon"],
         &["--wait", "86401"],
     ] {
         let run = role_check(args);
         assert_exit(&run, 2, &format!("{args:?}"));
     }
+}
+
+/// A primary whose monitor runs asynchronous (synchronous_standby_names
+/// empty) passes --synchronous only with --accept-asynchronous-after, and
+/// only once it has asked for no synchronous standby that long; one that
+/// asks for a standby it does not have never does.
+#[test]
+fn a_primary_asking_for_no_synchronous_standby_is_accepted_only_after_the_time_given() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    replica.wait_streaming();
+    let peer_check = [
+        "--expect",
+        "primary",
+        "--synchronous",
+        "--retry-interval",
+        "200ms",
+    ];
+
+    let started = std::time::Instant::now();
+    let mut args = peer_check.to_vec();
+    args.extend(["--wait", "30", "--accept-asynchronous-after", "1.5"]);
+    let run = check_node(primary.port(), &args);
+    assert_exit(&run, 0, "an asynchronous primary, after 1.5 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "accepted after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        run.stdout.contains("asks for no synchronous standby"),
+        "{}",
+        run.stdout
+    );
+    let mut args = peer_check.to_vec();
+    args.extend(["--wait", "1"]);
+    assert_exit(
+        &check_node(primary.port(), &args),
+        1,
+        "without --accept-asynchronous-after",
+    );
+
+    // Asking for a standby that is gone: commits wait, and the check fails.
+    replica.stop("fast");
+    primary.execute("ALTER SYSTEM SET synchronous_standby_names = '*'");
+    primary.execute("SELECT pg_reload_conf()");
+    let mut args = peer_check.to_vec();
+    args.extend(["--wait", "2", "--accept-asynchronous-after", "0"]);
+    let run = check_node(primary.port(), &args);
+    assert_exit(&run, 1, "a primary waiting for a standby it does not have");
+    assert!(
+        run.stdout.contains(", no synchronous standby"),
+        "{}",
+        run.stdout
+    );
 }

@@ -1650,9 +1650,11 @@ fn post_start_on_the_ha_replica_waits_until_the_primary_has_it_as_synchronous_st
         let (before, after) = peer_call
             .split_once(" --connect-timeout")
             .unwrap_or_else(|| panic!("{peer_call}"));
-        // What is left of the bound: 60 s, less the first wait.
+        // What is left of the bound: 60 s, less the first wait. A peer asking
+        // for no synchronous standby is accepted after two of its monitor's
+        // intervals (1 s), the connect timeout (5 s) and 2 s.
         let left: u32 = before
-            .strip_prefix("--expect primary --synchronous --wait ")
+            .strip_prefix("--expect primary --synchronous --accept-asynchronous-after 9 --wait ")
             .and_then(|seconds| seconds.parse().ok())
             .unwrap_or_else(|| panic!("{peer_call}"));
         assert!((50..=60).contains(&left), "{peer_call}");
