@@ -23,7 +23,7 @@ impl Run {
 }
 
 /// A command for the binary with no libpq variables inherited from the test's environment.
-fn command(args: &[&str]) -> Command {
+fn command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
     let mut command = clean_command(Path::new(env!("CARGO_BIN_EXE_pg-role-check")), &[]);
     command.args(args);
     command
@@ -38,14 +38,15 @@ fn run_command(command: &mut Command) -> Run {
     }
 }
 
-fn role_check(args: &[&str]) -> Run {
+fn role_check<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
     run_command(&mut command(args))
 }
 
-/// Probes `node` as the kit's superuser over TCP with `extra` flags.
-fn check_node(node_port: u16, extra: &[&str]) -> Run {
-    let port = node_port.to_string();
-    let mut args = vec![
+/// The flags that probe the node on `port` as the kit's superuser over TCP,
+/// then `extra`.
+fn node_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let port = port.to_string();
+    let target = [
         "--host",
         "127.0.0.1",
         "--port",
@@ -55,8 +56,16 @@ fn check_node(node_port: u16, extra: &[&str]) -> Run {
         "--dbname",
         "postgres",
     ];
-    args.extend_from_slice(extra);
-    role_check(&args)
+    target
+        .iter()
+        .chain(extra)
+        .map(|arg| arg.to_string())
+        .collect()
+}
+
+/// Probes `node` as the kit's superuser over TCP with `extra` flags.
+fn check_node(node_port: u16, extra: &[&str]) -> Run {
+    role_check(&node_args(node_port, extra))
 }
 
 fn assert_exit(run: &Run, expected: i32, what: &str) {
@@ -328,7 +337,7 @@ fn resets_beyond_the_retry_budget_leave_the_role_undetermined() {
 #[test]
 fn libpq_environment_variables_are_the_defaults() {
     let primary = Node::primary();
-    let mut by_env = command(&[]);
+    let mut by_env = command::<&str>(&[]);
     by_env
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", primary.port().to_string())
@@ -362,7 +371,7 @@ fn libpq_environment_variables_are_the_defaults() {
         "a refused login must not be retried"
     );
 
-    let mut bad_timeout = command(&[]);
+    let mut bad_timeout = command::<&str>(&[]);
     bad_timeout.env("PGCONNECT_TIMEOUT", "soon");
     let run = run_command(&mut bad_timeout);
     assert_exit(&run, 2, "a malformed PGCONNECT_TIMEOUT");
@@ -645,19 +654,7 @@ fn json_shows_the_new_timeline_after_a_promotion() {
 
 /// Starts pg-role-check in the background (its output piped) against `port`.
 fn spawn_check(port: u16, extra: &[&str]) -> std::process::Child {
-    let port = port.to_string();
-    let mut args = vec![
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--user",
-        "postgres",
-        "--dbname",
-        "postgres",
-    ];
-    args.extend_from_slice(extra);
-    command(&args)
+    command(&node_args(port, extra))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
