@@ -53,10 +53,6 @@ pub struct Effects<'a> {
     pub checkpoint_wait: Duration,
 }
 
-/// `pg_control`'s `DBState` values for a cleanly stopped server
-/// (DB_SHUTDOWNED, DB_SHUTDOWNED_IN_RECOVERY), unchanged since PostgreSQL 9.x.
-const CLEAN_STATES: [i32; 2] = [1, 2];
-
 /// The coarsest granularity of file modification times on Linux (one jiffy at HZ=100).
 pub const TIMESTAMP_TICK: Duration = Duration::from_millis(10);
 
@@ -417,15 +413,7 @@ fn has_data(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether pg_control says the server was stopped cleanly. Its `state` field
-/// follows the 64-bit system identifier and two 32-bit version numbers.
+/// Whether pg_control says the server was stopped cleanly.
 fn cleanly_stopped(data_dir: &Path) -> bool {
-    let Ok(bytes) = fs::read(data_dir.join("global").join("pg_control")) else {
-        return false;
-    };
-    bytes
-        .get(16..20)
-        .and_then(|slice| slice.try_into().ok())
-        .map(i32::from_ne_bytes)
-        .is_some_and(|state| CLEAN_STATES.contains(&state))
+    pgcore::control::read(data_dir).is_ok_and(|control| control.state.is_clean())
 }
