@@ -27,8 +27,9 @@ pub enum Method {
     Clone,
     /// pg_rewind resynchronised the data directory with the peer.
     Rewind,
-    /// Only primary_conninfo was rewritten (a replica that could not be
-    /// checked by pg_rewind; it follows the peer's timeline when it can).
+    /// Only the standby configuration was written: a replica that could not
+    /// be checked by pg_rewind (it follows the peer's timeline when it can),
+    /// or a former primary whose last record the peer's history holds.
     Reconfigure,
     /// Nothing needed doing.
     None,
@@ -101,6 +102,21 @@ impl Effects<'_> {
         // An interrupted rewind's mark is obsolete once a clone is in place.
         datadir::clear_rewind_mark(self.paths).context("cannot remove the rewind mark")?;
         Ok(Method::Clone)
+    }
+
+    /// A former primary stopped cleanly whose last record the peer's history
+    /// holds ([`super::decide::follow_or_rejoin`]): standby.signal and
+    /// primary_conninfo, nothing else. PostgreSQL streams the rest of the old
+    /// timeline and the new one from the peer.
+    pub fn follow(&self, peer: &Endpoint) -> anyhow::Result<Method> {
+        let data_dir = &self.paths.data_dir;
+        self.point_at(data_dir, peer)
+            .with_context(|| format!("cannot point {} at {peer}", data_dir.display()))?;
+        logln!(
+            "{} starts as the standby of {peer} as it is, without pg_rewind",
+            data_dir.display()
+        );
+        Ok(Method::Reconfigure)
     }
 
     /// pg_rewind against `peer` (`options` reach it as the replication user),
