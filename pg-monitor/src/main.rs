@@ -2,6 +2,7 @@
 //! operator's way back for a node it fenced.
 
 mod cli;
+mod nodes;
 mod recover;
 
 use std::process::ExitCode;
