@@ -72,8 +72,8 @@ use crate::nodes::{self, NodeFlags};
 /// Exit codes:
 ///   0  done: the peer is primary and this node streams from it
 ///      (--dry-run: it would go ahead)
-///   1  refused, or stopped before the local server was stopped: nothing
-///      was changed (the reason is printed)
+///   1  refused, or the CHECKPOINT before the stop failed: nothing was
+///      changed (the reason is printed)
 ///   2  usage error
 ///   3  could not determine what a node is: nothing was changed
 ///   4  failed after the local server was stopped: the message says what
