@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use testkit::{clean_command, free_port, Haproxy, Node, SUPERUSER};
+use testkit::{clean_command, free_port, postgres, Haproxy, Node, SUPERUSER};
 
 /// Generous bound on one switchover or one wait; never a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(120);
