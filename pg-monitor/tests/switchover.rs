@@ -33,6 +33,7 @@ fn pg_bootstrap() -> &'static Path {
         build.args([
             "build",
             "--quiet",
+            "--locked",
             "-p",
             "pg-bootstrap",
             "--bin",
