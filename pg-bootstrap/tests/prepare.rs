@@ -316,6 +316,73 @@ fn a_crashed_former_primary_rejoins_its_promoted_peer_with_pg_rewind() {
 }
 
 #[test]
+fn a_cleanly_stopped_former_primary_follows_its_promoted_peer_without_pg_rewind() {
+    let (old_primary, new_primary) = pair();
+    old_primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
+    // Its monitor's settings, which a replica must not keep.
+    set_primary_only_settings(&old_primary);
+    // What a planned switchover does: a clean (fast) shutdown sends every
+    // record, the shutdown checkpoint included, to the streaming replica
+    // before the primary exits; then the replica is promoted.
+    old_primary.stop("fast");
+    let control = pgcore::control::read(&old_primary.data_dir).unwrap();
+    let received = format!(
+        "SELECT pg_last_wal_receive_lsn() > '{}'::pg_lsn",
+        control.checkpoint
+    );
+    assert_eq!(
+        new_primary.value(&received),
+        "t",
+        "the replica lacks the shutdown checkpoint"
+    );
+    new_primary.promote();
+    new_primary.execute("INSERT INTO t VALUES ('after switchover')");
+    let directory = inode(&old_primary.data_dir);
+
+    let run = old_primary.prepare(&[
+        "--replication",
+        "--peer",
+        &new_primary.endpoint(),
+        "--grace",
+        "5",
+        "--json",
+    ]);
+    run.expect_code(0, "follow");
+    let json = run.json();
+    assert_eq!(json["decision"], "follow", "{json}\n{}", run.stderr);
+    assert_eq!(json["observed"]["state"], "primary");
+    assert_eq!(json["method"], "reconfigure", "{json}");
+    assert!(
+        json["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("last checkpoint at {}", control.checkpoint)),
+        "{json}"
+    );
+    assert!(
+        !run.stderr.contains("rewinding") && !run.stderr.contains("cloning"),
+        "neither pg_rewind nor a clone may run: {}",
+        run.stderr
+    );
+    assert_eq!(inode(&old_primary.data_dir), directory);
+    assert_no_primary_only_settings(&old_primary);
+
+    old_primary.start();
+    old_primary.wait_streaming();
+    assert!(old_primary.in_recovery(), "it must follow as a replica");
+    new_primary.execute("INSERT INTO t VALUES ('streamed')");
+    old_primary.wait_caught_up(&new_primary);
+    assert_eq!(
+        rows(&old_primary),
+        ["after switchover", "before", "streamed"]
+    );
+    assert_eq!(
+        old_primary.value("SELECT received_tli FROM pg_stat_wal_receiver"),
+        "2"
+    );
+}
+
+#[test]
 fn a_former_primary_on_the_timeline_its_peer_writes_is_cloned_not_rewound() {
     let (primary, second) = pair();
     primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");

@@ -163,6 +163,11 @@ fn provisioning_creates_roles_databases_extensions_and_the_replication_role() {
             "pg_rewind needs EXECUTE on {function}"
         );
     }
+    assert_eq!(
+        q("SELECT has_function_privilege('replication', 'pg_promote(boolean, integer)', 'EXECUTE')"),
+        "t",
+        "pg-monitor switchover promotes the peer as the replication role"
+    );
 
     // bob logs in with his password and may create tables in app (PostgreSQL 15
     // no longer lets everyone create in schema public).
@@ -175,6 +180,17 @@ fn provisioning_creates_roles_databases_extensions_and_the_replication_role() {
     replication
         .batch_execute("SELECT count(*) FROM pg_stat_replication; CHECKPOINT")
         .expect("the replication role cannot read replication state or request a checkpoint");
+    // Allowed to promote: on a primary, PostgreSQL then says there is no
+    // recovery to end (55000), not that permission is denied (42501).
+    let promote = replication.batch_execute("SELECT pg_promote(false)");
+    let code = promote
+        .err()
+        .and_then(|err| err.code().map(|c| c.code().to_string()));
+    assert_eq!(
+        code.as_deref(),
+        Some("55000"),
+        "pg_promote as the replication role"
+    );
 
     let log = server_log(&node);
     for password in ["alice-secret-1", "bob-secret-2", "replication-secret-3"] {

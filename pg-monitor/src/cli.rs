@@ -41,7 +41,8 @@ use pgcore::Endpoint;
 /// Durations are seconds (5, 1.5) or 2s / 250ms, at most 86400 s (one day).
 ///
 /// `pg-monitor recover` brings a node that fenced itself back (see
-/// pg-monitor recover --help).
+/// pg-monitor recover --help); `pg-monitor switchover` hands the primary role
+/// to the replica, as planned (see pg-monitor switchover --help).
 ///
 /// Exit codes:
 ///   0  stopped by SIGTERM / SIGINT, or fenced

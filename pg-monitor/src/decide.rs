@@ -640,10 +640,16 @@ pub struct LeaseView {
 
 impl LeaseView {
     /// What the last tick left for the watchdog. A local node that did not
-    /// answer keeps what it was: a hung primary may resume taking writes.
+    /// answer keeps what it was: a hung primary may resume taking writes. One
+    /// positively not running (nothing listens, or PostgreSQL says it is
+    /// starting or shutting down) takes none: a server started since is the
+    /// next tick's to judge, and is not killed for a lease that lapsed while
+    /// it was down (a planned switchover restarts the old primary as a
+    /// standby within seconds).
     pub fn after(obs: &Observation, state: &State, previous: &LeaseView) -> LeaseView {
         let taking = match &obs.local {
             Ok(local) => local.role == Role::Primary && local.read_only != Some(true),
+            down if positively_dead(down) => false,
             Err(_) => previous.takes_writes,
         };
         let takes_writes = taking && !state.refusing_writes && !state.stepping_down;
@@ -1699,6 +1705,20 @@ mod tests {
             Some(healthy.now),
             "the lease is not renewed"
         );
+    }
+
+    #[test]
+    fn a_primary_whose_server_stopped_is_left_to_the_loop_not_the_watchdog() {
+        let healthy = observe(Ok(primary(100)), Ok(replica(100, true)));
+        let (_, state) = decide(&healthy, &State::default(), &policy());
+        let view = LeaseView::after(&healthy, &state, &LeaseView::default());
+        for down in [FailureKind::Refused, FailureKind::Starting] {
+            let stopped = observe(Err(failure(down)), Ok(replica(100, true)));
+            let (_, next) = decide(&stopped, &state, &policy());
+            let after = LeaseView::after(&stopped, &next, &view);
+            assert!(!after.takes_writes, "{down:?}: no server takes writes");
+            assert!(!after.lapsed(healthy.now + SECOND * 60, SECOND * 5));
+        }
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub struct PgCtl {
 
 /// Promotes the local replica: `SELECT pg_promote(wait => true)`, falling
 /// back to `pg_ctl promote` when configured. Returns how it was done.
+///
+/// A node someone else promoted meanwhile (an operator's `pg-monitor
+/// switchover` promotes the replica while its own monitor may be about to)
+/// makes pg_promote fail, as recovery is over: that is a promotion done, not
+/// a failure, so neither side stops at it.
 pub fn promote(
     client: &Client,
     local: &ConnectOptions,
@@ -55,6 +60,10 @@ pub fn promote(
         Ok(false) => format!("pg_promote() did not finish within {} s", timeout.as_secs()),
         Err(failure) => format!("pg_promote() failed: {failure}"),
     };
+    if in_recovery(client, local) == Some(false) {
+        logln!("{first}, but the node is no longer in recovery: it was promoted meanwhile");
+        return Ok("already promoted");
+    }
     let Some(pg_ctl) = fallback else {
         bail!("{first}; no pg_ctl fallback configured (--pg-ctl, --data-dir)");
     };
@@ -65,6 +74,12 @@ pub fn promote(
         started.elapsed().as_secs_f64()
     );
     Ok("pg_ctl promote")
+}
+
+/// Whether the node is in recovery, if it answers.
+fn in_recovery(client: &Client, options: &ConnectOptions) -> Option<bool> {
+    let status = client.probe_once(options, Detail::Role).ok()?;
+    status.in_recovery
 }
 
 fn pg_promote(client: &Client, local: &ConnectOptions, timeout: Duration) -> Result<bool, Failure> {

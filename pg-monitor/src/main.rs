@@ -1,8 +1,11 @@
 //! `pg-monitor`: the failover loop, for monit; `pg-monitor recover`, the
-//! operator's way back for a node it fenced.
+//! operator's way back for a node it fenced; `pg-monitor switchover`, the
+//! planned hand-over of the primary role.
 
 mod cli;
+mod nodes;
 mod recover;
+mod switchover;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,8 +20,10 @@ use pgcore::{logln, ConnectOptions, Endpoint};
 fn main() -> ExitCode {
     let matches = command().get_matches();
     pgcore::log::init("pg-monitor");
-    if let Some(("recover", matches)) = matches.subcommand() {
-        return recover::main(from_matches(matches));
+    match matches.subcommand() {
+        Some(("recover", matches)) => return recover::main(from_matches(matches)),
+        Some(("switchover", matches)) => return switchover::main(from_matches(matches)),
+        _ => {}
     }
     let cli: Cli = from_matches(&matches);
     let config = config(cli).unwrap_or_else(|message| usage_error(&message));
@@ -31,11 +36,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The monitor's flags, as always, with `recover` beside them: a subcommand
-/// that needs none of the monitor's required flags and takes none of its own.
+/// The monitor's flags, as always, with `recover` and `switchover` beside
+/// them: subcommands that need none of the monitor's required flags.
 fn command() -> clap::Command {
     Cli::command()
         .subcommand(recover::Recover::command())
+        .subcommand(switchover::Switchover::command())
         .subcommand_negates_reqs(true)
         .args_conflicts_with_subcommands(true)
         .disable_help_subcommand(true)

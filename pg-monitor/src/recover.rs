@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser};
 use pg_monitor::effects;
 use pgcore::duration::parse_positive_duration;
-use pgcore::{logln, Client, ConnectOptions, Detail, Endpoint, Failure, FailureKind, Role, Status};
+use pgcore::{Client, ConnectOptions, Detail, Endpoint, Failure, Role, Status};
+
+use crate::nodes::{self, describe, NodeFlags};
 
 /// Bring this node back after its monitor fenced it: start its services
 /// again and let it take writes.
@@ -196,43 +198,17 @@ fn complain(line: &str) {
 
 /// The local node's and the peer's connection options, passwords resolved.
 fn connect_options(args: &Recover) -> Result<(ConnectOptions, Option<ConnectOptions>), String> {
-    let application = "pg-monitor recover";
-    let mut local = ConnectOptions::new(
-        args.local.clone(),
-        args.user.clone(),
-        args.dbname.clone(),
-        args.connect_timeout,
-    )
-    .with_application_name(application);
-    if let Some(warning) = local.resolve_password(args.passfile.clone()) {
-        logln!("warning: {warning}; connecting to the local node without a password");
-    }
-    let Some(endpoint) = args.peer.clone() else {
-        return Ok((local, None));
+    let flags = NodeFlags {
+        local: &args.local,
+        peer: args.peer.as_ref(),
+        user: args.user.as_ref(),
+        peer_user: args.peer_user.as_ref(),
+        dbname: args.dbname.as_ref(),
+        peer_password_file: args.peer_password_file.as_deref(),
+        passfile: args.passfile.as_ref(),
+        connect_timeout: args.connect_timeout,
     };
-    let peer_user = args.peer_user.clone().or_else(|| Some(local.user.clone()));
-    let mut peer = ConnectOptions::new(
-        endpoint,
-        peer_user,
-        args.dbname.clone(),
-        args.connect_timeout,
-    )
-    .with_application_name(application);
-    match &args.peer_password_file {
-        Some(file) => peer.set_password(Some(read_password(file)?)),
-        None => {
-            if let Some(warning) = peer.resolve_password(args.passfile.clone()) {
-                logln!("warning: {warning}; connecting to the peer without a password");
-            }
-        }
-    }
-    Ok((local, Some(peer)))
-}
-
-/// The peer's password (see [`pgcore::input::read_password`]).
-fn read_password(file: &Path) -> Result<String, String> {
-    pgcore::input::read_password(file)
-        .map_err(|why| format!("--peer-password-file {}: {why}", file.display()))
+    nodes::connect_options(&flags, "pg-monitor recover")
 }
 
 /// The steps, in order, up to the first that fails.
@@ -394,26 +370,6 @@ impl std::fmt::Display for Intent {
     }
 }
 
-/// A node's answer in a few words, its role first.
-fn describe(answer: &Result<Status, Failure>) -> String {
-    match answer {
-        Ok(status) if status.role == Role::Primary && status.read_only == Some(true) => {
-            "primary, refusing writes".to_string()
-        }
-        Ok(status) if status.role == Role::Replica => {
-            match (&status.wal_receiver_source, status.wal_receiver_streaming) {
-                (Some(source), _) => format!("replica, streaming from {source}"),
-                (None, Some(true)) => "replica, streaming".to_string(),
-                (None, Some(false)) => "replica, not streaming".to_string(),
-                (None, None) => "replica".to_string(),
-            }
-        }
-        Ok(status) => status.role.to_string(),
-        Err(failure) if failure.kind == FailureKind::Starting => format!("starting: {failure}"),
-        Err(failure) => format!("unreachable: {failure}"),
-    }
-}
-
 /// The monitor refused writes on the primary it fenced; a node back as
 /// primary takes them again. A replica follows its primary's settings.
 fn takes_writes_again(local: &Status) -> bool {
@@ -496,6 +452,7 @@ fn remove_fence_record(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pgcore::FailureKind;
 
     fn answered(role: Role, read_only: Option<bool>) -> Result<Status, Failure> {
         Ok(Status {
@@ -590,22 +547,6 @@ mod tests {
         assert!(starts_haproxy(None));
         assert!(starts_haproxy(Some(true)));
         assert!(!starts_haproxy(Some(false)));
-    }
-
-    #[test]
-    fn a_replica_is_described_with_its_stream() {
-        let mut replica = answered(Role::Replica, None).unwrap();
-        replica.wal_receiver_streaming = Some(true);
-        assert_eq!(describe(&Ok(replica.clone())), "replica, streaming");
-        replica.wal_receiver_source = Some("10.0.0.2:6432".into());
-        assert_eq!(
-            describe(&Ok(replica.clone())),
-            "replica, streaming from 10.0.0.2:6432"
-        );
-        replica.wal_receiver_source = None;
-        replica.wal_receiver_streaming = Some(false);
-        assert_eq!(describe(&Ok(replica)), "replica, not streaming");
-        assert_eq!(describe(&answered(Role::Primary, Some(false))), "primary");
     }
 
     #[test]

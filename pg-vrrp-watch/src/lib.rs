@@ -6,10 +6,9 @@
 //! own pidfile, its name, and optionally what haproxy itself reports.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgcore::os::process_info;
 
@@ -97,47 +96,10 @@ pub fn check_backend(socket: &Path, backend: &str, timeout: Duration) -> Result<
     Ok(up)
 }
 
-/// The most of a `show stat` answer that is read: a few hundred bytes per
-/// server, and a pair has a handful.
-const MAX_STAT_BYTES: usize = 1 << 20;
-
 /// haproxy's `show stat`, all of it within `timeout` (keepalived waits for
 /// this script, so a socket that answers a byte at a time must not hold it).
 fn show_stat(socket: &Path, timeout: Duration) -> std::io::Result<String> {
-    let deadline = Instant::now() + timeout;
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(b"show stat\n")?;
-    // haproxy answers and closes the connection (non-interactive mode).
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let no_full_answer = || std::io::Error::new(ErrorKind::TimedOut, "no full answer in time");
-    loop {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|left| !left.is_zero())
-            .ok_or_else(no_full_answer)?;
-        stream.set_read_timeout(Some(left))?;
-        let read = match stream.read(&mut chunk) {
-            // The deadline passed during the read (Linux reports a socket's
-            // read timeout as EAGAIN, WouldBlock).
-            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(no_full_answer())
-            }
-            read => read?,
-        };
-        if read == 0 {
-            break;
-        }
-        answer.extend_from_slice(&chunk[..read]);
-        if answer.len() > MAX_STAT_BYTES {
-            return Err(std::io::Error::new(
-                ErrorKind::InvalidData,
-                format!("answer larger than {MAX_STAT_BYTES} bytes"),
-            ));
-        }
-    }
-    Ok(String::from_utf8_lossy(&answer).into_owned())
+    pgcore::haproxy::ask(socket, "show stat", timeout)
 }
 
 /// One server row of `show stat`.
@@ -182,6 +144,7 @@ pub fn servers_of(csv: &str, backend: &str) -> Option<Vec<Server>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{ErrorKind, Write};
 
     #[test]
     fn a_stats_socket_that_answers_a_byte_at_a_time_is_given_up_within_the_timeout() {

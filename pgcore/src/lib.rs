@@ -4,15 +4,20 @@
 //! (`session`, behind the feature of that name, on by default), the role
 //! classification ([`role`], [`failure`]), connection options and passfiles
 //! ([`target`], [`passfile`]), durations, bounded operator input, logging,
-//! retries, and the few operating-system helpers several programs need ([`os`]).
+//! retries, what a stopped server's pg_control says ([`control`]), a primary's
+//! timeline history ([`history`]), haproxy's runtime API ([`haproxy`]), and
+//! the few operating-system helpers several programs need ([`os`]).
 //!
 //! Classification is by error kind and SQLSTATE, never by message text: the
 //! original bash release matched psql's messages and broke when they changed.
 //! pg-role-check (haproxy's check), pg-bootstrap and pg-monitor all classify
 //! a node here, so they never disagree about what a node is.
 
+pub mod control;
 pub mod duration;
 pub mod failure;
+pub mod haproxy;
+pub mod history;
 pub mod input;
 pub mod log;
 pub mod os;

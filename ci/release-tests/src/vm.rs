@@ -18,7 +18,8 @@ use crate::{repo_root, Rendered};
 
 /// The programs the jobs' scripts run, as stubs: each appends its arguments
 /// (one line per call) to `<stub>.calls` and the `PG*` variables it was given
-/// to `<stub>.env`, then exits 0 ([`Vm::stub`] makes one answer otherwise).
+/// to `<stub>.env`, then exits 0, or with the code in `<stub>.exit` when a
+/// test wrote one ([`Vm::exit_with`]); [`Vm::stub`] makes one answer otherwise.
 const STUBS: [&str; 10] = [
     "packages/pg-tools/bin/pg-bootstrap",
     "packages/pg-tools/bin/pg-role-check",
@@ -32,20 +33,31 @@ const STUBS: [&str; 10] = [
     "bosh/bin/monit",
 ];
 
-const STUB: &str = r#"#!/bin/bash
+/// What every stub does first: record its arguments and `PG*` variables.
+const RECORD: &str = r#"#!/bin/bash
 echo "$*" >>"$0.calls"
 env | grep '^PG' | sort >"$0.env"
 "#;
+
+/// What a stub does then, unless a test says otherwise ([`Vm::stub`]).
+const EXIT_AS_TOLD: &str = r#"exit "$(cat "$0.exit" 2>/dev/null || echo 0)""#;
 
 /// pg-monitor's stub also does what `bin/monitor` waits for: it writes the
 /// pidfile it is given and keeps running under its name, until SIGTERM or
 /// until the stub itself is removed with the temp dir. `pg-monitor recover`
 /// (bin/recover) writes its arguments one a line to `<stub>.recover`, as
-/// bash passed them, and exits.
+/// bash passed them, and exits. `pg-monitor switchover` does the same in
+/// `<stub>.switchover`, says a line on stdout as the real one does, and exits
+/// as `<stub>.exit` says (0 without it).
 const MONITOR_STUB: &str = r#"#!/bin/bash
 echo "$*" >>"$0.calls"
 env | grep '^PG' | sort >"$0.env"
 if [[ $1 == recover ]]; then printf '%s\n' "$@" >"$0.recover"; exit 0; fi
+if [[ $1 == switchover ]]; then
+  printf '%s\n' "$@" >"$0.switchover"
+  echo "switchover: a line for the operator"
+  exit "$(cat "$0.exit" 2>/dev/null || echo 0)"
+fi
 while (($#)); do
   if [[ $1 == --pidfile ]]; then echo $$ >"$2"; fi
   shift
@@ -73,7 +85,7 @@ impl Vm {
         )
         .unwrap();
         for stub in STUBS {
-            vm.write_stub(stub, STUB);
+            vm.write_stub(stub, &format!("{RECORD}{EXIT_AS_TOLD}\n"));
         }
         vm.write_stub("packages/pg-tools/bin/pg-monitor", MONITOR_STUB);
         vm
@@ -82,7 +94,7 @@ impl Vm {
     /// Makes the stub `program` (a path as on the VM) run `then` (bash) after
     /// recording its call: to print an answer, or to fail on demand.
     pub fn stub(&self, program: &str, then: &str) {
-        fs::write(self.path(program), format!("{STUB}{then}\n")).unwrap();
+        fs::write(self.path(program), format!("{RECORD}{then}\n")).unwrap();
     }
 
     /// The VM's `/var/vcap`.
@@ -158,6 +170,22 @@ impl Vm {
             .lines()
             .map(|line| self.unrewrite(line))
             .collect()
+    }
+
+    /// The arguments of the last `pg-monitor switchover`, one an item, with
+    /// paths as on the VM; empty when it did not run.
+    pub fn switchover_arguments(&self) -> Vec<String> {
+        let path = self.rewrite("/var/vcap/packages/pg-tools/bin/pg-monitor.switchover");
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| self.unrewrite(line))
+            .collect()
+    }
+
+    /// Makes the stub `program` (a path as on the VM) exit with `code`.
+    pub fn exit_with(&self, program: &str, code: i32) {
+        fs::write(format!("{}.exit", self.rewrite(program)), code.to_string()).unwrap();
     }
 
     /// The `PG*` variables of the last call of the stub `program`.

@@ -1811,3 +1811,179 @@ fn vip_post_start_waits_until_haproxy_routes_and_keepalived_runs() {
         "post-start: haproxy does not route writes after 60 s (the reason is above)"
     );
 }
+
+// --- bin/switchover and bin/drain ---------------------------------------------
+
+const DRAIN: &str = "/var/vcap/jobs/postgres/bin/drain";
+const DRAIN_LOG: &str = "/var/vcap/sys/log/postgres/drain.log";
+
+/// Runs bin/drain as BOSH's agent does before an update; its stdout, and the
+/// log it keeps.
+fn drain(vm: &Vm) -> (String, String) {
+    let output = vm.run(DRAIN, &["job_changed", "hash_changed", "pg-tools"]);
+    assert!(
+        output.status.success(),
+        "bin/drain {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "",
+        "bin/drain says nothing outside its log"
+    );
+    let log = fs::read_to_string(vm.path(DRAIN_LOG)).unwrap_or_default();
+    (String::from_utf8_lossy(&output.stdout).into_owned(), log)
+}
+
+#[test]
+fn bin_drain_on_the_ha_primary_hands_over_first_and_prints_only_0() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/0"));
+    let (stdout, log) = drain(&vm);
+    assert_eq!(stdout, "0\n", "BOSH reads one integer; log:\n{log}");
+    let arguments = vm.switchover_arguments();
+    assert_eq!(
+        arguments.first().map(String::as_str),
+        Some("switchover"),
+        "no switchover ran; log:\n{log}"
+    );
+    assert!(
+        log.contains("switchover: a line for the operator") && log.contains("switchover done"),
+        "{log}"
+    );
+    // The primary check asks the local node, as vcap over its socket.
+    let checks = vm.calls(PG_ROLE_CHECK);
+    assert_eq!(checks, ["--expect primary --retries 1"], "{log}");
+    let env = vm.env(PG_ROLE_CHECK);
+    for variable in [
+        "PGHOST=/var/vcap/sys/run/postgres",
+        "PGPORT=6432",
+        "PGUSER=vcap",
+    ] {
+        assert!(
+            env.iter().any(|line| line == variable),
+            "{variable} in {env:?}"
+        );
+    }
+}
+
+#[test]
+fn bin_drain_on_a_replica_prints_0_and_hands_nothing_over() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/1"));
+    vm.exit_with(PG_ROLE_CHECK, 1);
+    let (stdout, log) = drain(&vm);
+    assert_eq!(stdout, "0\n", "{log}");
+    assert_eq!(vm.switchover_arguments(), Vec::<String>::new(), "{log}");
+    assert!(log.contains("not a primary taking writes"), "{log}");
+}
+
+#[test]
+fn bin_drain_lets_the_stop_go_ahead_when_the_switchover_refuses_or_fails() {
+    for (code, said) in [
+        (1, "switchover refused"),
+        (3, "could not tell"),
+        (4, "failed part-way"),
+    ] {
+        let vm = Vm::install(&render(&example("ha"), "postgres/0"));
+        vm.exit_with(PG_MONITOR, code);
+        let (stdout, log) = drain(&vm);
+        assert_eq!(stdout, "0\n", "exit {code}; log:\n{log}");
+        assert!(log.contains(said), "exit {code}: {said:?} in\n{log}");
+    }
+}
+
+#[test]
+fn bin_drain_outside_an_ha_pair_prints_0_and_asks_nothing() {
+    for (deployment, instance) in [("standalone", "postgres/0"), ("clustered", "postgres/0")] {
+        let vm = Vm::install(&render(&example(deployment), instance));
+        let (stdout, log) = drain(&vm);
+        assert_eq!(stdout, "0\n", "{deployment}; log:\n{log}");
+        assert_eq!(
+            vm.calls(PG_ROLE_CHECK),
+            Vec::<String>::new(),
+            "{deployment}"
+        );
+        assert_eq!(
+            vm.switchover_arguments(),
+            Vec::<String>::new(),
+            "{deployment}"
+        );
+        assert!(log.contains("not an HA pair"), "{deployment}: {log}");
+    }
+}
+
+#[test]
+fn bin_switchover_hands_pg_monitor_switchover_the_nodes_paths_peer_and_monit_commands() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/1"));
+    vm.run_ok(
+        "/var/vcap/jobs/postgres/bin/switchover",
+        &["--dry-run"],
+        "/var/vcap/sys/log/postgres/ctl.log",
+    );
+    let arguments = vm.switchover_arguments();
+    assert_eq!(arguments.first().map(String::as_str), Some("switchover"));
+    assert_eq!(
+        arguments.last().map(String::as_str),
+        Some("--dry-run"),
+        "the operator's flags go through: {arguments:?}"
+    );
+    let values = |flag: &str| -> Vec<&str> {
+        arguments
+            .windows(2)
+            .filter(|pair| pair[0] == flag)
+            .map(|pair| pair[1].as_str())
+            .collect()
+    };
+    let monit = "/var/vcap/bosh/bin/monit";
+    for (flag, expected) in [
+        ("--local", "/var/vcap/sys/run/postgres:6432".to_string()),
+        ("--user", "vcap".into()),
+        ("--dbname", "postgres".into()),
+        ("--peer", "10.244.0.2:6432".into()),
+        ("--peer-user", "replication".into()),
+        (
+            "--peer-password-file",
+            "/var/vcap/jobs/postgres/config/replication.password".into(),
+        ),
+        ("--data-dir", "/var/vcap/store/postgres/db".into()),
+        ("--stop-cmd", format!("{monit} stop postgres")),
+        ("--start-cmd", format!("{monit} start postgres")),
+        // postgres.replication.grace (15) + 300 s for a rewind or a clone.
+        ("--rejoin-timeout", "315".into()),
+        (
+            "--haproxy-socket",
+            "/var/vcap/sys/run/vip/haproxy.sock".into(),
+        ),
+        ("--haproxy-server", "node1".into()),
+        ("--haproxy-peer-server", "node0".into()),
+    ] {
+        assert_eq!(values(flag), [expected.as_str()], "{flag} in {arguments:?}");
+    }
+    assert_eq!(
+        values("--pause-file"),
+        [
+            "/var/vcap/store/postgres/failover.paused",
+            "/var/vcap/sys/run/postgres/failover.paused-by-manifest"
+        ]
+    );
+    // The password comes from its file, never a command line.
+    let password =
+        fs::read_to_string(vm.path("/var/vcap/jobs/postgres/config/replication.password")).unwrap();
+    assert!(
+        !arguments.iter().any(|arg| arg.contains(password.trim())),
+        "{arguments:?}"
+    );
+}
+
+#[test]
+fn bin_switchover_outside_an_ha_pair_refuses_without_running_pg_monitor() {
+    let vm = Vm::install(&render(&example("clustered"), "postgres/0"));
+    let output = vm.run("/var/vcap/jobs/postgres/bin/switchover", &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not an HA pair"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(vm.switchover_arguments(), Vec::<String>::new());
+}

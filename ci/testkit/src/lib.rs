@@ -27,6 +27,10 @@ pub use os::{
 pub use proxy::{FaultProxy, ProxyMode};
 pub use server::{process_alive, Server, SERVER_TIMEOUT};
 
+/// The client the kit's servers hand out ([`Server::connect`]), for a test
+/// that connects elsewhere, e.g. through a haproxy in front of its nodes.
+pub use postgres;
+
 use std::time::{Duration, Instant};
 
 /// Polls `condition` every 50 ms until it holds, panicking with `what` after `timeout`.

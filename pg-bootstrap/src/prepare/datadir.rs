@@ -15,10 +15,10 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use pgcore::logln;
 use pgcore::os::process::process_info;
 use pgcore::os::user::chown_to;
 use pgcore::os::{sync_dir, write_atomically, User};
+use pgcore::{control, logln};
 
 use super::decide::Local;
 use crate::quote;
@@ -223,30 +223,14 @@ fn is_empty_dir(dir: &Path) -> io::Result<bool> {
     Ok(fs::read_dir(dir)?.next().is_none())
 }
 
-/// The cluster's system identifier: the first field of pg_control (a native
-/// `uint64`, the same in every PostgreSQL version), read directly so that no
-/// program's localised output has to be parsed.
+/// The cluster's system identifier, from pg_control (see [`pgcore::control`]).
 pub fn system_identifier(data_dir: &Path) -> io::Result<u64> {
-    let bytes = fs::read(data_dir.join("global").join("pg_control"))?;
-    let first: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|slice| slice.try_into().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "pg_control is too short"))?;
-    Ok(u64::from_ne_bytes(first))
+    control::read(data_dir).map(|control| control.system_identifier)
 }
 
-/// The timeline of the data directory's last checkpoint, from pg_control:
-/// `checkPointCopy.ThisTimeLineID`, a native `uint32` at byte 48 in every
-/// PostgreSQL version the release runs (after the system identifier, two
-/// version numbers, the state, the time and the checkpoint's location, then
-/// the checkpoint's redo location).
+/// The timeline of the data directory's last checkpoint, from pg_control.
 pub fn checkpoint_timeline(data_dir: &Path) -> io::Result<u32> {
-    let bytes = fs::read(data_dir.join("global").join("pg_control"))?;
-    let field: [u8; 4] = bytes
-        .get(48..52)
-        .and_then(|slice| slice.try_into().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "pg_control is too short"))?;
-    Ok(u32::from_ne_bytes(field))
+    control::read(data_dir).map(|control| control.timeline)
 }
 
 /// The pid in postmaster.pid when that process is a postmaster of this data

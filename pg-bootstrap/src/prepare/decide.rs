@@ -2,13 +2,17 @@
 //!
 //! [`inquiry`] says what to ask the peers (nothing, a grace period, or a wait
 //! for a primary to clone from); [`decide`] turns the local data directory and
-//! the peers' answers into one [`Action`] and the reason for it. Nothing here
+//! the peers' answers into one [`Action`] and the reason for it; a former
+//! primary that would rejoin its peer is then weighed by [`follow_or_rejoin`]
+//! (may it follow the peer as it is, without pg_rewind?). Nothing here
 //! touches a disk or a network, so each row of the decision table is one unit
 //! test below.
 
 use std::fmt;
 use std::time::Duration;
 
+use pgcore::control::{ClusterState, ControlFile};
+use pgcore::history::{Fit, History};
 use pgcore::Endpoint;
 use serde::Serialize;
 
@@ -113,6 +117,10 @@ pub enum Action {
     /// pg_rewind against the peer (a staged clone when that is impossible);
     /// the node starts as its replica.
     Rejoin(Endpoint),
+    /// Only the standby configuration is written: a former primary stopped
+    /// cleanly whose last record the peer's timeline already holds (after a
+    /// planned switchover) starts as the peer's standby as it is.
+    Follow(Endpoint),
     /// Nothing to change: the data dir was a primary and no peer is.
     ResumePrimary,
     /// Nothing to change: the data dir was a replica; promotion is pg-monitor's call.
@@ -130,6 +138,7 @@ impl Action {
             Action::InitPrimary => "init-primary",
             Action::CloneFrom(_) => "clone-from",
             Action::Rejoin(_) => "rejoin",
+            Action::Follow(_) => "follow",
             Action::ResumePrimary => "resume-primary",
             Action::ResumeReplica => "resume-replica",
             Action::StartStandalone => "start-standalone",
@@ -139,7 +148,7 @@ impl Action {
 
     pub fn peer(&self) -> Option<&Endpoint> {
         match self {
-            Action::CloneFrom(peer) | Action::Rejoin(peer) => Some(peer),
+            Action::CloneFrom(peer) | Action::Rejoin(peer) | Action::Follow(peer) => Some(peer),
             _ => None,
         }
     }
@@ -302,6 +311,72 @@ pub fn decide(local: &Local, peers: &Peers, policy: &Policy) -> Decision {
         (Local::Replica { .. }, Peers::NotAsked) => {
             decision(ResumeReplica, "this data directory was a replica")
         }
+    }
+}
+
+/// A former primary about to rejoin its peer (pg_rewind, else a clone) may
+/// instead follow it as it is when nothing it holds is missing from the
+/// peer's history: it was shut down cleanly (its last record is the shutdown
+/// checkpoint, `local`), and that checkpoint begins before the point where the
+/// peer's timeline branched off this node's (`history`, the peer's). This is
+/// how a planned switchover leaves the old primary: PostgreSQL then streams
+/// the rest of the old timeline and the new one from the peer, and no rewind,
+/// no clone and no checkpoint on the peer is needed. Anything else, or
+/// anything unreadable, keeps the rejoin, whose reason then says why.
+pub fn follow_or_rejoin(
+    rejoin: Decision,
+    local: &Result<ControlFile, String>,
+    history: &Result<History, String>,
+) -> Decision {
+    let Action::Rejoin(peer) = &rejoin.action else {
+        return rejoin;
+    };
+    match follows(local, history) {
+        Ok(why) => decision(
+            Action::Follow(peer.clone()),
+            format!("{peer} answers as primary; {why}"),
+        ),
+        Err(why_not) => Decision {
+            reason: format!("{}; not followed as it is: {why_not}", rejoin.reason),
+            ..rejoin
+        },
+    }
+}
+
+/// Why this former primary can follow the peer's history as it is, or why not.
+fn follows(
+    local: &Result<ControlFile, String>,
+    history: &Result<History, String>,
+) -> Result<String, String> {
+    let local = local
+        .as_ref()
+        .map_err(|err| format!("its pg_control cannot be read ({err})"))?;
+    if local.state != ClusterState::ShutDown {
+        return Err(format!(
+            "it was not shut down cleanly as a primary (pg_control: {})",
+            local.state
+        ));
+    }
+    let history = history
+        .as_ref()
+        .map_err(|err| format!("the peer's timeline history cannot be read ({err})"))?;
+    let (timeline, checkpoint) = (local.timeline, local.checkpoint);
+    match history.fit(timeline, checkpoint) {
+        Fit::Holds { switchpoint } => Ok(format!(
+            "this data directory, a primary shut down cleanly on timeline {timeline} with its last \
+             checkpoint at {checkpoint}, ends before timeline {timeline} ended at {switchpoint} in \
+             the peer's history ({history}): it follows without pg_rewind"
+        )),
+        Fit::Diverged { switchpoint } => Err(format!(
+            "its last checkpoint on timeline {timeline} is at {checkpoint}, not before \
+             {switchpoint}, where the peer's timeline branched off: it wrote WAL the peer lacks"
+        )),
+        Fit::SameTimeline => Err(format!(
+            "it is on timeline {timeline}, the one the peer writes: no promotion lies between them"
+        )),
+        Fit::Unrelated => Err(format!(
+            "its timeline {timeline} is not in the peer's history ({history})"
+        )),
     }
 }
 
@@ -666,6 +741,139 @@ mod tests {
         assert_eq!(
             line.to_string(),
             "decision: rejoin 10.244.0.2:6432 (10.244.0.2:6432 answers as primary; this data directory was a primary)"
+        );
+    }
+
+    /// The rejoin a former primary of the same cluster gets from the table.
+    fn rejoin() -> Decision {
+        decide(
+            &WAS_PRIMARY,
+            &primary_peer(Some(OURS)),
+            &policy(true, false),
+        )
+    }
+
+    fn lsn(text: &str) -> pgcore::Lsn {
+        text.parse().unwrap()
+    }
+
+    /// pg_control of a former primary on `timeline` whose last checkpoint is at `checkpoint`.
+    fn control(
+        state: ClusterState,
+        timeline: u32,
+        checkpoint: &str,
+    ) -> Result<ControlFile, String> {
+        Ok(ControlFile {
+            system_identifier: OURS,
+            state,
+            checkpoint: lsn(checkpoint),
+            timeline,
+        })
+    }
+
+    /// The peer writes timeline 2, which branched off timeline 1 at 0/3000148.
+    fn promoted_peer() -> Result<History, String> {
+        Ok(pgcore::history::parse(2, "1\t0/3000148\tno recovery target specified\n").unwrap())
+    }
+
+    #[test]
+    fn a_former_primary_follows_its_peer_without_rewind_only_when_the_peer_holds_all_it_wrote() {
+        use ClusterState::*;
+        let rows = [
+            // A planned switchover: shut down cleanly, the checkpoint replayed by the peer.
+            (
+                control(ShutDown, 1, "0/30000D8"),
+                promoted_peer(),
+                Action::Follow(peer()),
+                "follows without pg_rewind",
+            ),
+            // A crash or an immediate stop: WAL after the last checkpoint may exist.
+            (
+                control(InProduction, 1, "0/30000D8"),
+                promoted_peer(),
+                Action::Rejoin(peer()),
+                "not shut down cleanly",
+            ),
+            (
+                control(ShutDownInRecovery, 1, "0/30000D8"),
+                promoted_peer(),
+                Action::Rejoin(peer()),
+                "not shut down cleanly",
+            ),
+            // The peer promoted before it received the shutdown checkpoint.
+            (
+                control(ShutDown, 1, "0/3000148"),
+                promoted_peer(),
+                Action::Rejoin(peer()),
+                "it wrote WAL the peer lacks",
+            ),
+            (
+                control(ShutDown, 1, "0/4000028"),
+                promoted_peer(),
+                Action::Rejoin(peer()),
+                "not before 0/3000148",
+            ),
+            // Two primaries on one timeline: the rejoin's own check clones.
+            (
+                control(ShutDown, 2, "0/2000028"),
+                promoted_peer(),
+                Action::Rejoin(peer()),
+                "no promotion lies between them",
+            ),
+            (
+                control(ShutDown, 3, "0/2000028"),
+                promoted_peer(),
+                Action::Rejoin(peer()),
+                "not in the peer's history",
+            ),
+            (
+                Err("Permission denied".into()),
+                promoted_peer(),
+                Action::Rejoin(peer()),
+                "pg_control cannot be read (Permission denied)",
+            ),
+            (
+                control(ShutDown, 1, "0/30000D8"),
+                Err("permission denied for function pg_read_binary_file".into()),
+                Action::Rejoin(peer()),
+                "history cannot be read",
+            ),
+        ];
+        for (number, (local, history, action, reason)) in rows.into_iter().enumerate() {
+            let got = follow_or_rejoin(rejoin(), &local, &history);
+            assert_eq!(got.action, action, "row {number}: {got}");
+            assert!(
+                got.reason.contains(reason),
+                "row {number}: {:?} should mention {reason:?}",
+                got.reason
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_rejoin_is_weighed_for_following() {
+        let resume = decide(&WAS_PRIMARY, &no_primary(), &policy(true, false));
+        let weighed = follow_or_rejoin(
+            resume.clone(),
+            &control(ClusterState::ShutDown, 1, "0/30000D8"),
+            &promoted_peer(),
+        );
+        assert_eq!(weighed, resume);
+    }
+
+    #[test]
+    fn the_follow_line_names_the_peer_and_both_positions() {
+        let line = follow_or_rejoin(
+            rejoin(),
+            &control(ClusterState::ShutDown, 1, "0/30000D8"),
+            &promoted_peer(),
+        );
+        assert_eq!(
+            line.to_string(),
+            "decision: follow 10.244.0.2:6432 (10.244.0.2:6432 answers as primary; this data directory, \
+             a primary shut down cleanly on timeline 1 with its last checkpoint at 0/30000D8, ends before \
+             timeline 1 ended at 0/3000148 in the peer's history (timeline 2, timeline 1 ended at \
+             0/3000148): it follows without pg_rewind)"
         );
     }
 }

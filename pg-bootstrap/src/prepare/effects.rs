@@ -27,8 +27,9 @@ pub enum Method {
     Clone,
     /// pg_rewind resynchronised the data directory with the peer.
     Rewind,
-    /// Only primary_conninfo was rewritten (a replica that could not be
-    /// checked by pg_rewind; it follows the peer's timeline when it can).
+    /// Only the standby configuration was written: a replica that could not
+    /// be checked by pg_rewind (it follows the peer's timeline when it can),
+    /// or a former primary whose last record the peer's history holds.
     Reconfigure,
     /// Nothing needed doing.
     None,
@@ -52,10 +53,6 @@ pub struct Effects<'a> {
     /// How long to wait for a just-promoted peer's checkpoint (`--grace`).
     pub checkpoint_wait: Duration,
 }
-
-/// `pg_control`'s `DBState` values for a cleanly stopped server
-/// (DB_SHUTDOWNED, DB_SHUTDOWNED_IN_RECOVERY), unchanged since PostgreSQL 9.x.
-const CLEAN_STATES: [i32; 2] = [1, 2];
 
 /// The coarsest granularity of file modification times on Linux (one jiffy at HZ=100).
 pub const TIMESTAMP_TICK: Duration = Duration::from_millis(10);
@@ -105,6 +102,21 @@ impl Effects<'_> {
         // An interrupted rewind's mark is obsolete once a clone is in place.
         datadir::clear_rewind_mark(self.paths).context("cannot remove the rewind mark")?;
         Ok(Method::Clone)
+    }
+
+    /// A former primary stopped cleanly whose last record the peer's history
+    /// holds ([`super::decide::follow_or_rejoin`]): standby.signal and
+    /// primary_conninfo, nothing else. PostgreSQL streams the rest of the old
+    /// timeline and the new one from the peer.
+    pub fn follow(&self, peer: &Endpoint) -> anyhow::Result<Method> {
+        let data_dir = &self.paths.data_dir;
+        self.point_at(data_dir, peer)
+            .with_context(|| format!("cannot point {} at {peer}", data_dir.display()))?;
+        logln!(
+            "{} starts as the standby of {peer} as it is, without pg_rewind",
+            data_dir.display()
+        );
+        Ok(Method::Reconfigure)
     }
 
     /// pg_rewind against `peer` (`options` reach it as the replication user),
@@ -417,15 +429,7 @@ fn has_data(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether pg_control says the server was stopped cleanly. Its `state` field
-/// follows the 64-bit system identifier and two 32-bit version numbers.
+/// Whether pg_control says the server was stopped cleanly.
 fn cleanly_stopped(data_dir: &Path) -> bool {
-    let Ok(bytes) = fs::read(data_dir.join("global").join("pg_control")) else {
-        return false;
-    };
-    bytes
-        .get(16..20)
-        .and_then(|slice| slice.try_into().ok())
-        .map(i32::from_ne_bytes)
-        .is_some_and(|state| CLEAN_STATES.contains(&state))
+    pgcore::control::read(data_dir).is_ok_and(|control| control.state.is_clean())
 }

@@ -327,7 +327,32 @@ impl<'a> Setup<'a> {
                     .look_for_primary(inquiry.bound(&self.policy), purpose)?
             }
         };
-        Ok((local.clone(), decide::decide(&local, &peers, &self.policy)))
+        let decision = decide::decide(&local, &peers, &self.policy);
+        let decision = match (&local, &decision.action) {
+            (Local::Primary { .. }, Action::Rejoin(peer)) => {
+                self.follow_or_rejoin(decision.clone(), &observed_dir, peer, cancel)?
+            }
+            _ => decision,
+        };
+        Ok((local, decision))
+    }
+
+    /// Reads what [`decide::follow_or_rejoin`] weighs: this data directory's
+    /// pg_control and the peer's timeline history.
+    fn follow_or_rejoin(
+        &self,
+        rejoin: Decision,
+        dir: &Path,
+        peer: &Endpoint,
+        cancel: &Cancel,
+    ) -> Result<Decision, Stop> {
+        let control = pgcore::control::read(dir).map_err(|err| err.to_string());
+        let client = client()?;
+        let history = self
+            .asker(&client, cancel)
+            .timeline_history(&self.options_for(peer))
+            .map_err(|failure| failure.cause);
+        Ok(decide::follow_or_rejoin(rejoin, &control, &history))
     }
 
     fn asker<'p>(&'p self, client: &'p Client, cancel: &'p Cancel) -> Asker<'p> {
@@ -378,6 +403,7 @@ impl<'a> Setup<'a> {
                 let was_primary = matches!(local, Local::Primary { .. });
                 effects.rejoin(peer, &options, &asker, was_primary)?
             }
+            Action::Follow(peer) => effects.follow(peer)?,
             Action::ResumePrimary | Action::ResumeReplica | Action::StartStandalone => Method::None,
             Action::Refuse => unreachable!("a refusal is not acted on"),
         };

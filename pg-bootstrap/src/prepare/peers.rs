@@ -1,5 +1,5 @@
-//! Asking the peers: which one is primary, which cluster it serves, and
-//! whether its last checkpoint is on its current timeline.
+//! Asking the peers: which one is primary, which cluster it serves, whether
+//! its last checkpoint is on its current timeline, and its timeline history.
 //!
 //! Every question goes through `pgcore`'s bounded session, so a peer is
 //! classified exactly as pg-role-check and pg-monitor classify it, and every
@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use pgcore::history::History;
 use pgcore::{
     logln, retry, Client, ConnectOptions, Detail, Endpoint, Failure, FailureKind, RetryPolicy, Role,
 };
@@ -174,6 +175,19 @@ impl Asker<'_> {
                     .at(&options.endpoint),
             ),
         }
+    }
+
+    /// The history of the timeline the peer writes (see [`pgcore::history`]),
+    /// retried as the other one-off questions are.
+    pub fn timeline_history(&self, options: &ConnectOptions) -> Result<History, Failure> {
+        let policy = RetryPolicy::attempts(self.retries, ROUND);
+        let read = || {
+            let session = self
+                .client
+                .connect_within(options, options.connect_timeout)?;
+            pgcore::history::read(&session)
+        };
+        retry(&policy, read, |_, pause| self.cancel.sleep(pause)).result
     }
 
     /// Asks the peer for an immediate checkpoint (needs pg_checkpoint, PostgreSQL 15+).

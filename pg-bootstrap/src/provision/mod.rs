@@ -19,7 +19,7 @@ use anyhow::Context;
 use pgcore::{logln, retry, Client, ConnectOptions, Endpoint, Failure, RetryPolicy, Session};
 use serde::Serialize;
 
-use self::plan::{Catalog, Change, DatabaseState, InDatabase, RoleState, REWIND_FUNCTIONS};
+use self::plan::{replication_functions, Catalog, Change, DatabaseState, InDatabase, RoleState};
 use self::spec::Spec;
 use crate::stop::Stop;
 
@@ -306,12 +306,12 @@ fn read_catalog(session: &Session, spec: &Spec) -> Result<Catalog, Failure> {
     }
     if let Some(replication) = &spec.replication {
         if catalog.roles.contains_key(&replication.username) {
-            let functions: Vec<String> = REWIND_FUNCTIONS.iter().map(|f| f.to_string()).collect();
+            let functions: Vec<String> = replication_functions().map(str::to_string).collect();
             for row in session.query(
                 "SELECT f FROM unnest($1::text[]) f WHERE has_function_privilege($2, f, 'EXECUTE')",
                 &[&functions, &replication.username],
             )? {
-                catalog.rewind_functions_granted.insert(row.get(0));
+                catalog.functions_granted.insert(row.get(0));
             }
         }
     }

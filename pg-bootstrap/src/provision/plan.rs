@@ -18,6 +18,17 @@ pub const REWIND_FUNCTIONS: [&str; 4] = [
     "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
 ];
 
+/// Lets the replication role promote a replica: `pg-monitor switchover` runs
+/// on the primary and promotes its peer as that role, so that no superuser
+/// password ever leaves a node.
+pub const PROMOTE_FUNCTION: &str = "pg_catalog.pg_promote(boolean, integer)";
+
+/// Every function the replication role is granted EXECUTE on, in the order
+/// the grants are planned.
+pub fn replication_functions() -> impl Iterator<Item = &'static str> {
+    REWIND_FUNCTIONS.into_iter().chain([PROMOTE_FUNCTION])
+}
+
 /// Lets the replication role read replication state (pg_stat_replication,
 /// pg_stat_wal_receiver) when it probes a peer.
 pub const MONITOR_ROLE: &str = "pg_monitor";
@@ -52,8 +63,8 @@ pub struct Catalog {
     pub roles: HashMap<String, RoleState>,
     /// member → the roles it is a member of.
     pub member_of: HashMap<String, HashSet<String>>,
-    /// Of [`REWIND_FUNCTIONS`], those the replication role may execute already.
-    pub rewind_functions_granted: HashSet<String>,
+    /// Of [`replication_functions`], those the replication role may execute already.
+    pub functions_granted: HashSet<String>,
     pub databases: HashMap<String, DatabaseState>,
 }
 
@@ -297,8 +308,8 @@ pub fn plan_cluster(
                 });
             }
         }
-        for function in REWIND_FUNCTIONS {
-            if !catalog.rewind_functions_granted.contains(function) {
+        for function in replication_functions() {
+            if !catalog.functions_granted.contains(function) {
                 changes.push(Change::GrantExecute {
                     function,
                     role: name.clone(),
@@ -481,7 +492,7 @@ mod tests {
             "replication".into(),
             [MONITOR_ROLE.to_string(), CHECKPOINT_ROLE.to_string()].into(),
         );
-        catalog.rewind_functions_granted = REWIND_FUNCTIONS.iter().map(|f| f.to_string()).collect();
+        catalog.functions_granted = replication_functions().map(str::to_string).collect();
         for (name, owner) in [("alice", "alice"), ("bob", "bob"), ("app", "vcap")] {
             catalog.databases.insert(
                 name.into(),
@@ -525,6 +536,7 @@ mod tests {
                 "grant EXECUTE on pg_catalog.pg_stat_file(text, boolean) to \"replication\"",
                 "grant EXECUTE on pg_catalog.pg_read_binary_file(text) to \"replication\"",
                 "grant EXECUTE on pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) to \"replication\"",
+                "grant EXECUTE on pg_catalog.pg_promote(boolean, integer) to \"replication\"",
                 "create database \"alice\" owned by \"alice\"",
                 "create database \"app\"",
                 "create database \"bob\" owned by \"bob\"",
@@ -573,6 +585,24 @@ mod tests {
                 "grant \"pg_monitor\" to \"replication\"",
                 "grant ALL on database \"app\" to \"bob\"",
             ]
+        );
+    }
+
+    #[test]
+    fn a_replication_role_provisioned_before_switchovers_is_granted_pg_promote_alone() {
+        let mut catalog = provisioned();
+        catalog.functions_granted.remove(PROMOTE_FUNCTION);
+        let changes = plan_cluster(&spec(), &catalog, &fake_verifier);
+        assert_eq!(
+            changes,
+            [Change::GrantExecute {
+                function: PROMOTE_FUNCTION,
+                role: "replication".into()
+            }]
+        );
+        assert_eq!(
+            changes[0].sql(),
+            "GRANT EXECUTE ON FUNCTION pg_catalog.pg_promote(boolean, integer) TO \"replication\""
         );
     }
 
