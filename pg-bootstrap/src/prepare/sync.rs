@@ -114,35 +114,47 @@ mod tests {
         assert_eq!(parse_pg_version(""), None);
     }
 
-    /// Each row: the kernel, the data directory's PostgreSQL, and what
-    /// single-user crash recovery and pg_rewind are given.
+    /// Each row: the kernel, the data directory's PostgreSQL, and whether
+    /// single-user crash recovery and pg_rewind are asked for syncfs.
     #[test]
     fn syncfs_only_where_the_kernel_reports_its_errors_and_postgresql_offers_it() {
-        let syncfs_server = ["-c", "recovery_init_sync_method=syncfs"];
-        let syncfs_rewind = ["--sync-method=syncfs"];
-        let none: [&str; 0] = [];
-        let rows: [(Option<(u32, u32)>, Option<u32>, &[&str], &[&str]); 9] = [
-            (Some((6, 8)), Some(18), &syncfs_server, &syncfs_rewind),
-            (Some((5, 8)), Some(17), &syncfs_server, &syncfs_rewind),
+        let rows = [
+            (Some((6, 8)), Some(18), true, true),
+            (Some((5, 8)), Some(17), true, true),
             // pg_rewind has no --sync-method before 17.
-            (Some((6, 8)), Some(16), &syncfs_server, &none),
-            (Some((6, 8)), Some(14), &syncfs_server, &none),
+            (Some((6, 8)), Some(16), true, false),
+            (Some((6, 8)), Some(14), true, false),
             // No recovery_init_sync_method before 14.
-            (Some((6, 8)), Some(13), &none, &none),
+            (Some((6, 8)), Some(13), false, false),
             // syncfs does not report write errors before Linux 5.8.
-            (Some((5, 7)), Some(18), &none, &none),
-            (Some((4, 19)), Some(18), &none, &none),
+            (Some((5, 7)), Some(18), false, false),
+            (Some((4, 19)), Some(18), false, false),
             // Whatever is not known keeps PostgreSQL's default.
-            (None, Some(18), &none, &none),
-            (Some((6, 8)), None, &none, &none),
+            (None, Some(18), false, false),
+            (Some((6, 8)), None, false, false),
         ];
         for (kernel, major, server, rewind) in rows {
             let flush = Flush {
                 method: method(kernel),
                 major,
             };
-            assert_eq!(flush.server_settings(), server, "{kernel:?}, {major:?}");
-            assert_eq!(flush.rewind_options(), rewind, "{kernel:?}, {major:?}");
+            let expected = |syncfs: bool, args: &[&str]| -> Vec<String> {
+                if syncfs {
+                    args.iter().map(ToString::to_string).collect()
+                } else {
+                    Vec::new()
+                }
+            };
+            assert_eq!(
+                flush.server_settings(),
+                expected(server, &["-c", "recovery_init_sync_method=syncfs"]),
+                "{kernel:?}, {major:?}"
+            );
+            assert_eq!(
+                flush.rewind_options(),
+                expected(rewind, &["--sync-method=syncfs"]),
+                "{kernel:?}, {major:?}"
+            );
         }
     }
 }
