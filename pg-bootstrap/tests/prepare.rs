@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{finish, inode, pair, pg_bootstrap, tree_size, Run, Site};
 use testkit::SERVER_TIMEOUT;
-use testkit::{free_port, pg_bin, run_as_user, wait_for, FaultProxy, Node, ProxyMode};
+use testkit::{
+    free_port, pg_bin, process_alive, run_as_user, wait_for, FaultProxy, Node, ProxyMode,
+};
 
 /// A loopback port nothing listens on.
 fn closed_peer() -> String {
@@ -313,6 +315,124 @@ fn a_crashed_former_primary_rejoins_its_promoted_peer_with_pg_rewind() {
         ["after failover", "before", "streamed"],
         "the rewound node must hold the new primary's history, without its own diverged rows"
     );
+}
+
+/// Processes that outlive a killed postmaster; SIGKILLed when dropped, so
+/// that a failing test leaves no backend spinning.
+struct Outliving(Vec<u32>);
+
+impl Drop for Outliving {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if process_alive(pid) {
+                signal(pid, "-KILL");
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// After `kill -9` of a postmaster, a backend busy in a query that never
+/// waits and a stopped walsender live on, attached to the dead server's
+/// shared memory, and PostgreSQL refuses to start beside them. Prepare ends
+/// exactly those (a dry run only says it would), before it touches the data
+/// directory, and rewinds at once instead of waiting 30 s and then cloning.
+#[test]
+fn a_crashed_primary_whose_backends_outlive_its_postmaster_is_rewound_at_once() {
+    let (old_primary, new_primary) = pair();
+    old_primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
+    new_primary.wait_caught_up(&old_primary);
+    let walsender: u32 = old_primary
+        .value("SELECT pid FROM pg_stat_replication")
+        .parse()
+        .unwrap();
+    let mut busy = old_primary.connect();
+    let busy_pid: u32 = busy
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get::<_, i32>(0) as u32;
+    let outliving = Outliving(vec![walsender, busy_pid]);
+    // A loop that never waits never looks for its postmaster.
+    let busy = std::thread::spawn(move || busy.batch_execute("DO $$ BEGIN LOOP END LOOP; END $$"));
+    // Stopped, as a storage stall leaves a process.
+    signal(walsender, "-STOP");
+    new_primary.promote();
+    new_primary.execute("INSERT INTO t VALUES ('after failover')");
+    old_primary.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    for &pid in &outliving.0 {
+        assert!(
+            process_alive(pid),
+            "process {pid} did not outlive its postmaster"
+        );
+    }
+    let flags = [
+        "--replication",
+        "--peer",
+        &new_primary.endpoint(),
+        "--grace",
+        "5",
+        "--json",
+    ];
+
+    let dry = old_primary.prepare(&[&flags[..], &["--dry-run"]].concat());
+    dry.expect_code(0, "dry run");
+    for &pid in &outliving.0 {
+        assert!(
+            dry.stderr
+                .contains(&format!("dry run: would end process {pid} ")),
+            "{}",
+            dry.stderr
+        );
+        assert!(process_alive(pid), "a dry run ended process {pid}");
+    }
+
+    let run = old_primary.prepare(&flags);
+    run.expect_code(0, "rejoin");
+    assert_eq!(
+        run.json()["method"],
+        "rewind",
+        "expected a rewind, not a clone:\n{}",
+        run.stderr
+    );
+    let recovery = run
+        .stderr
+        .find("finishing crash recovery")
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    for &pid in &outliving.0 {
+        let ended = run
+            .stderr
+            .find(&format!("ending process {pid} of a crashed server"))
+            .unwrap_or_else(|| panic!("process {pid} was not ended:\n{}", run.stderr));
+        assert!(
+            ended < recovery,
+            "process {pid} was ended after the data directory was touched:\n{}",
+            run.stderr
+        );
+        assert!(!process_alive(pid), "process {pid} is still alive");
+    }
+    assert!(
+        !run.stderr.contains("still there after"),
+        "prepare waited out its bound:\n{}",
+        run.stderr
+    );
+    assert!(
+        busy.join().unwrap().is_err(),
+        "the busy backend's query ended normally"
+    );
+
+    old_primary.start();
+    old_primary.wait_streaming();
+    new_primary.execute("INSERT INTO t VALUES ('streamed')");
+    old_primary.wait_caught_up(&new_primary);
+    assert_eq!(rows(&old_primary), ["after failover", "before", "streamed"]);
 }
 
 #[test]

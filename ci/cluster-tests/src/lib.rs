@@ -59,11 +59,15 @@ pub struct Cluster {
 
 impl Cluster {
     /// `ci/cluster up` under its own name and directory, so that tests never touch
-    /// a cluster an operator brought up by hand.
+    /// a cluster an operator brought up by hand: `pghatest` in
+    /// `$TMPDIR/pg-ha-cluster-test`, or PG_CLUSTER_NAME and PG_CLUSTER_DIR when
+    /// set (two test runs on one machine, each with its own).
     pub fn up(synchronous: bool) -> Cluster {
         let cluster = Cluster {
-            name: "pghatest".to_string(),
-            dir: std::env::temp_dir().join("pg-ha-cluster-test"),
+            name: std::env::var("PG_CLUSTER_NAME").unwrap_or_else(|_| "pghatest".to_string()),
+            dir: std::env::var_os("PG_CLUSTER_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("pg-ha-cluster-test")),
             client_starts: std::cell::Cell::new(0),
             synchronous,
         };

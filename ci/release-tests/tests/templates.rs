@@ -398,6 +398,42 @@ fn postgresql_conf_renders_values_faithfully() {
     }
 }
 
+/// A start after a crash or a pg_rewind flushes the data directory with one
+/// syncfs; an operator's `postgres.config` still decides.
+#[test]
+fn a_restart_after_a_crash_flushes_with_syncfs_unless_the_operator_chose() {
+    let default = render(&example("ha"), "postgres/0").file("postgres", "config/postgresql.conf");
+    assert!(
+        default
+            .lines()
+            .any(|l| l == "recovery_init_sync_method = 'syncfs'"),
+        "{default}"
+    );
+    let mut manifest = example("ha");
+    set(
+        &mut manifest,
+        &[
+            "instance_groups",
+            "0",
+            "jobs",
+            "0",
+            "properties",
+            "postgres",
+            "config",
+            "recovery_init_sync_method",
+        ],
+        yaml("fsync"),
+    );
+    let chosen = render(&manifest, "postgres/0").file("postgres", "config/postgresql.conf");
+    assert!(
+        chosen
+            .lines()
+            .any(|l| l == "recovery_init_sync_method = 'fsync'")
+            && !chosen.contains("syncfs"),
+        "{chosen}"
+    );
+}
+
 /// Starts postgres (as the unprivileged user) on the rendered postgresql.conf,
 /// hba.conf and ident.conf, with /var/vcap moved into a temp dir and the port
 /// and listen address overridden to stay on loopback.

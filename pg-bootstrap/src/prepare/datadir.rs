@@ -15,7 +15,6 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use pgcore::os::process::process_info;
 use pgcore::os::user::chown_to;
 use pgcore::os::{sync_dir, write_atomically, User};
 use pgcore::{control, logln};
@@ -245,38 +244,13 @@ fn running_postmaster(data_dir: &Path) -> Option<u32> {
 /// Whether process `pid`'s working directory is `dir` itself: the same
 /// directory by device and inode, not by path, as a process in another mount
 /// namespace may work in a directory of the same name that is not ours.
-fn works_in(pid: u32, dir: &Path) -> bool {
+pub fn works_in(pid: u32, dir: &Path) -> bool {
     let same =
         |cwd: fs::Metadata, ours: fs::Metadata| (cwd.dev(), cwd.ino()) == (ours.dev(), ours.ino());
     match (fs::metadata(format!("/proc/{pid}/cwd")), fs::metadata(dir)) {
         (Ok(cwd), Ok(ours)) => same(cwd, ours),
         _ => false,
     }
-}
-
-/// A process of an earlier, crashed server of this data directory: the
-/// postmaster as a zombie not yet reaped (PostgreSQL's own lock-file check
-/// counts it as alive), or a backend still working in the data directory
-/// (backends outlive a killed postmaster for a moment). A live postmaster is
-/// found by [`observe`] as [`Local::Running`] instead.
-pub fn leftover_server_process(data_dir: &Path) -> Option<u32> {
-    let lock_pid = fs::read_to_string(data_dir.join("postmaster.pid"))
-        .ok()
-        .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok());
-    if let Some(pid) = lock_pid.filter(|&pid| is_zombie(pid)) {
-        return Some(pid);
-    }
-    fs::read_dir("/proc")
-        .ok()?
-        .filter_map(Result::ok)
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            works_in(pid, data_dir).then_some(pid)
-        })
-}
-
-fn is_zombie(pid: u32) -> bool {
-    process_info(pid).is_some_and(|process| process.is_zombie())
 }
 
 /// Every entry under a directory with its kind, size, inode and modification
@@ -869,51 +843,5 @@ mod tests {
             fs::read_to_string(&path).unwrap(),
             "*:*:*:replication:pa\\:ss\n"
         );
-    }
-
-    /// A process working in a directory of the same path in another mount
-    /// namespace (another VM of the local cluster, a container) is not a
-    /// process of this data directory; one working in it is.
-    #[test]
-    fn a_leftover_process_is_one_working_in_this_very_directory() {
-        use std::process::{Command, Stdio};
-        let root = tempfile::tempdir().unwrap();
-        let data_dir = root.path().join("db");
-        fs::create_dir(&data_dir).unwrap();
-        let mut elsewhere = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(r#"mount -t tmpfs none "$1" && cd "$1" && echo ready && exec sleep 60"#)
-            .args(["sh", &data_dir.to_string_lossy()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        io::BufRead::read_line(
-            &mut io::BufReader::new(elsewhere.stdout.take().unwrap()),
-            &mut ready,
-        )
-        .unwrap();
-        if ready.trim() != "ready" {
-            let _ = elsewhere.wait();
-            eprintln!("skipped: cannot mount in a new mount namespace (needs root)");
-            return;
-        }
-        let found = leftover_server_process(&data_dir);
-        let mut here = Command::new("sleep")
-            .arg("60")
-            .current_dir(&data_dir)
-            .spawn()
-            .unwrap();
-        let found_here = leftover_server_process(&data_dir);
-        for child in [&mut elsewhere, &mut here] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        assert_eq!(
-            found, None,
-            "a process in another mount namespace was taken for ours"
-        );
-        assert_eq!(found_here, Some(here.id()));
     }
 }

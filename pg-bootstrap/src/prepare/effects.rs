@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::datadir::{self, Paths};
 use super::peers::Asker;
+use super::sync::Flush;
 use crate::cancel::Cancel;
 use crate::programs::{self, Limits, Programs};
 use crate::quote;
@@ -185,6 +186,7 @@ impl Effects<'_> {
         was_primary: bool,
     ) -> Result<(), Rewind> {
         let data_dir = &self.paths.data_dir;
+        let flush = Flush::for_data_dir(data_dir);
         if !clean {
             // What pg_rewind would do itself, done first so that the
             // fingerprint below is taken of the recovered directory.
@@ -201,6 +203,7 @@ impl Effects<'_> {
                 .arg("-D")
                 .arg(data_dir)
                 .args(["-c", "wal_keep_size=1TB"])
+                .args(flush.server_settings())
                 .arg("template1");
             programs::run(&mut single, "postgres --single", self.limits, self.cancel)
                 .map_err(|err| Rewind::Impossible(err.context("crash recovery failed")))?;
@@ -235,7 +238,8 @@ impl Effects<'_> {
                 "--source-server={}",
                 self.conninfo(peer, Some("postgres"))
             ))
-            .arg("--progress");
+            .arg("--progress")
+            .args(flush.rewind_options());
         if let Err(err) = programs::run(&mut rewind, "pg_rewind", self.limits, self.cancel) {
             let untouched = datadir::fingerprint(data_dir).is_ok_and(|after| after == before);
             if untouched && datadir::clear_rewind_mark(self.paths).is_ok() {

@@ -8,7 +8,9 @@
 pub mod datadir;
 pub mod decide;
 pub mod effects;
+pub mod leftovers;
 pub mod peers;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -312,7 +314,7 @@ impl<'a> Setup<'a> {
             local,
             Local::Primary { .. } | Local::Replica { .. } | Local::Incomplete { .. }
         ) {
-            wait_for_crashed_server(&observed_dir, cancel);
+            leftovers::clear(&observed_dir, self.config.dry_run, cancel);
         }
         let inquiry = decide::inquiry(&local, &self.policy);
         let peers = match inquiry {
@@ -416,28 +418,6 @@ impl<'a> Setup<'a> {
             .find(|options| &options.endpoint == peer)
             .cloned()
             .expect("a decision names one of the peers")
-    }
-}
-
-/// How long the processes of a crashed server may take to disappear.
-const CRASHED_SERVER_WAIT: Duration = Duration::from_secs(30);
-
-/// Waits (bounded) until the processes of a crashed server are gone:
-/// PostgreSQL refuses to start, pg_ctl and single-user mode alike, while they remain.
-fn wait_for_crashed_server(data_dir: &Path, cancel: &Cancel) {
-    let started = Instant::now();
-    let mut logged = false;
-    while let Some(pid) = datadir::leftover_server_process(data_dir) {
-        let bound = CRASHED_SERVER_WAIT.as_secs_f64();
-        if started.elapsed() >= CRASHED_SERVER_WAIT || cancel.is_set() {
-            logln!("process {pid} of a crashed server is still there after {bound:.0} s; going on");
-            return;
-        }
-        if !logged {
-            logln!("waiting up to {bound:.0} s for process {pid} of a crashed server to go away");
-            logged = true;
-        }
-        cancel.sleep(Duration::from_millis(200));
     }
 }
 
