@@ -153,17 +153,32 @@ pub fn set_synchronous(
 /// the client sessions ended. A primary whose lease lapsed must acknowledge
 /// nothing its promoted peer will not have; in a split-brain, the node that
 /// steps down or is fenced must not acknowledge writes meanwhile.
+///
+/// A node in recovery is left alone: it takes no writes, and the setting
+/// persisted on a replica would outlive a later promotion, leaving a primary
+/// that refuses writes with nothing to lift it (the watchdog can act just as
+/// a killed primary comes back as its peer's replica).
 pub fn refuse_writes(client: &Client, local: &ConnectOptions) -> Result<(), Failure> {
-    run_statements(
-        client,
-        local,
-        &[
-            "ALTER SYSTEM SET default_transaction_read_only = on",
-            "SELECT pg_reload_conf()",
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
-        ],
-    )?;
+    let session = client.connect_within(local, local.connect_timeout * 2)?;
+    let in_recovery = session.text_rows("SELECT pg_is_in_recovery()")?;
+    if in_recovery
+        .first()
+        .and_then(|row| row.first())
+        .cloned()
+        .flatten()
+        == Some("t".into())
+    {
+        logln!("local node is a replica (in recovery): it takes no writes, nothing to refuse");
+        return Ok(());
+    }
+    [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    ]
+    .iter()
+    .try_for_each(|sql| session.execute(sql))?;
     logln!(
         "local node now refuses writes (default_transaction_read_only = on, client sessions ended)"
     );

@@ -856,3 +856,41 @@ fn promotion_falls_back_to_pg_ctl_as_the_data_directory_owner() {
     monitor.wait_log("promoted with pg_ctl");
     assert_writable(&replica);
 }
+
+/// The options that reach `node` over TCP as its superuser.
+fn options_for(node: &Node) -> pgcore::ConnectOptions {
+    pgcore::ConnectOptions::new(
+        pgcore::Endpoint {
+            host: "127.0.0.1".to_string(),
+            port: node.port(),
+        },
+        Some(node.superuser().to_string()),
+        Some("postgres".to_string()),
+        Duration::from_secs(5),
+    )
+}
+
+/// The watchdog may act just as a killed primary comes back as its peer's
+/// replica. Refusing writes there must change nothing: a read-only setting
+/// persisted on a replica would outlive its next promotion, a primary that
+/// refuses writes with nothing to lift it.
+#[test]
+fn refusing_writes_makes_a_primary_read_only_and_leaves_a_replica_as_it_is() {
+    let (primary, replica) = pair();
+    let client = pgcore::Client::new().expect("a probe runtime");
+
+    pg_monitor::effects::refuse_writes(&client, &options_for(&replica))
+        .expect("the replica answers");
+    replica.promote();
+    assert_writable(&replica);
+
+    pg_monitor::effects::refuse_writes(&client, &options_for(&primary))
+        .expect("the primary answers");
+    assert_eq!(
+        primary
+            .query_text("SHOW default_transaction_read_only")
+            .as_deref(),
+        Some("on"),
+        "a primary refuses writes"
+    );
+}
