@@ -4,20 +4,46 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pgcore::duration::parse_positive_duration;
 use pgcore::{logln, ConnectOptions, Endpoint, Failure, FailureKind, Role, Status};
 
-/// The connection flags of an operator subcommand: the local node over its
-/// socket as a superuser, the peer over TCP as the replication role.
+/// How an operator subcommand logs in to the two nodes: the local node over
+/// its socket as a superuser, the peer over TCP as the replication role.
+/// The flags are the same for `recover` and `switchover`.
+#[derive(clap::Args, Debug)]
+pub struct Credentials {
+    /// User for the local node, a superuser [default: the operating system user].
+    #[arg(long, short = 'U', env = "PGUSER")]
+    pub user: Option<String>,
+
+    /// User for the peer, e.g. the replication role (which may run
+    /// pg_promote() for a switchover) [default: --user].
+    #[arg(long)]
+    pub peer_user: Option<String>,
+
+    /// Database on both nodes [default: the user name].
+    #[arg(long, short = 'd', env = "PGDATABASE")]
+    pub dbname: Option<String>,
+
+    /// File holding the peer user's password (one line), e.g. the release's
+    /// config/replication.password [default: PGPASSWORD, else the passfile].
+    #[arg(long, value_name = "PATH")]
+    pub peer_password_file: Option<PathBuf>,
+
+    /// libpq password file for both nodes [default: PGPASSFILE, else ~/.pgpass].
+    #[arg(long, value_name = "PATH")]
+    pub passfile: Option<PathBuf>,
+
+    /// Bound on each question to a node (connect, authenticate, query).
+    #[arg(long, env = "PGCONNECT_TIMEOUT", default_value = "5", value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// The two nodes an operator subcommand works on, and how it logs in.
 pub struct NodeFlags<'a> {
     pub local: &'a Endpoint,
     pub peer: Option<&'a Endpoint>,
-    pub user: Option<&'a String>,
-    pub peer_user: Option<&'a String>,
-    pub dbname: Option<&'a String>,
-    /// The peer user's password, one line (e.g. the release's config/replication.password).
-    pub peer_password_file: Option<&'a Path>,
-    pub passfile: Option<&'a PathBuf>,
-    pub connect_timeout: Duration,
+    pub credentials: &'a Credentials,
 }
 
 /// The local node's and the peer's connection options, passwords resolved:
@@ -29,32 +55,33 @@ pub fn connect_options(
 ) -> Result<(ConnectOptions, Option<ConnectOptions>), String> {
     let mut local = ConnectOptions::new(
         flags.local.clone(),
-        flags.user.cloned(),
-        flags.dbname.cloned(),
-        flags.connect_timeout,
+        flags.credentials.user.clone(),
+        flags.credentials.dbname.clone(),
+        flags.credentials.connect_timeout,
     )
     .with_application_name(application);
-    if let Some(warning) = local.resolve_password(flags.passfile.cloned()) {
+    if let Some(warning) = local.resolve_password(flags.credentials.passfile.clone()) {
         logln!("warning: {warning}; connecting to the local node without a password");
     }
     let Some(endpoint) = flags.peer.cloned() else {
         return Ok((local, None));
     };
     let peer_user = flags
+        .credentials
         .peer_user
-        .cloned()
+        .clone()
         .or_else(|| Some(local.user.clone()));
     let mut peer = ConnectOptions::new(
         endpoint,
         peer_user,
-        flags.dbname.cloned(),
-        flags.connect_timeout,
+        flags.credentials.dbname.clone(),
+        flags.credentials.connect_timeout,
     )
     .with_application_name(application);
-    match flags.peer_password_file {
+    match flags.credentials.peer_password_file.as_deref() {
         Some(file) => peer.set_password(Some(read_password(file)?)),
         None => {
-            if let Some(warning) = peer.resolve_password(flags.passfile.cloned()) {
+            if let Some(warning) = peer.resolve_password(flags.credentials.passfile.clone()) {
                 logln!("warning: {warning}; connecting to the peer without a password");
             }
         }

@@ -20,7 +20,7 @@ use pg_monitor::effects;
 use pgcore::duration::parse_positive_duration;
 use pgcore::{Client, ConnectOptions, Detail, Endpoint, Failure, Role, Status};
 
-use crate::nodes::{self, describe, NodeFlags};
+use crate::nodes::{self, describe, Credentials, NodeFlags};
 
 /// Bring this node back after its monitor fenced it: start its services
 /// again and let it take writes.
@@ -73,30 +73,8 @@ pub struct Recover {
     #[arg(long, value_name = "HOST:PORT")]
     pub peer: Option<Endpoint>,
 
-    /// User for the local node, a superuser [default: the operating system user].
-    #[arg(long, short = 'U', env = "PGUSER")]
-    pub user: Option<String>,
-
-    /// User for the peer, e.g. the replication role [default: --user].
-    #[arg(long)]
-    pub peer_user: Option<String>,
-
-    /// Database on both nodes [default: the user name].
-    #[arg(long, short = 'd', env = "PGDATABASE")]
-    pub dbname: Option<String>,
-
-    /// File holding the peer user's password (one line), e.g. the release's
-    /// config/replication.password [default: PGPASSWORD, else the passfile].
-    #[arg(long, value_name = "PATH")]
-    pub peer_password_file: Option<PathBuf>,
-
-    /// libpq password file for both nodes [default: PGPASSFILE, else ~/.pgpass].
-    #[arg(long, value_name = "PATH")]
-    pub passfile: Option<PathBuf>,
-
-    /// Bound on each question to a node (connect, authenticate, query).
-    #[arg(long, env = "PGCONNECT_TIMEOUT", default_value = "5", value_parser = parse_positive_duration)]
-    pub connect_timeout: Duration,
+    #[command(flatten)]
+    pub credentials: Credentials,
 
     /// Refuse while this file names a live process called `postgres`.
     #[arg(long, value_name = "PATH")]
@@ -201,12 +179,7 @@ fn connect_options(args: &Recover) -> Result<(ConnectOptions, Option<ConnectOpti
     let flags = NodeFlags {
         local: &args.local,
         peer: args.peer.as_ref(),
-        user: args.user.as_ref(),
-        peer_user: args.peer_user.as_ref(),
-        dbname: args.dbname.as_ref(),
-        peer_password_file: args.peer_password_file.as_deref(),
-        passfile: args.passfile.as_ref(),
-        connect_timeout: args.connect_timeout,
+        credentials: &args.credentials,
     };
     nodes::connect_options(&flags, "pg-monitor recover")
 }

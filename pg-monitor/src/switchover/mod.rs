@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use self::decide::{Policy, Received, Verdict};
 use self::steps::HaproxyServers;
-use crate::nodes::{self, NodeFlags};
+use crate::nodes::{self, Credentials, NodeFlags};
 
 /// Hand the primary role to the other node of the HA pair: a planned
 /// switchover, with no acknowledged write lost and a write gap of about a
@@ -98,30 +98,8 @@ pub struct Switchover {
     #[arg(long, value_name = "HOST:PORT")]
     pub peer: Endpoint,
 
-    /// User for the local node, a superuser (CHECKPOINT) [default: the operating system user].
-    #[arg(long, short = 'U', env = "PGUSER")]
-    pub user: Option<String>,
-
-    /// User for the peer, the replication role: it may run pg_promote() [default: --user].
-    #[arg(long)]
-    pub peer_user: Option<String>,
-
-    /// Database on both nodes [default: the user name].
-    #[arg(long, short = 'd', env = "PGDATABASE")]
-    pub dbname: Option<String>,
-
-    /// File holding the peer user's password (one line), e.g. the release's
-    /// config/replication.password [default: PGPASSWORD, else the passfile].
-    #[arg(long, value_name = "PATH")]
-    pub peer_password_file: Option<PathBuf>,
-
-    /// libpq password file for both nodes [default: PGPASSFILE, else ~/.pgpass].
-    #[arg(long, value_name = "PATH")]
-    pub passfile: Option<PathBuf>,
-
-    /// Bound on each question to a node (connect, authenticate, query).
-    #[arg(long, env = "PGCONNECT_TIMEOUT", default_value = "5", value_parser = parse_positive_duration)]
-    pub connect_timeout: Duration,
+    #[command(flatten)]
+    pub credentials: Credentials,
 
     /// The local data directory: its pg_control says whether the server
     /// shut down cleanly and where its last record is.
@@ -353,12 +331,7 @@ fn connect_options(args: &Switchover) -> Result<(ConnectOptions, ConnectOptions)
     let flags = NodeFlags {
         local: &args.local,
         peer: Some(&args.peer),
-        user: args.user.as_ref(),
-        peer_user: args.peer_user.as_ref(),
-        dbname: args.dbname.as_ref(),
-        peer_password_file: args.peer_password_file.as_deref(),
-        passfile: args.passfile.as_ref(),
-        connect_timeout: args.connect_timeout,
+        credentials: &args.credentials,
     };
     let (local, peer) = nodes::connect_options(&flags, "pg-monitor switchover")?;
     Ok((local, peer.expect("the peer is always given")))
