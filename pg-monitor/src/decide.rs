@@ -329,6 +329,10 @@ pub enum Wait {
     /// a dead replica from its own isolation (neither the peer's host nor
     /// most witnesses answer), so it stays synchronous.
     DegradeWithheld(Option<Witnesses>),
+    /// `--synchronous on`: no replica streams, yet the peer answers as a
+    /// replica, which is what a replica being promoted looks like for a
+    /// moment; the degrade waits a tick for the promotion to show.
+    DegradeDeferred,
 }
 
 /// What to do on this tick.
@@ -373,6 +377,7 @@ impl Action {
                 Wait::PeerStale(_) => "peer-stale".into(),
                 Wait::SteppingDown => "stepping-down".into(),
                 Wait::DegradeWithheld(_) => "degrade-withheld".into(),
+                Wait::DegradeDeferred => "degrade-deferred".into(),
             },
             Action::Promote(_) => "promote".into(),
             Action::RefuseWrites(_) => "refuse-writes".into(),
@@ -568,6 +573,10 @@ impl fmt::Display for Wait {
                      be isolated, staying synchronous",
                 ),
             },
+            Wait::DegradeDeferred => f.write_str(
+                "no replica streams, yet the peer answers as a replica: it may be promoting, \
+                 staying synchronous for one more check",
+            ),
         }
     }
 }
@@ -829,7 +838,7 @@ fn decide_primary(
         } else {
             state.replica_missing.saturating_add(1)
         };
-        if let Some(action) = synchronous_action(local, confirmed, witnesses, &next, policy) {
+        if let Some(action) = synchronous_action(local, peer, confirmed, witnesses, &next, policy) {
             return (action, next);
         }
     }
@@ -884,6 +893,7 @@ fn replica_answers(local: &Status, policy: &Policy) -> bool {
 /// needs, if any. `next.replica_missing` is already updated for this tick.
 fn synchronous_action(
     local: &Status,
+    peer: &Result<Status, Failure>,
     confirmed: bool,
     witnesses: Option<Witnesses>,
     next: &State,
@@ -904,6 +914,22 @@ fn synchronous_action(
         // when this tick proved the network works (the peer's host answered,
         // or a majority of witnesses), so the replica is dead or hung, not
         // cut off.
+        // A replica being promoted ends its WAL receiver first and leaves
+        // recovery a few milliseconds later; a tick can catch it in between,
+        // or probe it just before while this node has already lost its
+        // standby. Degrading then would acknowledge commits the new primary
+        // never receives. So while the peer answers as a replica, the
+        // degrade waits one tick: by then a promotion shows as a second
+        // primary (the split-brain rule steps the stale one down), and a
+        // replica still in recovery is really not streaming.
+        SyncMode::On
+            if synchronous
+                && !answering
+                && next.replica_missing < 2
+                && matches!(peer, Ok(status) if status.role == Role::Replica) =>
+        {
+            Some(Action::Wait(Wait::DegradeDeferred))
+        }
         SyncMode::On if synchronous && !answering => Some(if confirmed {
             Action::SetSynchronous(
                 false,
@@ -2026,6 +2052,31 @@ mod tests {
             assert_eq!(
                 action,
                 Action::SetSynchronous(false, SyncWhy::ReplicaGone { ticks: 1 }),
+                "{peer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn synchronous_on_waits_a_tick_before_degrading_under_a_peer_that_may_be_promoting() {
+        let policy = sync(SyncMode::On);
+        let lost_standby = primary_sync("*", 0);
+        for peer in [replica(100, false), replica(100, true)] {
+            let obs = observe(Ok(lost_standby.clone()), Ok(peer.clone()));
+            let (action, state) = decide(&obs, &State::default(), &policy);
+            assert_eq!(action, Action::Wait(Wait::DegradeDeferred), "{peer:?}");
+            // Promoted by the next tick: the split-brain rule, never a degrade.
+            let mut promoted = primary(200);
+            promoted.timeline = Some(2);
+            let obs = observe(Ok(lost_standby.clone()), Ok(promoted));
+            let (action, _) = decide(&obs, &state, &policy);
+            assert!(matches!(action, Action::StepDown(_)), "{action:?}");
+            // Still a replica, still not streaming: it is gone for replication.
+            let obs = observe(Ok(lost_standby.clone()), Ok(peer.clone()));
+            let (action, _) = decide(&obs, &state, &policy);
+            assert_eq!(
+                action,
+                Action::SetSynchronous(false, SyncWhy::ReplicaGone { ticks: 2 }),
                 "{peer:?}"
             );
         }
