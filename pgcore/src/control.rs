@@ -23,6 +23,13 @@ pub struct ControlFile {
     pub checkpoint: Lsn,
     /// `checkPointCopy.ThisTimeLineID`: the timeline of that checkpoint.
     pub timeline: u32,
+    /// `minRecoveryPoint`: how far a standby's data files reflect the WAL
+    /// it replayed (0/0 on a primary). A standby's shutdown restartpoint
+    /// moves it past its checkpoint record, so for a standby stopped
+    /// cleanly it is where its WAL ends, as pg_rewind reckons.
+    pub min_recovery_point: Lsn,
+    /// `minRecoveryPointTLI`: the timeline of that position.
+    pub min_recovery_timeline: u32,
 }
 
 /// `DBState`: what the server was doing when pg_control was last written.
@@ -84,11 +91,16 @@ impl fmt::Display for ClusterState {
 /// Byte offsets in `ControlFileData`: the system identifier, two 32-bit
 /// version numbers, the state (a 32-bit enum, then padding), the time, the
 /// checkpoint's location, then the checkpoint itself (its redo location,
-/// then its timeline).
+/// then its timeline; 88 bytes in all: PostgreSQL 17's `wal_level` took
+/// padding after `fullPageWrites`), the unlogged LSN, then the minimum
+/// recovery point and its timeline. Checked against pg_controldata on a
+/// standby of PostgreSQL 15 (pg_control version 1300) and 18 (1800).
 const SYSTEM_IDENTIFIER: usize = 0;
 const STATE: usize = 16;
 const CHECKPOINT: usize = 32;
 const TIMELINE: usize = 48;
+const MIN_RECOVERY_POINT: usize = 136;
+const MIN_RECOVERY_TIMELINE: usize = 144;
 
 /// Reads `data_dir/global/pg_control`.
 pub fn read(data_dir: &Path) -> io::Result<ControlFile> {
@@ -108,6 +120,8 @@ pub fn parse(bytes: &[u8]) -> io::Result<ControlFile> {
         state: ClusterState::from_raw(i32::from_ne_bytes(field(bytes, STATE)?)),
         checkpoint: Lsn(u64::from_ne_bytes(field(bytes, CHECKPOINT)?)),
         timeline: u32::from_ne_bytes(field(bytes, TIMELINE)?),
+        min_recovery_point: Lsn(u64::from_ne_bytes(field(bytes, MIN_RECOVERY_POINT)?)),
+        min_recovery_timeline: u32::from_ne_bytes(field(bytes, MIN_RECOVERY_TIMELINE)?),
     })
 }
 
@@ -121,6 +135,8 @@ mod tests {
         bytes[16..20].copy_from_slice(&state.to_ne_bytes());
         bytes[32..40].copy_from_slice(&checkpoint.to_ne_bytes());
         bytes[48..52].copy_from_slice(&timeline.to_ne_bytes());
+        bytes[136..144].copy_from_slice(&0x3_0000_00D0u64.to_ne_bytes());
+        bytes[144..148].copy_from_slice(&(timeline + 1).to_ne_bytes());
         bytes
     }
 
@@ -131,6 +147,8 @@ mod tests {
         assert_eq!(control.state, ClusterState::ShutDown);
         assert_eq!(control.checkpoint.to_string(), "3/28");
         assert_eq!(control.timeline, 2);
+        assert_eq!(control.min_recovery_point.to_string(), "3/D0");
+        assert_eq!(control.min_recovery_timeline, 3);
     }
 
     #[test]

@@ -56,11 +56,22 @@ impl History {
     /// replayed, and records never straddle it, so a record beginning before
     /// it also ends at or before it.
     pub fn fit(&self, timeline: u32, record: Lsn) -> Fit {
+        self.fit_by(timeline, |switchpoint| record < switchpoint)
+    }
+
+    /// Where WAL ending at `end` on `timeline` stands: the history holds it
+    /// when it ends at or before the switch point (a standby's minimum
+    /// recovery point is such an end).
+    pub fn fit_end(&self, timeline: u32, end: Lsn) -> Fit {
+        self.fit_by(timeline, |switchpoint| end <= switchpoint)
+    }
+
+    fn fit_by(&self, timeline: u32, before: impl Fn(Lsn) -> bool) -> Fit {
         if timeline == self.timeline {
             return Fit::SameTimeline;
         }
         match self.switches.iter().find(|s| s.timeline == timeline) {
-            Some(switch) if record < switch.switchpoint => Fit::Holds {
+            Some(switch) if before(switch.switchpoint) => Fit::Holds {
                 switchpoint: switch.switchpoint,
             },
             Some(switch) => Fit::Diverged {
@@ -227,6 +238,20 @@ mod tests {
                 "timeline {timeline}, record at {record}"
             );
         }
+    }
+
+    #[test]
+    fn wal_ending_at_the_switch_point_is_held_a_record_beginning_there_is_not() {
+        let history = history();
+        let at = lsn("0/3000148");
+        assert_eq!(history.fit_end(1, at), Fit::Holds { switchpoint: at });
+        assert_eq!(history.fit(1, at), Fit::Diverged { switchpoint: at });
+        assert_eq!(
+            history.fit_end(1, lsn("0/3000149")),
+            Fit::Diverged { switchpoint: at }
+        );
+        assert_eq!(history.fit_end(3, lsn("0/9000000")), Fit::SameTimeline);
+        assert_eq!(history.fit_end(4, lsn("0/1000000")), Fit::Unrelated);
     }
 
     #[test]

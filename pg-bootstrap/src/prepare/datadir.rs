@@ -563,8 +563,9 @@ mod tests {
     fn fake_data_dir(dir: &Path, label: &str) {
         fs::create_dir_all(dir.join("global")).unwrap();
         fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+        // As PostgreSQL writes it: 8 kB, the system identifier first.
         let mut control = 42u64.to_ne_bytes().to_vec();
-        control.extend_from_slice(&[0u8; 100]);
+        control.resize(8192, 0);
         fs::write(dir.join("global/pg_control"), control).unwrap();
         fs::write(dir.join("label"), label).unwrap();
     }
@@ -661,7 +662,7 @@ mod tests {
         assert_eq!(fingerprint(&dir).unwrap(), before, "nothing changed");
         std::thread::sleep(crate::prepare::effects::TIMESTAMP_TICK * 2);
         // Same size, so only the modification time can tell.
-        fs::write(dir.join("global/pg_control"), [1u8; 108]).unwrap();
+        fs::write(dir.join("global/pg_control"), [1u8; 8192]).unwrap();
         let written = fingerprint(&dir).unwrap();
         assert_ne!(written, before, "a write went unnoticed");
         fs::write(dir.join("global/new"), "").unwrap();

@@ -117,9 +117,10 @@ pub enum Action {
     /// pg_rewind against the peer (a staged clone when that is impossible);
     /// the node starts as its replica.
     Rejoin(Endpoint),
-    /// Only the standby configuration is written: a former primary stopped
-    /// cleanly whose last record the peer's timeline already holds (after a
-    /// planned switchover) starts as the peer's standby as it is.
+    /// Only the standby configuration is written: a node stopped cleanly
+    /// whose WAL the peer's history already holds (a former primary after a
+    /// planned switchover, a replica after an update) starts as the peer's
+    /// standby as it is.
     Follow(Endpoint),
     /// Nothing to change: the data dir was a primary and no peer is.
     ResumePrimary,
@@ -314,15 +315,23 @@ pub fn decide(local: &Local, peers: &Peers, policy: &Policy) -> Decision {
     }
 }
 
-/// A former primary about to rejoin its peer (pg_rewind, else a clone) may
-/// instead follow it as it is when nothing it holds is missing from the
-/// peer's history: it was shut down cleanly (its last record is the shutdown
-/// checkpoint, `local`), and that checkpoint begins before the point where the
-/// peer's timeline branched off this node's (`history`, the peer's). This is
-/// how a planned switchover leaves the old primary: PostgreSQL then streams
-/// the rest of the old timeline and the new one from the peer, and no rewind,
-/// no clone and no checkpoint on the peer is needed. Anything else, or
-/// anything unreadable, keeps the rejoin, whose reason then says why.
+/// A node about to rejoin its peer (pg_rewind, else a clone) may instead
+/// follow it as it is when nothing it holds is missing from the peer's
+/// history; PostgreSQL then streams the rest from the peer, and no rewind,
+/// no clone and no checkpoint on the peer is needed. Two kinds qualify:
+///
+/// - A former primary shut down cleanly (its last record is the shutdown
+///   checkpoint, `local`) whose checkpoint begins before the point where the
+///   peer's timeline branched off this node's (`history`, the peer's): how a
+///   planned switchover leaves the old primary.
+/// - A standby shut down cleanly whose WAL ends, by pg_rewind's own measure
+///   (its minimum recovery point, which its shutdown restartpoint moved past
+///   its checkpoint), on the timeline the peer writes, or before that
+///   timeline's branch point: how a rolling update leaves a replica. On the
+///   peer's timeline pg_rewind itself finds "no rewind required".
+///
+/// Anything else, or anything unreadable, keeps the rejoin, whose reason
+/// then says why.
 pub fn follow_or_rejoin(
     rejoin: Decision,
     local: &Result<ControlFile, String>,
@@ -343,7 +352,7 @@ pub fn follow_or_rejoin(
     }
 }
 
-/// Why this former primary can follow the peer's history as it is, or why not.
+/// Why this node can follow the peer's history as it is, or why not.
 fn follows(
     local: &Result<ControlFile, String>,
     history: &Result<History, String>,
@@ -351,15 +360,19 @@ fn follows(
     let local = local
         .as_ref()
         .map_err(|err| format!("its pg_control cannot be read ({err})"))?;
-    if local.state != ClusterState::ShutDown {
-        return Err(format!(
-            "it was not shut down cleanly as a primary (pg_control: {})",
-            local.state
-        ));
-    }
     let history = history
         .as_ref()
         .map_err(|err| format!("the peer's timeline history cannot be read ({err})"))?;
+    match local.state {
+        ClusterState::ShutDown => primary_follows(local, history),
+        ClusterState::ShutDownInRecovery => standby_follows(local, history),
+        state => Err(format!(
+            "it was not shut down cleanly (pg_control: {state})"
+        )),
+    }
+}
+
+fn primary_follows(local: &ControlFile, history: &History) -> Result<String, String> {
     let (timeline, checkpoint) = (local.timeline, local.checkpoint);
     match history.fit(timeline, checkpoint) {
         Fit::Holds { switchpoint } => Ok(format!(
@@ -376,6 +389,30 @@ fn follows(
         )),
         Fit::Unrelated => Err(format!(
             "its timeline {timeline} is not in the peer's history ({history})"
+        )),
+    }
+}
+
+fn standby_follows(local: &ControlFile, history: &History) -> Result<String, String> {
+    let (timeline, end) = (local.min_recovery_timeline, local.min_recovery_point);
+    let what = format!(
+        "this data directory, a standby shut down cleanly, holds WAL up to {end} on timeline {timeline}"
+    );
+    match history.fit_end(timeline, end) {
+        Fit::SameTimeline => Ok(format!(
+            "{what}, the timeline the peer writes: it follows without pg_rewind"
+        )),
+        Fit::Holds { switchpoint } => Ok(format!(
+            "{what}, which ended at {switchpoint} in the peer's history ({history}): it follows \
+             without pg_rewind"
+        )),
+        Fit::Diverged { switchpoint } => Err(format!(
+            "as a standby it holds WAL up to {end} on timeline {timeline}, past {switchpoint}, \
+             where the peer's timeline branched off: it holds WAL the peer lacks"
+        )),
+        Fit::Unrelated => Err(format!(
+            "as a standby it holds WAL on timeline {timeline}, which is not in the peer's history \
+             ({history})"
         )),
     }
 }
@@ -768,6 +805,20 @@ mod tests {
             state,
             checkpoint: lsn(checkpoint),
             timeline,
+            min_recovery_point: pgcore::Lsn(0),
+            min_recovery_timeline: 0,
+        })
+    }
+
+    /// pg_control of a standby stopped cleanly, its WAL ending at `end` on `timeline`.
+    fn standby(timeline: u32, end: &str) -> Result<ControlFile, String> {
+        Ok(ControlFile {
+            system_identifier: OURS,
+            state: ClusterState::ShutDownInRecovery,
+            checkpoint: lsn("0/2000028"),
+            timeline: 1,
+            min_recovery_point: lsn(end),
+            min_recovery_timeline: timeline,
         })
     }
 
@@ -795,7 +846,7 @@ mod tests {
                 "not shut down cleanly",
             ),
             (
-                control(ShutDownInRecovery, 1, "0/30000D8"),
+                control(InCrashRecovery, 1, "0/30000D8"),
                 promoted_peer(),
                 Action::Rejoin(peer()),
                 "not shut down cleanly",
@@ -841,6 +892,49 @@ mod tests {
         ];
         for (number, (local, history, action, reason)) in rows.into_iter().enumerate() {
             let got = follow_or_rejoin(rejoin(), &local, &history);
+            assert_eq!(got.action, action, "row {number}: {got}");
+            assert!(
+                got.reason.contains(reason),
+                "row {number}: {:?} should mention {reason:?}",
+                got.reason
+            );
+        }
+    }
+
+    #[test]
+    fn a_standby_stopped_cleanly_follows_when_the_peer_holds_all_its_wal() {
+        let rows = [
+            // Streamed from the peer on its timeline (an update of the replica).
+            (
+                standby(2, "0/5000000"),
+                Action::Follow(peer()),
+                "the timeline the peer writes",
+            ),
+            // Stopped before the peer promoted, with nothing past its branch point.
+            (
+                standby(1, "0/3000148"),
+                Action::Follow(peer()),
+                "ended at 0/3000148",
+            ),
+            // Replayed WAL of timeline 1 the peer never had.
+            (
+                standby(1, "0/3000200"),
+                Action::Rejoin(peer()),
+                "holds WAL the peer lacks",
+            ),
+            (
+                standby(3, "0/1000000"),
+                Action::Rejoin(peer()),
+                "not in the peer's history",
+            ),
+            (
+                control(ClusterState::ShuttingDown, 2, "0/5000000"),
+                Action::Rejoin(peer()),
+                "not shut down cleanly",
+            ),
+        ];
+        for (number, (local, action, reason)) in rows.into_iter().enumerate() {
+            let got = follow_or_rejoin(rejoin(), &local, &promoted_peer());
             assert_eq!(got.action, action, "row {number}: {got}");
             assert!(
                 got.reason.contains(reason),

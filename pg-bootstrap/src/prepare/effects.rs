@@ -30,7 +30,7 @@ pub enum Method {
     Rewind,
     /// Only the standby configuration was written: a replica that could not
     /// be checked by pg_rewind (it follows the peer's timeline when it can),
-    /// or a former primary whose last record the peer's history holds.
+    /// or a node stopped cleanly whose WAL the peer's history holds.
     Reconfigure,
     /// Nothing needed doing.
     None,
@@ -105,8 +105,8 @@ impl Effects<'_> {
         Ok(Method::Clone)
     }
 
-    /// A former primary stopped cleanly whose last record the peer's history
-    /// holds ([`super::decide::follow_or_rejoin`]): standby.signal and
+    /// A node stopped cleanly whose WAL the peer's history holds
+    /// ([`super::decide::follow_or_rejoin`]): standby.signal and
     /// primary_conninfo, nothing else. PostgreSQL streams the rest of the old
     /// timeline and the new one from the peer.
     pub fn follow(&self, peer: &Endpoint) -> anyhow::Result<Method> {

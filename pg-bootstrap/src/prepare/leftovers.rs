@@ -345,6 +345,14 @@ mod tests {
             .current_dir(&data_dir)
             .spawn()
             .unwrap();
+        // spawn returns once exec has begun: the new command line is set a
+        // moment later.
+        for _ in 0..100 {
+            if !title(here.id()).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let found_here = scan(&data_dir);
         for child in [&mut elsewhere, &mut here] {
             let _ = child.kill();

@@ -331,7 +331,7 @@ impl<'a> Setup<'a> {
         };
         let decision = decide::decide(&local, &peers, &self.policy);
         let decision = match (&local, &decision.action) {
-            (Local::Primary { .. }, Action::Rejoin(peer)) => {
+            (Local::Primary { .. } | Local::Replica { .. }, Action::Rejoin(peer)) => {
                 self.follow_or_rejoin(decision.clone(), &observed_dir, peer, cancel)?
             }
             _ => decision,

@@ -538,6 +538,8 @@ mod tests {
             state,
             checkpoint: lsn(checkpoint),
             timeline: 1,
+            min_recovery_point: Lsn(0),
+            min_recovery_timeline: 0,
         }
     }
 
