@@ -10,8 +10,9 @@ use pgcore::duration::{parse_duration, parse_positive_duration};
 ///
 /// Exits 0 only while the process named in --pidfile is alive and is haproxy
 /// (a stale pidfile whose pid was reused by another program does not count),
-/// and, with --stats-socket, while the write backend has at least one server
-/// UP. keepalived runs it every advert interval or two and lowers this node's
+/// with --stats-socket while the write backend has at least one server UP,
+/// and with --drain-file while that file does not exist (the vip job's drain
+/// makes it, so the VIP moves to the peer before haproxy stops). keepalived runs it every advert interval or two and lowers this node's
 /// priority (or gives up the VIP) while it fails, so the VIP moves to the
 /// node whose haproxy can still route writes.
 ///
@@ -50,6 +51,11 @@ pub struct Cli {
     /// 86400 s (one day).
     #[arg(long, default_value = "1", value_parser = parse_positive_duration)]
     pub timeout: Duration,
+
+    /// While this file exists the check fails: the node is being drained
+    /// for a stop, and gives up the VIP while its haproxy still serves.
+    #[arg(long)]
+    pub drain_file: Option<PathBuf>,
 
     /// Check again every 250 ms until the check passes or this long has
     /// passed: seconds, or 250ms / 2s; at most 86400 s.

@@ -22,6 +22,22 @@ impl std::fmt::Display for Unhealthy {
     }
 }
 
+/// The node is not being drained: `drain_file` does not exist (its
+/// presence is the whole signal; what it holds does not matter).
+pub fn check_not_draining(drain_file: &Path) -> Result<(), Unhealthy> {
+    match fs::symlink_metadata(drain_file) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(_) => Err(Unhealthy(format!(
+            "{} exists: this node is draining for a stop, and hands the VIP over",
+            drain_file.display()
+        ))),
+        Err(err) => Err(Unhealthy(format!(
+            "cannot tell whether {} exists: {err}",
+            drain_file.display()
+        ))),
+    }
+}
+
 /// The most of a pidfile that is read: a pid and a line break need a few
 /// bytes, and keepalived waits for this script.
 const MAX_PIDFILE_BYTES: u64 = 4096;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cli::Cli;
-use pg_vrrp_watch::{check_backend, check_process, Unhealthy};
+use pg_vrrp_watch::{check_backend, check_not_draining, check_process, Unhealthy};
 use pgcore::logln;
 
 fn main() -> ExitCode {
@@ -59,6 +59,9 @@ fn check_until_it_passes(cli: &Cli, wait: Duration) -> Result<(), Unhealthy> {
 }
 
 fn check(cli: &Cli) -> Result<(), Unhealthy> {
+    if let Some(drain_file) = &cli.drain_file {
+        check_not_draining(drain_file)?;
+    }
     check_process(&cli.pidfile, &cli.process_name)?;
     if let Some(socket) = &cli.stats_socket {
         check_backend(socket, &cli.backend, cli.timeout)?;

@@ -65,6 +65,28 @@ fn a_live_haproxy_passes() {
 }
 
 #[test]
+fn a_live_haproxy_fails_while_the_drain_file_exists() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let haproxy = haproxy_with(listener.local_addr().unwrap().port());
+    let pidfile = haproxy.pidfile();
+    let dir = tempfile::tempdir().unwrap();
+    let drain_file = dir.path().join("draining");
+    let args = [
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+        "--drain-file",
+        drain_file.to_str().unwrap(),
+    ];
+    assert_exit(&vrrp_watch(&args), 0, "no drain file");
+    fs::write(&drain_file, "").unwrap();
+    let run = vrrp_watch(&args);
+    assert_exit(&run, 1, "drain file present");
+    assert!(run.stderr.contains("draining"), "stderr: {}", run.stderr);
+    fs::remove_file(&drain_file).unwrap();
+    assert_exit(&vrrp_watch(&args), 0, "drain file removed");
+}
+
+#[test]
 fn a_stopped_haproxy_fails_with_the_reason() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let haproxy = haproxy_with(listener.local_addr().unwrap().port());

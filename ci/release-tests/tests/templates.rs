@@ -764,7 +764,7 @@ fn the_bootstrap_node_wins_the_first_vip_election() {
     assert!(
         second.contains("unicast_src_ip 10.244.0.3") && second.contains("        10.244.0.2\n")
     );
-    assert!(first.contains("script \"/var/vcap/packages/pg-tools/bin/pg-vrrp-watch --pidfile /var/vcap/sys/run/vip/haproxy.pid\""));
+    assert!(first.contains("script \"/var/vcap/packages/pg-tools/bin/pg-vrrp-watch --pidfile /var/vcap/sys/run/vip/haproxy.pid --drain-file /var/vcap/sys/run/vip/draining\""));
 }
 
 #[test]
@@ -1820,6 +1820,30 @@ fn vip_pre_start_has_haproxy_and_keepalived_check_their_configs() {
     assert!(vm
         .calls("/var/vcap/packages/keepalived/sbin/keepalived")
         .is_empty());
+}
+
+const VIP_DRAIN: &str = "/var/vcap/jobs/vip/bin/drain";
+const VIP_DRAIN_FILE: &str = "/var/vcap/sys/run/vip/draining";
+
+/// The vip job's drain on a node that does not hold the VIP: it still makes
+/// the drain file (so the node does not take the VIP while it stops) and
+/// tells BOSH to go on; without keepalived it does nothing.
+#[test]
+fn vip_drain_marks_the_node_draining_and_prints_only_0() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/0"));
+    let output = vm.run(VIP_DRAIN, &["job_changed", "hash_changed"]);
+    let log = fs::read_to_string(vm.path("/var/vcap/sys/log/vip/drain.log")).unwrap_or_default();
+    assert!(output.status.success(), "{}: {log}", output.status);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "0\n", "{log}");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{log}");
+    assert!(vm.path(VIP_DRAIN_FILE).exists(), "{log}");
+    assert!(log.contains("does not hold 10.244.0.10"), "{log}");
+
+    let without = with_vip(&["keepalived", "enabled"], "false");
+    let vm = Vm::install(&render(&without, "postgres/0"));
+    let output = vm.run(VIP_DRAIN, &["job_changed", "hash_changed"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "0\n");
+    assert!(!vm.path(VIP_DRAIN_FILE).exists());
 }
 
 #[test]
