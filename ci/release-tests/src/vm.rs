@@ -132,6 +132,26 @@ impl Vm {
         );
     }
 
+    /// Runs `bin/ctl start` as monit does, and waits (up to 30 s) until the
+    /// start it leaves in the background (`ctl starting`) has ended: the
+    /// node then is prepared, started and provisioned, or ctl.log says why not.
+    pub fn start_postgres(&self) {
+        self.run_ok(
+            "/var/vcap/jobs/postgres/bin/ctl",
+            &["start"],
+            "/var/vcap/sys/log/postgres/ctl.log",
+        );
+        let starting = self.path("/var/vcap/sys/run/postgres/ctl-start.pid");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while starting.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bin/ctl's background start still runs after 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Runs a POSIX sh script on the VM and returns its stdout, paths as on
     /// the VM; panics on failure.
     pub fn sh(&self, script: &str) -> String {

@@ -39,7 +39,7 @@ fn bootstrap_call(vm: &Vm, subcommand: &str) -> String {
 /// The flags `bin/ctl start` gives `pg-bootstrap prepare` on this node.
 fn prepare_flags(node: &Rendered) -> String {
     let vm = Vm::install(node);
-    vm.run_ok(CTL, &["start"], CTL_LOG);
+    vm.start_postgres();
     bootstrap_call(&vm, "prepare")
 }
 
@@ -813,7 +813,7 @@ fn keepalived_can_be_disabled() {
 #[test]
 fn ctl_start_prepares_starts_and_provisions_the_node_it_runs_on() {
     let vm = Vm::install(&render(&example("ha"), "postgres/1"));
-    vm.run_ok(CTL, &["start"], CTL_LOG);
+    vm.start_postgres();
     let prepare = bootstrap_call(&vm, "prepare");
     for flag in [
         "--data-dir /var/vcap/store/postgres/db",
@@ -836,7 +836,8 @@ fn ctl_start_prepares_starts_and_provisions_the_node_it_runs_on() {
         [
             "--pgdata /var/vcap/store/postgres/db start --wait --timeout 3600 \
           --log /var/vcap/sys/log/postgres/postgresql.log \
-          -o -c config_file=/var/vcap/jobs/postgres/config/postgresql.conf"
+          -o -c config_file=/var/vcap/jobs/postgres/config/postgresql.conf",
+            "--pgdata /var/vcap/store/postgres/db status",
         ]
     );
     assert_eq!(
@@ -844,6 +845,74 @@ fn ctl_start_prepares_starts_and_provisions_the_node_it_runs_on() {
         "provision --spec /var/vcap/jobs/postgres/config/provision.yml \
          --host /var/vcap/sys/run/postgres --port 6432 --user vcap --dbname postgres"
     );
+}
+
+/// monit waits, after a start program, for the process its pidfile names,
+/// and does nothing else meanwhile: ctl start returns with its background
+/// start named there, and a stop ends that start before it starts postgres.
+#[test]
+fn ctl_start_leaves_a_start_monit_can_stop_in_the_pidfile() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/1"));
+    // A preparation that takes long, as a clone does.
+    vm.stub(
+        PG_BOOTSTRAP,
+        "if [[ $1 == prepare ]]; then exec sleep 30; fi",
+    );
+    vm.run_ok(CTL, &["start"], CTL_LOG);
+    let pidfile = fs::read_to_string(vm.path(POSTGRES_PIDFILE)).unwrap();
+    let starter = pidfile.trim();
+    let command = fs::read_to_string(format!("/proc/{starter}/cmdline")).unwrap_or_default();
+    assert!(
+        command.contains("bin/ctl\0starting"),
+        "the pidfile names {starter}: {command:?}"
+    );
+    assert_eq!(vm.calls(PG_CTL), Vec::<String>::new(), "started too soon");
+
+    vm.run_ok(CTL, &["stop"], CTL_LOG);
+    // Ended, or a zombie nobody reaps (its parent, ctl start, is gone).
+    let state = fs::read_to_string(format!("/proc/{starter}/stat")).unwrap_or_default();
+    let state = state.rsplit(") ").next().unwrap_or("").chars().next();
+    assert!(
+        matches!(state, None | Some('Z')),
+        "the start under way outlived the stop (state {state:?})"
+    );
+    assert!(
+        !vm.calls(PG_CTL).iter().any(|call| call.contains(" start ")),
+        "postgres started after the stop: {:?}",
+        vm.calls(PG_CTL)
+    );
+}
+
+/// pg_ctl --wait exits 0 when a standby's server ends during its start: the
+/// start still fails, with the server's own reason, and provisions nothing.
+#[test]
+fn ctl_start_fails_when_the_server_ends_during_its_start() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/1"));
+    vm.stub(PG_CTL, r#"if [[ $3 == status ]]; then exit 3; fi"#);
+    let log = vm.path("/var/vcap/sys/log/postgres/postgresql.log");
+    fs::create_dir_all(log.parent().unwrap()).unwrap();
+    fs::write(
+        &log,
+        "2026-11-30 19:06:45.404 GMT [15352] FATAL:  could not access file \"no_such_library\"\n\
+         2026-11-30 19:06:45.405 GMT [15352] LOG:  database system is shut down\n",
+    )
+    .unwrap();
+    vm.start_postgres();
+    let ctl_log = fs::read_to_string(vm.path(CTL_LOG)).unwrap();
+    assert!(
+        ctl_log.contains(
+            "postgres exited during its start: 2026-11-30 19:06:45.404 GMT [15352] FATAL:  \
+             could not access file \"no_such_library\""
+        ),
+        "{ctl_log}"
+    );
+    assert!(
+        !vm.calls(PG_BOOTSTRAP)
+            .iter()
+            .any(|call| call.starts_with("provision ")),
+        "{ctl_log}"
+    );
+    assert!(!vm.path(PROVISIONED).exists());
 }
 
 #[test]
@@ -1367,6 +1436,7 @@ const VIP_POST_START: &str = "/var/vcap/jobs/vip/bin/post-start";
 const PG_VRRP_WATCH: &str = "/var/vcap/packages/pg-tools/bin/pg-vrrp-watch";
 const DATA_DIR: &str = "/var/vcap/store/postgres/db";
 const PROVISIONED: &str = "/var/vcap/sys/run/postgres/provisioned";
+const POSTGRES_PIDFILE: &str = "/var/vcap/sys/run/postgres/postgres.pid";
 
 fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -1587,17 +1657,18 @@ fn a_tuning_value_the_kernel_refuses_fails_pre_start_naming_the_property() {
 fn ctl_marks_the_node_provisioned_only_once_provisioning_succeeded() {
     let vm = Vm::install(&render(&example("standalone"), "postgres/0"));
     let marker = vm.path(PROVISIONED);
-    vm.run_ok(CTL, &["start"], CTL_LOG);
+    vm.start_postgres();
     assert!(marker.exists(), "a start that provisioned the node");
 
     // A new start removes it first; a failed provisioning leaves none.
     vm.stub(PG_BOOTSTRAP, "if [[ $1 == provision ]]; then exit 1; fi");
-    let output = vm.run(CTL, &["start"]);
-    assert!(!output.status.success());
+    vm.start_postgres();
     assert!(
         !marker.exists(),
         "provisioning failed, yet the node is marked provisioned"
     );
+    let log = fs::read_to_string(vm.path(CTL_LOG)).unwrap();
+    assert!(log.contains("pg-bootstrap provision failed"), "{log}");
 
     fs::write(&marker, "").unwrap();
     vm.run_ok(CTL, &["stop"], CTL_LOG);
@@ -1731,11 +1802,19 @@ fn post_start_fails_with_what_the_node_is_instead() {
     );
     let vm = Vm::install(&node);
     vm.stub(PG_ROLE_CHECK, &format!("echo '{not_ready}'; exit 1"));
+    let ctl_log = vm.path("/var/vcap/sys/log/postgres/ctl.log");
+    fs::create_dir_all(ctl_log.parent().unwrap()).unwrap();
+    fs::write(
+        &ctl_log,
+        "started\npostgres exited during its start: FATAL:  could not access file \"x\"\n",
+    )
+    .unwrap();
     assert_eq!(
         last_line(&vm, &run_fails(&vm, POST_START)),
         format!(
-            "post-start: postgres is not a provisioned primary taking writes after 60 s: {not_ready} \
-             (bin/ctl's log: /var/vcap/sys/log/postgres/ctl.log)"
+            "post-start: postgres is not a provisioned primary taking writes after 60 s: {not_ready}; \
+             bin/ctl's last word: postgres exited during its start: FATAL:  could not access file \"x\" \
+             (all of it: /var/vcap/sys/log/postgres/ctl.log)"
         )
     );
 
