@@ -203,6 +203,15 @@ impl Cluster {
         );
     }
 
+    /// The boot decisions `vm`'s pg-bootstrap logged so far (`decision: ...`
+    /// lines of the postgres job's ctl.log), oldest first.
+    pub fn boot_decisions(&self, vm: &str) -> Vec<String> {
+        self.check(&["exec", vm, "cat", "/var/vcap/sys/log/postgres/ctl.log"])
+            .lines()
+            .filter_map(|line| line.split_once("decision: ").map(|(_, d)| d.to_string()))
+            .collect()
+    }
+
     /// Whether `vm` fenced itself: postgres, haproxy and the monitor all stopped.
     pub fn fenced(&self, vm: &str) -> bool {
         let status = &self.status()[vm];
@@ -519,23 +528,32 @@ impl Seen {
             .collect()
     }
 
-    /// Samples (in 250 ms slots) in which both nodes took writes: never, if
-    /// the pair keeps its promise.
+    /// When both nodes may have taken writes at once: the start of each
+    /// overlap between a window in which one node answered as a primary
+    /// taking writes and a window in which the other did. Never, if the pair
+    /// keeps its promise. Windows, not time slots: a planned switchover hands
+    /// writes over within a tenth of a second, in order, and two answers that
+    /// far apart in the same slot would read as both at once.
     pub fn both_writable(&self) -> Vec<u128> {
-        let slots = |observations: &Observations| -> BTreeSet<u128> {
-            observations
-                .writable
-                .keys()
-                .map(|round| round / 250)
-                .collect()
+        let [(_, first), (_, second)] = self.nodes.as_slice() else {
+            return Vec::new();
         };
-        match self.nodes.as_slice() {
-            [(_, first), (_, second)] => slots(first)
-                .intersection(&slots(second))
-                .map(|slot| slot * 250)
-                .collect(),
-            _ => Vec::new(),
-        }
+        let mut overlaps: Vec<u128> = first
+            .writable_windows
+            .iter()
+            .flat_map(|&(from, until)| {
+                second
+                    .writable_windows
+                    .iter()
+                    .filter(move |&&(other_from, other_until)| {
+                        from <= other_until && other_from <= until
+                    })
+                    .map(move |&(other_from, _)| from.max(other_from))
+            })
+            .collect();
+        overlaps.sort();
+        overlaps.dedup();
+        overlaps
     }
 
     /// When `side`'s writer last had a write acknowledged in [from_ms, until_ms).
@@ -590,11 +608,8 @@ impl WriteLog {
             .collect()
     }
 
-    /// The write gap the fault caused: the longest time between two consecutive
-    /// acknowledged writes, from the last one before `fault_ms` on. (A dying
-    /// primary may still acknowledge a write or two after the fault, so the
-    /// first acknowledgement after it does not mean the outage is over.)
-    pub fn gap_around(&self, fault_ms: u128) -> Option<Duration> {
+    /// The times of the acknowledged writes, in order.
+    fn ack_times(&self) -> Vec<u128> {
         let mut acks: Vec<u128> = self
             .outcomes
             .iter()
@@ -602,6 +617,33 @@ impl WriteLog {
             .map(|(_, _, at)| *at)
             .collect();
         acks.sort();
+        acks
+    }
+
+    /// The silences between consecutive acknowledged writes longer than
+    /// `longer_than`, from the last acknowledgement before `from_ms` to the
+    /// first after `until_ms`.
+    pub fn silences(&self, from_ms: u128, until_ms: u128, longer_than: Duration) -> Vec<Duration> {
+        let acks = self.ack_times();
+        let start = acks.iter().rposition(|at| *at <= from_ms).unwrap_or(0);
+        let end = acks
+            .iter()
+            .position(|at| *at >= until_ms)
+            .unwrap_or(acks.len().saturating_sub(1));
+        acks.get(start..=end)
+            .unwrap_or_default()
+            .windows(2)
+            .map(|pair| Duration::from_millis((pair[1] - pair[0]) as u64))
+            .filter(|gap| *gap > longer_than)
+            .collect()
+    }
+
+    /// The write gap the fault caused: the longest time between two consecutive
+    /// acknowledged writes, from the last one before `fault_ms` on. (A dying
+    /// primary may still acknowledge a write or two after the fault, so the
+    /// first acknowledgement after it does not mean the outage is over.)
+    pub fn gap_around(&self, fault_ms: u128) -> Option<Duration> {
+        let acks = self.ack_times();
         let start = acks.iter().rposition(|at| *at <= fault_ms)?;
         acks[start..]
             .windows(2)
@@ -610,11 +652,15 @@ impl WriteLog {
     }
 }
 
-/// What the observer saw through each haproxy, round by round.
+/// What an observer saw through each of its targets, round by round.
 #[derive(Debug, Default)]
 pub struct Observations {
-    /// round (ms) -> haproxy -> backend address answering as primary.
+    /// round (ms) -> target -> backend address answering as primary.
     pub writable: BTreeMap<u128, BTreeMap<String, String>>,
+    /// Each answer `primary` (taking writes): from when the observer began
+    /// to connect to when the answer came (ms). The state held at some
+    /// moment in between.
+    pub writable_windows: Vec<(u128, u128)>,
     pub rounds: usize,
 }
 
@@ -635,6 +681,11 @@ impl Observations {
                     .entry(round)
                     .or_default()
                     .insert(fields[1].to_string(), backend);
+                let at = |index: usize| fields.get(index).and_then(|f| f.parse::<u128>().ok());
+                // A line of an older client has no window: its round, and the
+                // sampling interval after it.
+                let window = (at(4).unwrap_or(round), at(5).unwrap_or(round + 100));
+                observations.writable_windows.push(window);
             }
         }
         observations.rounds = rounds.len();
@@ -663,7 +714,7 @@ pub struct Outcome {
     pub lost: Vec<u64>,
     /// Rounds in which the two haproxies routed writes to two different nodes.
     pub split_rounds: usize,
-    /// 250 ms slots in which both nodes took writes.
+    /// Moments both nodes may have taken writes at once.
     pub both_writable: usize,
     pub new_primary: String,
 }
@@ -677,7 +728,7 @@ impl std::fmt::Display for Outcome {
         write!(
             f,
             "{}: write gap {gap}, {} acknowledged, {} acknowledged-but-lost, {} split rounds, \
-             {} both-writable samples, primary now {}",
+             {} both-writable moments, primary now {}",
             self.scenario,
             self.acked,
             self.lost.len(),
@@ -723,6 +774,40 @@ mod tests {
         assert_eq!(log.gap_around(1020), Some(Duration::from_millis(2000)));
         assert_eq!(log.acked(), BTreeSet::from([1, 2, 5, 6]));
         assert_eq!(log.gap_around(5000), None);
+    }
+
+    #[test]
+    fn silences_are_counted_between_the_acknowledgements_around_a_window() {
+        let log = WriteLog::parse(
+            "1 ack 1000 \n2 ack 1050 \n3 ack 1400 \n4 ack 1450 \n5 ack 2450 \n6 ack 2500 \n7 ack 3500 \n",
+        );
+        let ms = Duration::from_millis;
+        assert_eq!(log.silences(1060, 1500, ms(100)), [ms(350), ms(1000)]);
+        assert_eq!(log.silences(1000, 1050, ms(100)), Vec::<Duration>::new());
+        assert_eq!(log.silences(2460, 9000, ms(100)), [ms(1000)]);
+    }
+
+    #[test]
+    fn both_nodes_writable_only_when_their_answers_overlap_in_time() {
+        let seen = |first: &str, second: &str| Seen {
+            writes: Vec::new(),
+            haproxies: Observations::default(),
+            nodes: vec![
+                ("vm0".into(), Observations::parse(first)),
+                ("vm1".into(), Observations::parse(second)),
+            ],
+        };
+        // A handover: vm0 last answered as primary by 1010, vm1 first from 1130.
+        let handover = seen(
+            "1000 127.0.0.1:6432 primary 10.244.0.2 1002 1010\n1100 127.0.0.1:6432 readonly 10.244.0.2 1101 1105\n",
+            "1000 127.0.0.1:6432 replica 10.244.0.3 1001 1004\n1100 127.0.0.1:6432 primary 10.244.0.3 1130 1140\n",
+        );
+        assert_eq!(handover.both_writable(), Vec::<u128>::new());
+        let overlap = seen(
+            "1000 127.0.0.1:6432 primary 10.244.0.2 1002 1010\n1100 127.0.0.1:6432 primary 10.244.0.2 1101 1150\n",
+            "1100 127.0.0.1:6432 primary 10.244.0.3 1130 1140\n",
+        );
+        assert_eq!(overlap.both_writable(), [1130]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::{now_ms, other, outcome, wait_until, Cluster, Outcome};
+use crate::{now_ms, other, outcome, wait_until, Clients, Cluster, Outcome, VMS};
 
 /// How long any step of a scenario may take before the scenario fails.
 const STEP: Duration = Duration::from_secs(120);
@@ -44,11 +44,20 @@ pub enum Scenario {
     /// restored backup would be): nothing tells them apart, both fence, and
     /// an operator runs bin/recover on the node to keep, then the other.
     EqualTimelines,
+    /// `ci/cluster deploy` of a changed property: both VMs updated, the
+    /// canary first, each drained by a planned switchover.
+    RollingDeploy,
+    /// This many planned switchovers (bin/switchover), back and forth.
+    Switchovers(u32),
+    /// A deploy whose canary's post-start fails (a library the server
+    /// cannot load): it stops at the canary, the other node serves on; then
+    /// the operator's fixed deploy.
+    CanaryPostStartFails,
 }
 
 impl Scenario {
     /// The fault matrix as the benchmark runs it (numbered from 1 in this order).
-    pub const ALL: [Scenario; 16] = [
+    pub const ALL: [Scenario; 19] = [
         Scenario::KillPostmaster,
         Scenario::MonitStopPostgres,
         Scenario::KillHaproxyOnVipHolder,
@@ -65,6 +74,9 @@ impl Scenario {
         Scenario::FlappingLink,
         Scenario::CloneThenFailover,
         Scenario::EqualTimelines,
+        Scenario::RollingDeploy,
+        Scenario::Switchovers(10),
+        Scenario::CanaryPostStartFails,
     ];
 
     pub fn name(self) -> String {
@@ -93,6 +105,11 @@ impl Scenario {
             Scenario::EqualTimelines => {
                 "two primaries on one timeline: both fence, bin/recover both".into()
             }
+            Scenario::RollingDeploy => "a rolling deploy of both VMs, canary first".into(),
+            Scenario::Switchovers(count) => format!("{count} planned switchovers, back and forth"),
+            Scenario::CanaryPostStartFails => {
+                "a deploy whose canary post-start fails, then the fixed one".into()
+            }
         }
     }
 
@@ -117,6 +134,29 @@ pub struct Run {
     /// Each time the faulted primary's link was down, and what the writer
     /// inside it (on the isolated side) had acknowledged meanwhile.
     pub isolations: Vec<Isolation>,
+    /// The write gap through the VIP of each planned switchover.
+    pub switchover_gaps: Vec<Duration>,
+    /// Every silence of the writer through the VIP longer than
+    /// [`SILENCE`] while a deploy ran.
+    pub deploy_silences: Vec<Duration>,
+    /// The boot decisions the VMs logged during the scenario, as `vm:
+    /// decision` (a rolling deploy must make neither a rejoin nor a clone).
+    pub boot_decisions: Vec<String>,
+}
+
+/// A silence of the writer longer than this counts toward a deploy's write
+/// gap: twice its period (one write every 50 ms).
+pub const SILENCE: Duration = Duration::from_millis(100);
+
+/// What the fault recorded while it ran, for [`Run`].
+#[derive(Default)]
+struct Record {
+    /// The cuts of the primary's link, as (from, until) unix ms.
+    cuts: Vec<(u128, u128)>,
+    /// Each switchover's (start, end) in unix ms.
+    switchovers: Vec<(u128, u128)>,
+    /// Each deploy's (start, end) in unix ms.
+    deploys: Vec<(u128, u128)>,
 }
 
 /// One cut of the faulted primary's link.
@@ -143,9 +183,10 @@ pub fn run_detailed(scenario: Scenario, cluster: &Cluster) -> Run {
     let clients = cluster.start_clients(scenario.local_writers());
     clients.wait_for_acks_after(0, 20, STEP);
     let fault = now_ms();
+    let decisions_before = VMS.map(|vm| cluster.boot_decisions(vm).len());
 
-    let mut cuts = Vec::new();
-    let expected_primary = inject(scenario, cluster, &primary, &replica, &mut cuts);
+    let mut record = Record::default();
+    let expected_primary = inject(scenario, cluster, &clients, &primary, &replica, &mut record);
 
     let new_primary = cluster.wait_for_single_primary(STEP);
     assert_eq!(
@@ -159,17 +200,45 @@ pub fn run_detailed(scenario: Scenario, cluster: &Cluster) -> Run {
     let healed = now_ms();
     clients.wait_for_acks_after(healed, 20, STEP);
     let seen = clients.stop();
-    let isolations = cuts
-        .into_iter()
-        .map(|(from_ms, until_ms)| Isolation {
+    let isolations = record
+        .cuts
+        .iter()
+        .map(|&(from_ms, until_ms)| Isolation {
             from_ms,
             until_ms,
             last_ack_ms: seen.last_ack_between(&primary, from_ms, until_ms),
         })
         .collect();
+    let vip_writes = &seen.writes[0].1;
+    let switchover_gaps = record
+        .switchovers
+        .iter()
+        .map(|&(from, until)| {
+            let longest = vip_writes.silences(from, until, Duration::ZERO);
+            longest.into_iter().max().unwrap_or_default()
+        })
+        .collect();
+    let deploy_silences = record
+        .deploys
+        .iter()
+        .flat_map(|&(from, until)| vip_writes.silences(from, until, SILENCE))
+        .collect();
+    let boot_decisions = VMS
+        .iter()
+        .zip(decisions_before)
+        .flat_map(|(vm, before)| {
+            cluster.boot_decisions(vm)[before..]
+                .iter()
+                .map(|decision| format!("{vm}: {decision}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     Run {
         outcome: outcome(&scenario.name(), cluster, &seen, fault, &new_primary),
         isolations,
+        switchover_gaps,
+        deploy_silences,
+        boot_decisions,
     }
 }
 
@@ -184,14 +253,16 @@ fn cut_link(cluster: &Cluster, vm: &str, length: Duration, cuts: &mut Vec<(u128,
 }
 
 /// The fault itself; returns which VM should be primary once it is over.
-/// Cuts of the primary's link are recorded in `cuts`.
+/// Cuts of the primary's link, switchovers and deploys are recorded in `record`.
 fn inject(
     scenario: Scenario,
     cluster: &Cluster,
+    clients: &Clients,
     primary: &str,
     replica: &str,
-    cuts: &mut Vec<(u128, u128)>,
+    record: &mut Record,
 ) -> String {
+    let cuts = &mut record.cuts;
     let (primary, replica) = (primary.to_string(), replica.to_string());
     match scenario {
         Scenario::KillPostmaster => {
@@ -348,7 +419,92 @@ fn inject(
             }
             primary
         }
+        Scenario::RollingDeploy => {
+            // A value no earlier deploy on this cluster set, so both VMs change.
+            let work_mem = format!("postgres.config.work_mem={}kB", 4096 + now_ms() % 1_000_000);
+            let output = deploy(cluster, &[&work_mem], record);
+            for vm in VMS {
+                assert!(
+                    output.contains(&format!("{vm}: updating"))
+                        || output.contains(&format!("{vm} (canary): updating")),
+                    "the deploy did not update {vm}:\n{output}"
+                );
+            }
+            // The canary's drain hands the role over, if it held it; the last
+            // VM's drain hands it back to the canary.
+            VMS[0].to_string()
+        }
+        Scenario::Switchovers(count) => {
+            let mut current = primary.clone();
+            for _ in 0..count {
+                let next = other(&current).to_string();
+                let started = now_ms();
+                cluster.check(&["switchover", &current]);
+                record.switchovers.push((started, now_ms()));
+                wait_until("the switchover's new primary", STEP, || {
+                    cluster.writable_primaries() == [next.clone()]
+                });
+                cluster.wait_for_replica_of(&current, &next, STEP);
+                if cluster.synchronous() {
+                    cluster.wait_for_synchronous_replica(&current, STEP);
+                }
+                current = next;
+            }
+            current
+        }
+        Scenario::CanaryPostStartFails => {
+            let started = now_ms();
+            let failed = cluster.run(&[
+                "deploy",
+                "--set",
+                "postgres.config.shared_preload_libraries=no_such_library",
+                "--set",
+                "postgres.post_start_timeout=20",
+            ]);
+            record.deploys.push((started, now_ms()));
+            let said = String::from_utf8_lossy(&failed.stderr).to_string();
+            assert!(
+                !failed.status.success() && said.contains("deploy stopped: vm0: post-start failed"),
+                "the deploy did not stop at the canary's post-start:\n{said}"
+            );
+            assert!(
+                !said.contains("vm1: updating"),
+                "the deploy went on past the failed canary:\n{said}"
+            );
+            // The canary handed the role over in its drain, if it held it.
+            wait_until("vm1 alone to take writes", STEP, || {
+                cluster.writable_primaries() == ["vm1"]
+            });
+            clients.wait_for_acks_after(now_ms(), 20, STEP);
+            // The operator's fix: the manifest as it was. Only the canary
+            // changes; vm1, never updated, is left alone and stays primary.
+            let output = deploy(cluster, &[], record);
+            assert!(
+                output.contains("vm1: no changes"),
+                "the fixed deploy touched vm1:\n{output}"
+            );
+            "vm1".to_string()
+        }
     }
+}
+
+/// `ci/cluster deploy` with each of `sets` (`--set PROPERTY=VALUE`),
+/// recorded; its progress (stderr).
+fn deploy(cluster: &Cluster, sets: &[&str], record: &mut Record) -> String {
+    let mut args = vec!["deploy"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let started = now_ms();
+    let output = cluster.run(&args);
+    record.deploys.push((started, now_ms()));
+    let said = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(
+        output.status.success(),
+        "ci/cluster {}:\n{said}",
+        args.join(" ")
+    );
+    said
 }
 
 /// Turns `replica` into a second primary on `primary`'s timeline, as a

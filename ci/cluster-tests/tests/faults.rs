@@ -12,7 +12,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cluster_tests::scenarios::{run_detailed, Run, Scenario, LEASE};
+use cluster_tests::scenarios::{run_detailed, Run, Scenario, LEASE, SILENCE};
 use cluster_tests::{Cluster, Outcome};
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -202,6 +202,55 @@ fn a_partitioned_primary_stops_acknowledging_writes_within_its_lease_asynchronou
 #[test]
 fn a_clone_made_under_synchronous_mode_does_not_block_commits_once_promoted() {
     on_one_cluster(&[Scenario::CloneThenFailover], true);
+}
+
+const OPERATIONS: [Scenario; 3] = [
+    Scenario::RollingDeploy,
+    Scenario::Switchovers(10),
+    Scenario::CanaryPostStartFails,
+];
+
+/// Issue-free operations lose no acknowledged write (see [`check`]), and
+/// bring every restarted node back by following its peer as it is: no
+/// pg_rewind, no clone.
+#[test]
+fn rolling_deploys_and_switchovers_lose_nothing_and_rewind_nothing() {
+    let runs = on_one_cluster(&OPERATIONS, true);
+    for (scenario, run) in OPERATIONS.iter().zip(&runs) {
+        let name = &run.outcome.scenario;
+        if !run.switchover_gaps.is_empty() {
+            let mut gaps = run.switchover_gaps.clone();
+            gaps.sort();
+            report_line(&format!(
+                "{name}: write gap per switchover: median {:.2} s, longest {:.2} s",
+                gaps[gaps.len() / 2].as_secs_f64(),
+                gaps[gaps.len() - 1].as_secs_f64()
+            ));
+        }
+        if !run.deploy_silences.is_empty() || *scenario == Scenario::RollingDeploy {
+            let total: Duration = run.deploy_silences.iter().sum();
+            report_line(&format!(
+                "{name}: {} silences of the writer longer than {} ms while deploying, {:.2} s in all",
+                run.deploy_silences.len(),
+                SILENCE.as_millis(),
+                total.as_secs_f64()
+            ));
+        }
+        report_line(&format!("{name}: boot decisions {:?}", run.boot_decisions));
+        if *scenario == Scenario::CanaryPostStartFails {
+            continue;
+        }
+        assert!(!run.boot_decisions.is_empty(), "{name}: no node restarted");
+        let rewound: Vec<&String> = run
+            .boot_decisions
+            .iter()
+            .filter(|line| !line.contains(": follow ") && !line.contains(": resume-"))
+            .collect();
+        assert!(
+            rewound.is_empty(),
+            "{name}: a node came back other than by following its peer: {rewound:?}"
+        );
+    }
 }
 
 #[test]

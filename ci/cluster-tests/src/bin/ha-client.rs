@@ -9,8 +9,10 @@
 //! `write` and `observe` run until SIGTERM/SIGINT and append one line per event
 //! to FILE (flushed at once, so nothing is lost if they are killed):
 //!   write:   `<id> ack|err|unknown <unix ms> [message]`
-//!   observe: `<unix ms> <target host:port> primary|readonly|replica|down [<backend address>]`
-//!            (`primary` takes writes; `readonly` is a primary refusing them)
+//!   observe: `<unix ms> <target host:port> primary|readonly|replica|down
+//!            [<backend address> <sent ms> <answered ms>]` (`primary` takes writes;
+//!            `readonly` is a primary refusing them; the state held at some moment
+//!            between the query's connection and its answer)
 //! The user, database and password come from PGUSER, PGDATABASE, PGPASSWORD.
 
 use std::fs::File;
@@ -221,6 +223,7 @@ fn observe(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), Str
         let round = now_ms();
         for endpoint in &target.targets {
             let options = options(endpoint, target.timeout);
+            let sent = now_ms();
             let answer = run_sql(
                 &client,
                 &options,
@@ -235,8 +238,9 @@ fn observe(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), Str
                         _ => "replica",
                     };
                     format!(
-                        "{round} {endpoint} {role} {}",
-                        row[1].as_deref().unwrap_or("?")
+                        "{round} {endpoint} {role} {} {sent} {}",
+                        row[1].as_deref().unwrap_or("?"),
+                        now_ms()
                     )
                 }
                 None => format!("{round} {endpoint} down"),
