@@ -867,6 +867,14 @@ fn ctl_start_leaves_a_start_monit_can_stop_in_the_pidfile() {
         "the pidfile names {starter}: {command:?}"
     );
     assert_eq!(vm.calls(PG_CTL), Vec::<String>::new(), "started too soon");
+    // The postmaster runs as vcap, and writes its own pid over the starter's.
+    let owner =
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata(vm.path(POSTGRES_PIDFILE)).unwrap());
+    let vcap = Command::new("id").args(["-u", "vcap"]).output().unwrap();
+    assert_eq!(
+        owner.to_string(),
+        String::from_utf8_lossy(&vcap.stdout).trim()
+    );
 
     vm.run_ok(CTL, &["stop"], CTL_LOG);
     // Ended, or a zombie nobody reaps (its parent, ctl start, is gone).
