@@ -55,6 +55,8 @@ pub struct Cluster {
     /// How many times clients were started: each start writes ids of its own
     /// (the `writes` table outlives a scenario when several share the cluster).
     client_starts: std::cell::Cell<u64>,
+    /// The `--set`s of the last deploy that went through: what the VMs run.
+    deployed: std::cell::RefCell<Vec<String>>,
 }
 
 impl Cluster {
@@ -69,6 +71,7 @@ impl Cluster {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| std::env::temp_dir().join("pg-ha-cluster-test")),
             client_starts: std::cell::Cell::new(0),
+            deployed: std::cell::RefCell::new(Vec::new()),
             synchronous,
         };
         // A crashed earlier run may have left one behind.
@@ -108,6 +111,25 @@ impl Cluster {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).to_string()
+    }
+
+    /// `ci/cluster deploy`, each of `sets` a `--set PROPERTY=VALUE` over the
+    /// manifest `up` wrote; remembered as what the VMs run when it succeeds.
+    pub fn deploy(&self, sets: &[String]) -> Output {
+        let mut args = vec!["deploy"];
+        for set in sets {
+            args.extend(["--set", set.as_str()]);
+        }
+        let output = self.run(&args);
+        if output.status.success() {
+            *self.deployed.borrow_mut() = sets.to_vec();
+        }
+        output
+    }
+
+    /// The `--set`s of the last deploy that went through.
+    pub fn deployed_sets(&self) -> Vec<String> {
+        self.deployed.borrow().clone()
     }
 
     /// A command run in the client namespace.
@@ -405,6 +427,12 @@ impl Cluster {
                     .arg(logs.join("."))
                     .arg(&into)
                     .status();
+            }
+            if let Some(keep) = std::env::var_os("PG_CLUSTER_LOGS") {
+                let _ = fs::copy(
+                    self.dir.join(vm).join("vcap/monit/monit.log"),
+                    PathBuf::from(keep).join(vm).join("monit.log"),
+                );
             }
             if std::thread::panicking() {
                 let monitor =

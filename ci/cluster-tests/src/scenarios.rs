@@ -422,7 +422,7 @@ fn inject(
         Scenario::RollingDeploy => {
             // A value no earlier deploy on this cluster set, so both VMs change.
             let work_mem = format!("postgres.config.work_mem={}kB", 4096 + now_ms() % 1_000_000);
-            let output = deploy(cluster, &[&work_mem], record);
+            let output = deploy(cluster, &[work_mem], record);
             for vm in VMS {
                 assert!(
                     output.contains(&format!("{vm}: updating"))
@@ -453,14 +453,13 @@ fn inject(
             current
         }
         Scenario::CanaryPostStartFails => {
+            // What the VMs run, and a library the server cannot load.
+            let running = cluster.deployed_sets();
+            let mut bad = running.clone();
+            bad.push("postgres.config.shared_preload_libraries=no_such_library".into());
+            bad.push("postgres.post_start_timeout=20".into());
             let started = now_ms();
-            let failed = cluster.run(&[
-                "deploy",
-                "--set",
-                "postgres.config.shared_preload_libraries=no_such_library",
-                "--set",
-                "postgres.post_start_timeout=20",
-            ]);
+            let failed = cluster.deploy(&bad);
             record.deploys.push((started, now_ms()));
             let said = String::from_utf8_lossy(&failed.stderr).to_string();
             assert!(
@@ -478,7 +477,7 @@ fn inject(
             clients.wait_for_acks_after(now_ms(), 20, STEP);
             // The operator's fix: the manifest as it was. Only the canary
             // changes; vm1, never updated, is left alone and stays primary.
-            let output = deploy(cluster, &[], record);
+            let output = deploy(cluster, &running, record);
             assert!(
                 output.contains("vm1: no changes"),
                 "the fixed deploy touched vm1:\n{output}"
@@ -488,21 +487,16 @@ fn inject(
     }
 }
 
-/// `ci/cluster deploy` with each of `sets` (`--set PROPERTY=VALUE`),
-/// recorded; its progress (stderr).
-fn deploy(cluster: &Cluster, sets: &[&str], record: &mut Record) -> String {
-    let mut args = vec!["deploy"];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
+/// A deploy with each of `sets` (`--set PROPERTY=VALUE`) that must go
+/// through, recorded; its progress (stderr).
+fn deploy(cluster: &Cluster, sets: &[String], record: &mut Record) -> String {
     let started = now_ms();
-    let output = cluster.run(&args);
+    let output = cluster.deploy(sets);
     record.deploys.push((started, now_ms()));
     let said = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(
         output.status.success(),
-        "ci/cluster {}:\n{said}",
-        args.join(" ")
+        "ci/cluster deploy {sets:?}:\n{said}"
     );
     said
 }
