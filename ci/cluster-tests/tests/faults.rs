@@ -28,6 +28,7 @@ fn on_one_cluster(scenarios: &[Scenario], synchronous: bool) -> Vec<Run> {
         .map(|&scenario| {
             let run = run_detailed(scenario, &cluster);
             report(&run.outcome, synchronous);
+            report_operations(&run);
             check(&run.outcome, scenario, synchronous);
             run
         })
@@ -218,25 +219,6 @@ fn rolling_deploys_and_switchovers_lose_nothing_and_rewind_nothing() {
     let runs = on_one_cluster(&OPERATIONS, true);
     for (scenario, run) in OPERATIONS.iter().zip(&runs) {
         let name = &run.outcome.scenario;
-        if !run.switchover_gaps.is_empty() {
-            let mut gaps = run.switchover_gaps.clone();
-            gaps.sort();
-            report_line(&format!(
-                "{name}: write gap per switchover: median {:.2} s, longest {:.2} s",
-                gaps[gaps.len() / 2].as_secs_f64(),
-                gaps[gaps.len() - 1].as_secs_f64()
-            ));
-        }
-        if !run.deploy_silences.is_empty() || *scenario == Scenario::RollingDeploy {
-            let total: Duration = run.deploy_silences.iter().sum();
-            report_line(&format!(
-                "{name}: {} silences of the writer longer than {} ms while deploying, {:.2} s in all",
-                run.deploy_silences.len(),
-                SILENCE.as_millis(),
-                total.as_secs_f64()
-            ));
-        }
-        report_line(&format!("{name}: boot decisions {:?}", run.boot_decisions));
         if *scenario == Scenario::CanaryPostStartFails {
             continue;
         }
@@ -264,6 +246,43 @@ fn the_smoke_tests_errand_passes_against_the_pair() {
         output.contains("smoke tests passed"),
         "errand output:\n{output}"
     );
+}
+
+/// The planned operations' own figures: each switchover's write gap, the
+/// writer's silences while deploying, the nodes' boot decisions.
+fn report_operations(run: &Run) {
+    let name = &run.outcome.scenario;
+    if !run.switchover_gaps.is_empty() {
+        let mut gaps = run.switchover_gaps.clone();
+        gaps.sort();
+        let all: Vec<String> = gaps
+            .iter()
+            .map(|gap| format!("{:.2}", gap.as_secs_f64()))
+            .collect();
+        report_line(&format!(
+            "{name}: write gap per switchover: median {:.2} s ({} s)",
+            gaps[gaps.len() / 2].as_secs_f64(),
+            all.join(" ")
+        ));
+    }
+    if !run.deploy_silences.is_empty() {
+        let total: Duration = run.deploy_silences.iter().sum();
+        report_line(&format!(
+            "{name}: the writer's silences longer than {} ms while deploying: {:?}, {:.2} s in all",
+            SILENCE.as_millis(),
+            run.deploy_silences,
+            total.as_secs_f64()
+        ));
+    }
+    if !run.boot_decisions.is_empty() {
+        // The decision and its peer, without the reason.
+        let decisions: Vec<&str> = run
+            .boot_decisions
+            .iter()
+            .map(|line| line.split(" (").next().unwrap_or(line))
+            .collect();
+        report_line(&format!("{name}: boot decisions {decisions:?}"));
+    }
 }
 
 /// Appends the outcome to `fault-matrix.txt` in cargo's test temp dir, which
