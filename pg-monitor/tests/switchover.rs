@@ -707,6 +707,47 @@ fn a_peer_its_monitor_promoted_first_is_accepted_when_its_history_holds_every_re
     assert_eq!(old.column("SELECT id FROM t"), ["1"]);
 }
 
+/// BOSH's drain: the stop that follows would only stop it again.
+#[test]
+fn with_leave_stopped_the_old_primary_stays_down_and_its_next_start_follows() {
+    let pair = Pair::new();
+    let (old, new) = (&pair.primary, &pair.replica);
+    old.execute("INSERT INTO t VALUES (1)");
+    let mut args = with_stop(
+        &pair,
+        pg_ctl(old, "--mode fast --wait --timeout 60 stop"),
+        format!("touch '{}'", pair.marker("started").display()),
+    );
+    args.push("--leave-stopped".into());
+    let run = switchover(&args);
+    run.expect(0, "a switchover that leaves the old primary stopped");
+    assert!(
+        !pair.marker("started").exists(),
+        "the start command ran; {run}"
+    );
+    assert_eq!(old.postmaster_pid(), None, "{run}");
+    assert!(run.json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|step| step["step"] != "rejoin"));
+    new.execute("INSERT INTO t VALUES (2)");
+    let start = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(pair.start_command(old, new))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&start.stdout),
+        String::from_utf8_lossy(&start.stderr)
+    );
+    assert!(start.status.success(), "{said}");
+    assert!(said.contains("decision: follow"), "{said}");
+    old.wait_caught_up(new);
+    assert_eq!(old.column("SELECT id FROM t ORDER BY id"), ["1", "2"]);
+}
+
 #[test]
 fn a_peer_promoted_before_it_received_everything_leaves_this_node_stopped_with_exit_4() {
     let pair = Pair::new();

@@ -1994,6 +1994,11 @@ fn bin_drain_on_the_ha_primary_hands_over_first_and_prints_only_0() {
         Some("switchover"),
         "no switchover ran; log:\n{log}"
     );
+    // The stop follows: the old primary is not started again only to be stopped.
+    assert!(
+        arguments.iter().any(|argument| argument == "--leave-stopped"),
+        "{arguments:?}"
+    );
     assert!(
         log.contains("switchover: a line for the operator") && log.contains("switchover done"),
         "{log}"

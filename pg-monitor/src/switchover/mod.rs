@@ -58,7 +58,8 @@ use crate::nodes::{self, Credentials, NodeFlags};
 ///   7. starts the local postgres again (--start-cmd, e.g. 'monit start
 ///      postgres'): its boot (pg-bootstrap prepare) finds the peer primary and
 ///      follows it as it is, without pg_rewind or a clone; waits, at most
-///      --rejoin-timeout, until it streams from the peer.
+///      --rejoin-timeout, until it streams from the peer. With
+///      --leave-stopped (BOSH's drain, whose stop follows), it stays stopped.
 ///
 /// A pause file (the monitor's --pause-file, e.g. postgres.replication.
 /// pause_failover) means the roles stay where they are: the switchover
@@ -70,8 +71,8 @@ use crate::nodes::{self, Credentials, NodeFlags};
 /// Durations are seconds (5, 1.5) or 2s / 250ms.
 ///
 /// Exit codes:
-///   0  done: the peer is primary and this node streams from it
-///      (--dry-run: it would go ahead)
+///   0  done: the peer is primary and this node streams from it (with
+///      --leave-stopped: this node is stopped; --dry-run: it would go ahead)
 ///   1  refused, or the CHECKPOINT before the stop failed: nothing was
 ///      changed (the reason is printed)
 ///   2  usage error
@@ -173,6 +174,14 @@ pub struct Switchover {
     /// Bound on the restart: the start command, and until this node streams from the peer.
     #[arg(long, default_value = "300s", value_parser = parse_positive_duration)]
     pub rejoin_timeout: Duration,
+
+    /// Leave the local postgres stopped once the peer is primary, instead
+    /// of starting it again as its replica: for BOSH's drain, whose stop
+    /// follows at once (a standby started only to be stopped would, with
+    /// synchronous commits, hold the new primary's commits until its monitor
+    /// gave up on it). Started later, its boot follows the new primary.
+    #[arg(long)]
+    pub leave_stopped: bool,
 
     /// Decide and print the plan; change nothing.
     #[arg(long)]
@@ -406,12 +415,16 @@ fn plan(args: &Switchover) -> Vec<String> {
             socket.display()
         ));
     }
-    lines.push(format!(
-        "start the local postgres again: `{}`, and wait up to {} s until it streams from {}",
-        args.start_command,
-        args.rejoin_timeout.as_secs(),
-        args.peer
-    ));
+    if args.leave_stopped {
+        lines.push("leave the local postgres stopped (--leave-stopped)".to_string());
+    } else {
+        lines.push(format!(
+            "start the local postgres again: `{}`, and wait up to {} s until it streams from {}",
+            args.start_command,
+            args.rejoin_timeout.as_secs(),
+            args.peer
+        ));
+    }
     lines
 }
 
@@ -482,6 +495,14 @@ impl Handover<'_> {
         let began = Instant::now();
         if let Some(said) = self.tell_haproxy(steps::promoted) {
             run.step("haproxy", began, &said);
+        }
+        if self.args.leave_stopped {
+            run.say(&format!(
+                "done: {} is primary; this node stays stopped (--leave-stopped), and its next \
+                 start follows it",
+                self.args.peer
+            ));
+            return End::Done;
         }
         self.rejoin(run)
     }
