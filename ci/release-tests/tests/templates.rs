@@ -759,7 +759,7 @@ fn the_bootstrap_node_wins_the_first_vip_election() {
     let manifest = example("ha");
     let first = render(&manifest, "postgres/0").file("vip", "config/keepalived.conf");
     let second = render(&manifest, "postgres/1").file("vip", "config/keepalived.conf");
-    assert!(first.contains("priority 150") && second.contains("priority 100"));
+    assert!(first.contains("priority 254") && second.contains("priority 253"));
     assert!(first.contains("unicast_src_ip 10.244.0.2") && first.contains("        10.244.0.3\n"));
     assert!(
         second.contains("unicast_src_ip 10.244.0.3") && second.contains("        10.244.0.2\n")
