@@ -1996,7 +1996,9 @@ fn bin_drain_on_the_ha_primary_hands_over_first_and_prints_only_0() {
     );
     // The stop follows: the old primary is not started again only to be stopped.
     assert!(
-        arguments.iter().any(|argument| argument == "--leave-stopped"),
+        arguments
+            .iter()
+            .any(|argument| argument == "--leave-stopped"),
         "{arguments:?}"
     );
     assert!(
