@@ -6,7 +6,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use testkit::{clean_command, command_as_user, Node, NodeOptions, LIBPQ_VARIABLES};
@@ -81,27 +80,8 @@ fn flag(args: &mut Vec<String>, name: &str, value: impl AsRef<Path>) {
 }
 
 /// Runs `command` to its end within [`PATIENCE`], killing it (by pid) otherwise.
-fn run_bounded(mut command: Command, what: &str) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
-    let pid = child.id();
-    let (sender, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    match received.recv_timeout(PATIENCE) {
-        Ok(output) => output.unwrap_or_else(|err| panic!("cannot wait for {what}: {err}")),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{what} still ran after {PATIENCE:?}");
-        }
-    }
+fn run_bounded(command: Command, what: &str) -> Output {
+    testkit::output_within(command, PATIENCE, what)
 }
 
 fn recover(args: &[String]) -> Output {

@@ -6,9 +6,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -249,36 +249,13 @@ impl std::fmt::Display for Run {
 
 /// Runs `pg-monitor switchover ARGS` to its end within [`PATIENCE`].
 fn switchover(args: &[String]) -> Run {
-    let child = clean_command(pg_monitor(), &[])
-        .arg("switchover")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start pg-monitor switchover");
-    let output = wait_bounded(child, "pg-monitor switchover");
+    let mut command = clean_command(pg_monitor(), &[]);
+    command.arg("switchover").args(args);
+    let output = testkit::output_within(command, PATIENCE, "pg-monitor switchover");
     Run {
         code: output.status.code().expect("killed by a signal"),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn wait_bounded(child: Child, what: &str) -> Output {
-    let pid = child.id();
-    let (sender, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    match received.recv_timeout(PATIENCE) {
-        Ok(output) => output.unwrap_or_else(|err| panic!("cannot wait for {what}: {err}")),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{what} still ran after {PATIENCE:?}");
-        }
     }
 }
 

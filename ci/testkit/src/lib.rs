@@ -43,3 +43,33 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `command` to its end, its stdin empty and its output captured,
+/// within `bound`; past it, kills it (by pid) and panics naming `what`.
+pub fn output_within(
+    mut command: std::process::Command,
+    bound: Duration,
+    what: &str,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+    let pid = child.id();
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match received.recv_timeout(bound) {
+        Ok(output) => output.unwrap_or_else(|err| panic!("cannot wait for {what}: {err}")),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{what} still ran after {bound:?}");
+        }
+    }
+}
