@@ -202,20 +202,22 @@ impl Cluster {
     /// Waits until `vm`'s monitor has seen its replica synchronous: a replica
     /// promotes only if it was synchronous when it last saw its primary, so
     /// a failover right after a clone would otherwise (rightly) not happen.
+    /// Only the running monitor's lines count (those after its last
+    /// `watching:`): one that ran before a restart may have seen it so too.
     pub fn wait_for_synchronous_replica(&self, vm: &str, timeout: Duration) {
         wait_until(
             &format!("{vm}'s monitor to see it synchronous"),
             timeout,
             || {
-                let log = self.check(&[
-                    "exec",
-                    vm,
-                    "tail",
-                    "-n",
-                    "20",
-                    "/var/vcap/sys/log/postgres/monitor.log",
-                ]);
-                log.lines()
+                let log =
+                    self.check(&["exec", vm, "cat", "/var/vcap/sys/log/postgres/monitor.log"]);
+                let lines: Vec<&str> = log.lines().collect();
+                let Some(started) = lines.iter().rposition(|line| line.contains("watching:"))
+                else {
+                    return false;
+                };
+                lines[started..]
+                    .iter()
                     .rev()
                     .find(|line| line.contains("local node is"))
                     .is_some_and(|line| {
