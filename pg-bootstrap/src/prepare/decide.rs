@@ -891,14 +891,25 @@ mod tests {
             ),
         ];
         for (number, (local, history, action, reason)) in rows.into_iter().enumerate() {
-            let got = follow_or_rejoin(rejoin(), &local, &history);
-            assert_eq!(got.action, action, "row {number}: {got}");
-            assert!(
-                got.reason.contains(reason),
-                "row {number}: {:?} should mention {reason:?}",
-                got.reason
-            );
+            check_follow_row(number, &local, &history, action, reason);
         }
+    }
+
+    /// One row of a follow-or-rejoin table: the action, and a reason naming why.
+    fn check_follow_row(
+        number: usize,
+        local: &Result<ControlFile, String>,
+        history: &Result<History, String>,
+        action: Action,
+        reason: &str,
+    ) {
+        let got = follow_or_rejoin(rejoin(), local, history);
+        assert_eq!(got.action, action, "row {number}: {got}");
+        assert!(
+            got.reason.contains(reason),
+            "row {number}: {:?} should mention {reason:?}",
+            got.reason
+        );
     }
 
     #[test]
@@ -934,13 +945,7 @@ mod tests {
             ),
         ];
         for (number, (local, action, reason)) in rows.into_iter().enumerate() {
-            let got = follow_or_rejoin(rejoin(), &local, &promoted_peer());
-            assert_eq!(got.action, action, "row {number}: {got}");
-            assert!(
-                got.reason.contains(reason),
-                "row {number}: {:?} should mention {reason:?}",
-                got.reason
-            );
+            check_follow_row(number, &local, &promoted_peer(), action, reason);
         }
     }
 
