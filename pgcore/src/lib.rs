@@ -32,5 +32,5 @@ pub use failure::{Failure, FailureKind};
 pub use retry::{retry, Retried, RetryPolicy};
 pub use role::{Detail, Lsn, Report, Role, Status};
 #[cfg(feature = "session")]
-pub use session::{Client, Session};
+pub use session::{Client, HeldSession, Session};
 pub use target::{ConnectOptions, Endpoint};

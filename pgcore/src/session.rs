@@ -12,9 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::oneshot;
 use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+mod held;
+pub use held::HeldSession;
 
 /// A row of [`Session::query`]: typed columns with `row.get(i)`.
 pub use tokio_postgres::Row;
@@ -36,6 +40,9 @@ pub struct Session<'c> {
     connection: tokio_postgres::Client,
     endpoint: Endpoint,
     limit: Limit,
+    /// Resolves when the connection ends (the server closed it, or it
+    /// broke); `None` once it has.
+    ended: Option<oneshot::Receiver<()>>,
 }
 
 /// How long the steps of a session may take.
@@ -134,7 +141,7 @@ impl Client {
         let config = client_config(options);
         let connected = AtomicBool::new(false);
         let (left, named) = limit.next();
-        let connection = self
+        let (connection, ended) = self
             .within(left, connect(&config, &connected))
             .unwrap_or_else(|| Err(timed_out(connected.load(Ordering::Relaxed), named)))
             .map_err(|failure| failure.at(&options.endpoint))?;
@@ -143,6 +150,7 @@ impl Client {
             connection,
             endpoint: options.endpoint.clone(),
             limit,
+            ended: Some(ended),
         })
     }
 
@@ -206,7 +214,22 @@ impl Session<'_> {
 
     /// Whether the connection is gone (the server closed it, or it broke).
     pub fn is_closed(&self) -> bool {
-        self.connection.is_closed()
+        self.ended.is_none() || self.connection.is_closed()
+    }
+
+    /// Waits up to `bound` for the connection to end, and says whether it
+    /// did: a server that exits or is stopped closes its connections at once,
+    /// so a caller holding one learns of it without asking.
+    pub fn wait_closed(&mut self, bound: Duration) -> bool {
+        let Some(ended) = self.ended.as_mut() else {
+            return true;
+        };
+        // Resolved (or its sender dropped): the connection task is over.
+        let closed = self.client.within(bound, ended).is_some();
+        if closed {
+            self.ended = None;
+        }
+        closed
     }
 
     /// The node's status, one query at the given level of detail.
@@ -270,7 +293,7 @@ fn client_config(options: &ConnectOptions) -> tokio_postgres::Config {
 async fn connect(
     config: &tokio_postgres::Config,
     connected: &AtomicBool,
-) -> Result<tokio_postgres::Client, Failure> {
+) -> Result<(tokio_postgres::Client, oneshot::Receiver<()>), Failure> {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     match config.get_hosts().first() {
         Some(Host::Unix(dir)) => {
@@ -293,23 +316,26 @@ async fn connect(
     }
 }
 
-/// Drives a new connection in the background; the client is what callers use.
+/// Drives a new connection in the background; the client is what callers
+/// use, and the receiver resolves when the connection ends.
 fn start<S, T>(
     connected: Result<
         (tokio_postgres::Client, tokio_postgres::Connection<S, T>),
         tokio_postgres::Error,
     >,
-) -> Result<tokio_postgres::Client, Failure>
+) -> Result<(tokio_postgres::Client, oneshot::Receiver<()>), Failure>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (client, connection) = connected.map_err(|err| classify(&err))?;
+    let (ended, on_end) = oneshot::channel();
     tokio::spawn(async move {
         // Errors here surface as errors of the client's next statement.
         let _ = connection.await;
+        let _ = ended.send(());
     });
-    Ok(client)
+    Ok((client, on_end))
 }
 
 fn io_failure(err: &io::Error) -> Failure {

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -35,6 +36,72 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
+    /// A haproxy in front of a pair on loopback, as the release's vip job
+    /// names it: backends `postgres` (writes, to the first server UP) and
+    /// `readonly`, servers `node0` (`primary`) and `node1` (`replica`),
+    /// each checked only once an hour: only what a test (or a program
+    /// under test) says on the admin socket `{dir}/haproxy.sock` moves
+    /// them. It starts as checks would have left it: node1 down for
+    /// writes, node0 down for reads. Returns it and its write port.
+    pub fn for_pair(primary: u16, replica: u16) -> (Haproxy, u16) {
+        let port = crate::free_port();
+        let haproxy = Haproxy::start(&format!(
+            "global\n\
+             \x20   stats socket {{dir}}/haproxy.sock mode 600 level admin\n\
+             defaults\n\
+             \x20   mode tcp\n\
+             \x20   timeout connect 2s\n\
+             \x20   timeout client 30s\n\
+             \x20   timeout server 30s\n\
+             \x20   option redispatch\n\
+             \x20   retries 2\n\
+             \x20   default-server inter 1h fastinter 1h downinter 1h fall 1 rise 1 on-marked-down shutdown-sessions\n\
+             frontend postgres\n\
+             \x20   bind 127.0.0.1:{port}\n\
+             \x20   default_backend postgres\n\
+             backend postgres\n\
+             \x20   balance first\n\
+             \x20   server node0 127.0.0.1:{primary} check\n\
+             \x20   server node1 127.0.0.1:{replica} check\n\
+             backend readonly\n\
+             \x20   server node0 127.0.0.1:{primary} check\n\
+             \x20   server node1 127.0.0.1:{replica} check\n"
+        ));
+        for command in [
+            "set server postgres/node1 health down",
+            "set server readonly/node0 health down",
+        ] {
+            pgcore::haproxy::ask(&haproxy.socket(), command, Duration::from_secs(2)).unwrap();
+        }
+        (haproxy, port)
+    }
+
+    /// The admin socket of an instance started by [`Haproxy::for_pair`].
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("haproxy.sock")
+    }
+
+    /// Each server's status in each backend, as `show stat` has it:
+    /// `backend/server STATUS`.
+    pub fn view(&self) -> Vec<String> {
+        let csv =
+            pgcore::haproxy::ask(&self.socket(), "show stat", Duration::from_secs(2)).unwrap();
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let column = |name: &str| header.iter().position(|c| *c == name).unwrap();
+        let (backend, server, status) = (column("pxname"), column("svname"), column("status"));
+        lines
+            .map(|line| line.split(',').collect::<Vec<_>>())
+            .filter(|fields| fields.len() > status && fields[server].starts_with("node"))
+            .map(|fields| format!("{}/{} {}", fields[backend], fields[server], fields[status]))
+            .collect()
+    }
+
     pub fn start(config: &str) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("haproxy.")

@@ -1,21 +1,25 @@
 //! A loopback TCP proxy that injects faults between a client and a server:
 //! resets, black holes, and cut connections.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// What the proxy does with new connections.
+/// What the proxy does with new connections, and with those it forwards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyMode {
     /// Pass bytes both ways to the target.
     Forward,
-    /// Accept, then reset at once (RST), as a crashing middlebox would.
+    /// Accept, then reset at once (RST), as a crashing middlebox would;
+    /// connections already forwarded are reset too.
     Reset,
-    /// Accept and never answer, as a host behind a cut link would.
+    /// Accept and never answer, as a host behind a cut link would;
+    /// connections already forwarded carry nothing until the mode changes
+    /// back (as TCP holds its data while a link is down, and delivers it
+    /// once the link returns).
     Blackhole,
 }
 
@@ -67,9 +71,18 @@ impl FaultProxy {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Changes what happens to connections accepted from now on.
+    /// Changes what happens to connections accepted from now on, and to
+    /// those already forwarded (see [`ProxyMode`]).
     pub fn set_mode(&self, mode: ProxyMode) {
         *self.state.mode.lock().unwrap() = mode;
+        if mode == ProxyMode::Reset {
+            for stream in self.state.open.lock().unwrap().drain(..) {
+                // The copy threads hold the socket too: shutting it down ends
+                // them, and their last close sends the RST.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
     }
 
     /// Resets the next `count` connections, whatever the mode, then goes on as before.
@@ -165,14 +178,30 @@ fn forward(state: &Arc<State>, client: TcpStream) -> Result<(), TcpStream> {
         open.push(client_handle);
         open.push(server_handle);
     }
-    spawn_copy(client_reader, server_writer);
-    spawn_copy(server, client);
+    spawn_copy(Arc::clone(state), client_reader, server_writer);
+    spawn_copy(Arc::clone(state), server, client);
     Ok(())
 }
 
-fn spawn_copy(mut from: TcpStream, mut to: TcpStream) {
+/// Copies bytes one way until either side closes, holding them while the
+/// proxy black-holes.
+fn spawn_copy(state: Arc<State>, mut from: TcpStream, mut to: TcpStream) {
     std::thread::spawn(move || {
-        let _ = io::copy(&mut from, &mut to);
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let read = match from.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            while *state.mode.lock().unwrap() == ProxyMode::Blackhole
+                && !state.stopping.load(Ordering::SeqCst)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if to.write_all(&chunk[..read]).is_err() {
+                break;
+            }
+        }
         let _ = to.shutdown(Shutdown::Write);
     });
 }
