@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use pg_monitor::haproxy::HaproxyFlags;
 use pgcore::duration::parse_positive_duration;
 use pgcore::Endpoint;
 
@@ -102,13 +103,25 @@ pub struct Cli {
     /// Time between checks while a replica counts failed checks of its peer
     /// (at most --interval; longer is refused): a dead primary is confirmed
     /// quickly, while a primary the replica still streams from is never
-    /// counted as gone [default: 250ms, or --interval when that is shorter]
+    /// counted as gone [default: 100ms, or --interval when that is shorter]
     #[arg(long, value_parser = parse_positive_duration)]
     pub retry_interval: Option<Duration>,
 
     /// Written with our pid at start, removed on exit.
     #[arg(long)]
     pub pidfile: Option<PathBuf>,
+
+    /// Replaced every check (atomically, mode 0644) with one JSON object:
+    /// the last decision and how many promotions, write refusals, step-downs
+    /// and fences this monitor made, for the health endpoint's metrics
+    /// (pg-role-check serve --monitor-state). Nothing secret is in it.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+
+    /// The local haproxy, told at once when this node is promoted (its
+    /// checks would find it a moment later).
+    #[command(flatten)]
+    pub haproxy: HaproxyFlags,
 
     /// Command run with /bin/sh -c to fence this node (repeatable, run in
     /// order; not empty), e.g. 'monit stop postgres'. Put a command that
@@ -192,7 +205,7 @@ pub enum Synchronous {
 }
 
 /// --retry-interval when it is not given (and --interval is not shorter).
-pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A fence command: an empty one would "succeed" without fencing anything,
 /// so a split-brain would leave both primaries taking writes.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use pgcore::os::{self, process};
-use pgcore::{logln, Client, ConnectOptions, Detail, Endpoint, Failure, Status};
+use pgcore::{logln, Client, ConnectOptions, Detail, Endpoint, Failure, HeldSession, Status};
 
 use crate::decide::{Evidence, Witnesses};
 
@@ -18,6 +18,12 @@ use crate::decide::{Evidence, Witnesses};
 /// synchronous state) in one bounded round trip.
 pub fn probe_node(client: &Client, options: &ConnectOptions) -> Result<Status, Failure> {
     client.probe_once(options, Detail::Full)
+}
+
+/// The same question over a connection held between checks (see
+/// [`HeldSession`]), bounded by the options' connect timeout.
+pub fn probe_held(held: &mut HeldSession, options: &ConnectOptions) -> Result<Status, Failure> {
+    held.status(options, Detail::Full, options.connect_timeout)
 }
 
 /// Plain TCP reachability of each witness, all at once, each bounded by `timeout`.

@@ -11,7 +11,9 @@
 mod control;
 pub mod decide;
 pub mod effects;
+pub mod haproxy;
 mod pidfile;
+mod state_file;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use pgcore::{logln, Client, ConnectOptions, Endpoint, Role};
+use pgcore::{logln, Client, ConnectOptions, Endpoint, HeldSession, Role};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -30,7 +32,9 @@ use decide::{
     Observation, Policy, RefuseWhy, State, Wait,
 };
 use effects::PgCtl;
+use haproxy::{HaproxyFlags, Side};
 use pidfile::Pidfile;
+use state_file::{Counts, StateFile};
 
 /// Everything the monitor needs, parsed and checked.
 #[derive(Debug)]
@@ -53,6 +57,11 @@ pub struct Config {
     pub pg_ctl: Option<PgCtl>,
     pub promote_timeout: Duration,
     pub pidfile: Option<PathBuf>,
+    /// Where the last decision and the counts of actions are written each
+    /// tick, for the health endpoint's metrics.
+    pub state_file: Option<PathBuf>,
+    /// The local haproxy, told at once when this node is promoted.
+    pub haproxy: HaproxyFlags,
 }
 
 /// How the monitor ended (both are exit 0 for monit).
@@ -180,18 +189,25 @@ fn run_threads(config: Config, mut signals: Signals) -> anyhow::Result<Exit> {
 fn watch(config: &Config, control: &Control, lease: &Lease) -> anyhow::Result<Exit> {
     let client = Client::new().context("cannot start the probe runtime")?;
     log_start(config);
+    let mut nodes = HeldNodes {
+        local: HeldSession::new(&client),
+        peer: HeldSession::new(&client),
+    };
     let mut state = State::default();
     let mut lines = LogLines::default();
     let mut paused = false;
+    let mut state_file = config.state_file.clone().map(StateFile::new);
+    let mut counts = Counts::default();
     loop {
         let tick = Instant::now();
-        let observation = observe(&client, config);
+        let observation = observe(&mut nodes, &client, config);
         if observation.paused != paused {
             paused = observation.paused;
             log_pause_change(config, paused);
         }
         if lease.take_refused() {
             state.refusing_writes = true;
+            counts.write_refusals += 1;
         }
         let (action, next) = decide(&observation, &state, &config.policy);
         state = next;
@@ -208,7 +224,15 @@ fn watch(config: &Config, control: &Control, lease: &Lease) -> anyhow::Result<Ex
                     config.pg_ctl.as_ref(),
                     config.promote_timeout,
                 ) {
-                    Ok(_) => state = after_promotion(&state, &config.policy),
+                    Ok(_) => {
+                        state = after_promotion(&state, &config.policy);
+                        counts.promotions += 1;
+                        if let Some(said) =
+                            config.haproxy.tell(&config.haproxy.promoted(Side::Local))
+                        {
+                            logln!("{said}");
+                        }
+                    }
                     Err(err) => logln!(
                         "error: promotion failed: {err:#}; the local node may still be a replica; \
                          deciding again on the next check"
@@ -216,11 +240,15 @@ fn watch(config: &Config, control: &Control, lease: &Lease) -> anyhow::Result<Ex
                 }
             }
             Action::RefuseWrites(why) => match effects::refuse_writes(&client, &config.local) {
-                Ok(()) => state.refusing_writes = true,
+                Ok(()) => {
+                    state.refusing_writes = true;
+                    counts.write_refusals += 1;
+                }
                 Err(failure) if matches!(why, RefuseWhy::LeaseLapsed { .. }) => {
                     logln!("error: cannot make the local node refuse writes: {failure}");
                     stop_server(config);
                     state.refusing_writes = true;
+                    counts.write_refusals += 1;
                 }
                 Err(failure) => logln!(
                     "error: cannot make the local node refuse writes: {failure}; deciding again \
@@ -249,10 +277,15 @@ fn watch(config: &Config, control: &Control, lease: &Lease) -> anyhow::Result<Ex
                     ),
                 }
                 state = after_step_down(&state);
+                counts.step_downs += 1;
             }
             Action::Fence(FenceWhy::SplitBrain(evidence)) => {
                 if !control.begin_fencing() {
                     return Ok(Exit::Stopped("signal"));
+                }
+                counts.fences += 1;
+                if let Some(file) = state_file.as_mut() {
+                    file.write(&action, paused, counts);
                 }
                 // Writes stop now; the fence commands follow after the delay.
                 if let Err(failure) = effects::refuse_writes(&client, &config.local) {
@@ -287,10 +320,14 @@ fn watch(config: &Config, control: &Control, lease: &Lease) -> anyhow::Result<Ex
         }
         if lease.take_refused() {
             state.refusing_writes = true;
+            counts.write_refusals += 1;
         }
         {
             let mut view = lease.view();
             *view = LeaseView::after(&observation, &state, &view);
+        }
+        if let Some(file) = state_file.as_mut() {
+            file.write(&action, paused, counts);
         }
         let pause = if state.peer_failures > 0 {
             config.retry_interval
@@ -298,7 +335,9 @@ fn watch(config: &Config, control: &Control, lease: &Lease) -> anyhow::Result<Ex
             config.interval
         };
         if let Some(rest) = pause.checked_sub(tick.elapsed()) {
-            thread::sleep(rest);
+            // A peer that exits or is stopped closes the held connection at
+            // once: the next check comes then, not at the end of the pause.
+            nodes.peer.wait_closed(rest);
         }
     }
 }
@@ -355,11 +394,17 @@ fn stop_server(config: &Config) {
     }
 }
 
+/// The connections the loop keeps to the two nodes between its checks.
+struct HeldNodes<'c> {
+    local: HeldSession<'c>,
+    peer: HeldSession<'c>,
+}
+
 /// One tick's observation: the local node, the peer only when the local
 /// node answers, the witnesses only when the decision depends on them.
-fn observe(client: &Client, config: &Config) -> Observation {
+fn observe(nodes: &mut HeldNodes, client: &Client, config: &Config) -> Observation {
     let paused = paused_by(config).is_some();
-    let mut local = effects::probe_node(client, &config.local);
+    let mut local = effects::probe_held(&mut nodes.local, &config.local);
     // When the peer's answer proves the link worked, at the latest: the
     // lease counts from here, not from when a slow answer arrived.
     let checked_from = Instant::now();
@@ -373,12 +418,12 @@ fn observe(client: &Client, config: &Config) -> Observation {
     peer_options.connect_timeout = bound;
     let peer = local
         .is_ok()
-        .then(|| effects::probe_node(client, &peer_options));
+        .then(|| effects::probe_held(&mut nodes.peer, &peer_options));
     // A failed peer check may have waited out its whole connect timeout:
     // whether the local replica still streams is asked again, so the decision
     // sees the stream as it is now, not as it was before the wait.
     if matches!(peer, Some(Err(_))) {
-        local = effects::probe_node(client, &config.local);
+        local = effects::probe_held(&mut nodes.local, &config.local);
     }
 
     let witnesses = match (&local, &peer) {

@@ -116,6 +116,8 @@ fn config(cli: Cli) -> Result<Config, String> {
         pg_ctl,
         promote_timeout: cli.promote_timeout,
         pidfile: cli.pidfile,
+        state_file: cli.state_file,
+        haproxy: cli.haproxy,
     })
 }
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use testkit::{clean_command, FaultProxy, Node, ProxyMode};
+use testkit::{clean_command, FaultProxy, Haproxy, Node, ProxyMode};
 
 /// Generous bound for anything a test waits for; never a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -229,6 +229,34 @@ fn cut_replication(replica: &Node) {
     );
 }
 
+/// Waits until the monitor's held connection to `node` has run `count` more
+/// checks (its query's start time moved on that often).
+fn wait_checked(node: &Node, count: u32, monitor: &Monitor) {
+    let last_check = || {
+        node.query_text(
+            "SELECT query_start FROM pg_stat_activity WHERE application_name = 'pg-monitor'",
+        )
+    };
+    let mut seen = last_check();
+    for _ in 0..count {
+        let started = Instant::now();
+        loop {
+            let now = last_check();
+            if now.is_some() && now != seen {
+                seen = now;
+                break;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "expected the monitor to check {} again; log:\n{}",
+                node.endpoint(),
+                monitor.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn wait_accepted(proxy: &FaultProxy, count: u32, monitor: &Monitor) {
     let started = Instant::now();
     while proxy.accepted() < count {
@@ -262,6 +290,82 @@ fn failover_after(fault: impl FnOnce(&Node)) {
 #[test]
 fn replica_is_promoted_and_writable_after_the_primary_is_killed() {
     failover_after(|primary| primary.kill9());
+}
+
+/// The backend of the monitor's connection to `node`: when it started, and
+/// how many the monitor has.
+fn monitor_backends(node: &Node) -> Option<String> {
+    node.query_text(
+        "SELECT count(*) || ' since ' || min(backend_start) FROM pg_stat_activity \
+         WHERE application_name = 'pg-monitor'",
+    )
+}
+
+#[test]
+fn the_monitor_holds_one_connection_to_its_peer_across_checks() {
+    let (primary, replica) = pair();
+    let monitor = Monitor::start(
+        "replica monitor",
+        &Args::new(&replica, &primary.endpoint(), 1),
+    );
+    monitor.wait_log("peer is primary; replication streams");
+    let before = monitor_backends(&primary);
+    wait_checked(&primary, 5, &monitor);
+    // Five checks later: the same single backend, not one per check.
+    assert_eq!(monitor_backends(&primary), before);
+    assert!(
+        before.as_deref().unwrap_or("").starts_with("1 since"),
+        "{before:?}"
+    );
+}
+
+#[test]
+fn a_replica_promotes_as_soon_as_its_primary_dies_tells_haproxy_and_records_it() {
+    let (primary, replica) = pair();
+    let (haproxy, _port) = Haproxy::for_pair(primary.port(), replica.port());
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("monitor-state.json");
+    let mut args = Args::new(&replica, &primary.endpoint(), 1);
+    // Checks half a minute apart: only the held connection's end, which a
+    // dying server causes at once, can bring the promotion sooner.
+    args.set("--interval", "30s")
+        .set("--retry-interval", "100ms")
+        .set("--state-file", state_file.to_str().unwrap())
+        .set("--haproxy-socket", haproxy.socket().to_str().unwrap())
+        .set("--haproxy-server", "node1")
+        .set("--haproxy-peer-server", "node0");
+    let monitor = Monitor::start("replica monitor", &args);
+    monitor.wait_log("peer is primary; replication streams");
+    let state = || -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(&state_file).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    assert_eq!(state()["decision"], "wait");
+    assert_eq!(state()["promotions"], 0);
+
+    primary.kill9();
+    let killed = Instant::now();
+    wait_promoted(&replica, &monitor);
+    assert!(
+        killed.elapsed() < Duration::from_secs(25),
+        "promoted only at the next interval; log:\n{}",
+        monitor.log()
+    );
+    monitor.wait_log("haproxy: postgres/node1 up, postgres/node0 down, readonly/node1 down");
+    let view = haproxy.view();
+    for expected in [
+        "postgres/node1 UP",
+        "postgres/node0 DOWN",
+        "readonly/node1 DOWN",
+    ] {
+        assert!(
+            view.iter().any(|line| line == expected),
+            "{expected} in {view:?}"
+        );
+    }
+    testkit::wait_for("the state file to count the promotion", PATIENCE, || {
+        state()["promotions"] == 1
+    });
 }
 
 #[test]
@@ -453,9 +557,8 @@ fn the_lag_guard_holds_back_a_replica_until_it_has_replayed_enough() {
             .as_deref()
             == Some("t")
     });
-    // Two more checks through the proxy: the monitor has seen the new position.
-    let seen = proxy.accepted();
-    wait_accepted(&proxy, seen + 2, &monitor);
+    // Two more checks of the primary: the monitor has seen the new position.
+    wait_checked(&primary, 2, &monitor);
 
     primary.kill9();
     monitor.wait_log("not promoting: the local replica replayed");

@@ -315,59 +315,7 @@ impl Drop for Monitor {
 /// A haproxy routing writes to the first server UP, whose own checks are
 /// an hour apart: only the switchover's word moves writes to the new primary.
 fn haproxy(pair: &Pair) -> (Haproxy, u16) {
-    let port = free_port();
-    let (primary, replica) = (pair.primary.port(), pair.replica.port());
-    let haproxy = Haproxy::start(&format!(
-        "global\n\
-         \x20   stats socket {{dir}}/haproxy.sock mode 600 level admin\n\
-         defaults\n\
-         \x20   mode tcp\n\
-         \x20   timeout connect 2s\n\
-         \x20   timeout client 30s\n\
-         \x20   timeout server 30s\n\
-         \x20   option redispatch\n\
-         \x20   retries 2\n\
-         \x20   default-server inter 1h fastinter 1h downinter 1h fall 1 rise 1 on-marked-down shutdown-sessions\n\
-         frontend postgres\n\
-         \x20   bind 127.0.0.1:{port}\n\
-         \x20   default_backend postgres\n\
-         backend postgres\n\
-         \x20   balance first\n\
-         \x20   server node0 127.0.0.1:{primary} check\n\
-         \x20   server node1 127.0.0.1:{replica} check\n\
-         backend readonly\n\
-         \x20   server node0 127.0.0.1:{primary} check\n\
-         \x20   server node1 127.0.0.1:{replica} check\n"
-    ));
-    // What the role checks found before the switchover.
-    let socket = haproxy.dir().join("haproxy.sock");
-    for command in [
-        "set server postgres/node1 health down",
-        "set server readonly/node0 health down",
-    ] {
-        pgcore::haproxy::ask(&socket, command, Duration::from_secs(2)).unwrap();
-    }
-    (haproxy, port)
-}
-
-/// Each server's status in each backend, as `show stat` has it: `backend/server STATUS`.
-fn haproxy_view(haproxy: &Haproxy) -> Vec<String> {
-    let socket = haproxy.dir().join("haproxy.sock");
-    let csv = pgcore::haproxy::ask(&socket, "show stat", Duration::from_secs(2)).unwrap();
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap()
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let column = |name: &str| header.iter().position(|c| *c == name).unwrap();
-    let (backend, server, status) = (column("pxname"), column("svname"), column("status"));
-    lines
-        .map(|line| line.split(',').collect::<Vec<_>>())
-        .filter(|fields| fields.len() > status && fields[server].starts_with("node"))
-        .map(|fields| format!("{}/{} {}", fields[backend], fields[server], fields[status]))
-        .collect()
+    Haproxy::for_pair(pair.primary.port(), pair.replica.port())
 }
 
 /// A client inserting numbered rows through `port` every few milliseconds,
@@ -473,7 +421,7 @@ fn a_switchover_under_writes_loses_no_acknowledged_write_and_the_old_primary_fol
         "--json".into(),
     ]);
     let run = switchover(&args);
-    let view = haproxy_view(&haproxy);
+    let view = haproxy.view();
     let after = writer.count();
     testkit::wait_for("writes through haproxy again", PATIENCE, || {
         writer.count() > after + 50

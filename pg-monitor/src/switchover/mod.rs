@@ -23,8 +23,8 @@ use pgcore::{Client, ConnectOptions, Endpoint};
 use serde_json::{json, Value};
 
 use self::decide::{Policy, Received, Verdict};
-use self::steps::HaproxyServers;
 use crate::nodes::{self, Credentials, NodeFlags};
+use pg_monitor::haproxy::{HaproxyFlags, Side};
 
 /// Hand the primary role to the other node of the HA pair: a planned
 /// switchover, with no acknowledged write lost and a write gap of about a
@@ -134,26 +134,8 @@ pub struct Switchover {
     #[arg(long)]
     pub force: bool,
 
-    /// haproxy's admin socket on this node, told the new primary at once.
-    /// A path where no socket exists is skipped (no haproxy on this node).
-    #[arg(long, value_name = "PATH", requires_all = ["haproxy_server", "haproxy_peer_server"])]
-    pub haproxy_socket: Option<PathBuf>,
-
-    /// This node's server name in haproxy's backends, e.g. node0.
-    #[arg(long, value_name = "NAME", requires = "haproxy_socket")]
-    pub haproxy_server: Option<String>,
-
-    /// The peer's server name in haproxy's backends, e.g. node1.
-    #[arg(long, value_name = "NAME", requires = "haproxy_socket")]
-    pub haproxy_peer_server: Option<String>,
-
-    /// haproxy's write backend.
-    #[arg(long, value_name = "NAME", default_value = "postgres")]
-    pub haproxy_backend: String,
-
-    /// haproxy's read-only backend.
-    #[arg(long, value_name = "NAME", default_value = "readonly")]
-    pub haproxy_readonly_backend: String,
+    #[command(flatten)]
+    pub haproxy: HaproxyFlags,
 
     /// Bound on the CHECKPOINT before the stop.
     #[arg(long, default_value = "300s", value_parser = parse_positive_duration)]
@@ -409,7 +391,7 @@ fn plan(args: &Switchover) -> Vec<String> {
         ),
         format!("promote {} (pg_promote)", args.peer),
     ];
-    if let Some(socket) = &args.haproxy_socket {
+    if let Some(socket) = &args.haproxy.haproxy_socket {
         lines.push(format!(
             "tell haproxy ({}) the new primary",
             socket.display()
@@ -493,7 +475,11 @@ impl Handover<'_> {
         ));
 
         let began = Instant::now();
-        if let Some(said) = self.tell_haproxy(steps::promoted) {
+        if let Some(said) = self
+            .args
+            .haproxy
+            .tell(&self.args.haproxy.promoted(Side::Peer))
+        {
             run.step("haproxy", began, &said);
         }
         if self.args.leave_stopped {
@@ -509,7 +495,11 @@ impl Handover<'_> {
 
     /// Step 3: the stop command, and pg_control once no postmaster runs.
     fn stop(&self, run: &Run) -> Result<ControlFile, End> {
-        if let Some(said) = self.tell_haproxy(steps::stopping) {
+        if let Some(said) = self
+            .args
+            .haproxy
+            .tell(&self.args.haproxy.stopping(Side::Local))
+        {
             run.say(&said);
         }
         run.say(&format!(
@@ -530,29 +520,6 @@ impl Handover<'_> {
         })?;
         decide::clean_stop(&last).map_err(|why| self.abandon(why))?;
         Ok(last)
-    }
-
-    /// Tells the local haproxy, when it is given, the servers' health
-    /// `which` says for this moment; what it said, for the step's line.
-    fn tell_haproxy(
-        &self,
-        which: fn(&HaproxyServers) -> Vec<(String, &'static str)>,
-    ) -> Option<String> {
-        let (Some(socket), Some(local), Some(peer)) = (
-            &self.args.haproxy_socket,
-            &self.args.haproxy_server,
-            &self.args.haproxy_peer_server,
-        ) else {
-            return None;
-        };
-        let servers = HaproxyServers {
-            local,
-            peer,
-            write_backend: &self.args.haproxy_backend,
-            read_backend: &self.args.haproxy_readonly_backend,
-        };
-        let answers = steps::tell_haproxy(socket, &which(&servers));
-        Some(format!("haproxy: {}", answers.join(", ")))
     }
 
     /// Step 7: the old primary starts again and follows the new one.

@@ -211,66 +211,6 @@ pub fn promote(
     }
 }
 
-/// haproxy's servers for the two nodes, and the backends they are in.
-pub struct HaproxyServers<'a> {
-    pub local: &'a str,
-    pub peer: &'a str,
-    pub write_backend: &'a str,
-    pub read_backend: &'a str,
-}
-
-/// Bound on each runtime command.
-const HAPROXY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The servers' health haproxy is told when this node stops: its write
-/// server down, so that new connections fail at once instead of waiting out
-/// haproxy's turn-around before a retry (a second) on a server that refuses
-/// them, and its sessions end (the fast shutdown ends them anyway).
-pub fn stopping(servers: &HaproxyServers) -> Vec<(String, &'static str)> {
-    vec![(
-        format!("{}/{}", servers.write_backend, servers.local),
-        "down",
-    )]
-}
-
-/// The servers' health haproxy is told once the peer is promoted: the peer
-/// takes writes and no longer serves reads; this node takes no writes (told
-/// again, in case a check passed between the first word and the stop).
-pub fn promoted(servers: &HaproxyServers) -> Vec<(String, &'static str)> {
-    vec![
-        (format!("{}/{}", servers.write_backend, servers.peer), "up"),
-        (
-            format!("{}/{}", servers.write_backend, servers.local),
-            "down",
-        ),
-        (format!("{}/{}", servers.read_backend, servers.peer), "down"),
-    ]
-}
-
-/// Tells the local haproxy at once what its checks would find a second or so
-/// later; its checks go on and keep the truth from then on. Returns one line
-/// per command, what haproxy said or why it could not be asked; never fails
-/// the switchover (the checks catch up anyway).
-pub fn tell_haproxy(socket: &Path, health: &[(String, &'static str)]) -> Vec<String> {
-    if !socket.exists() {
-        return vec![format!(
-            "no haproxy socket at {}: its checks will find the new primary",
-            socket.display()
-        )];
-    }
-    health
-        .iter()
-        .map(|(server, health)| {
-            let command = format!("set server {server} health {health}");
-            match pgcore::haproxy::ask(socket, &command, HAPROXY_TIMEOUT) {
-                Ok(answer) if answer.trim().is_empty() => format!("{server} {health}"),
-                Ok(answer) => format!("{server} not set {health}: haproxy says {}", answer.trim()),
-                Err(err) => format!("{server} not set {health}: cannot ask haproxy: {err}"),
-            }
-        })
-        .collect()
-}
-
 /// Asks the local node until it answers as a replica whose WAL receiver
 /// streams, until `deadline`; otherwise its last answer, described.
 pub fn wait_streaming(
