@@ -17,8 +17,8 @@ use tempfile::TempDir;
 use crate::{repo_root, Rendered};
 
 /// The programs the jobs' scripts run, as stubs: each appends its arguments
-/// (one line per call) to `<stub>.calls` and the `PG*` variables it was given
-/// to `<stub>.env`, then exits 0, or with the code in `<stub>.exit` when a
+/// (one line per call) to `<stub>.calls`, the `PG*` variables it was given
+/// to `<stub>.env` and the user it runs as to `<stub>.user`, then exits 0, or with the code in `<stub>.exit` when a
 /// test wrote one ([`Vm::exit_with`]); [`Vm::stub`] makes one answer otherwise.
 const STUBS: [&str; 10] = [
     "packages/pg-tools/bin/pg-bootstrap",
@@ -33,10 +33,11 @@ const STUBS: [&str; 10] = [
     "bosh/bin/monit",
 ];
 
-/// What every stub does first: record its arguments and `PG*` variables.
+/// What every stub does first: record its arguments, `PG*` variables and user.
 const RECORD: &str = r#"#!/bin/bash
 echo "$*" >>"$0.calls"
 env | grep '^PG' | sort >"$0.env"
+id -un >"$0.user"
 "#;
 
 /// What a stub does then, unless a test says otherwise ([`Vm::stub`]).
@@ -172,6 +173,15 @@ impl Vm {
 
     /// The arguments of each call of the stub `program` (a path as on the
     /// VM), with paths as on the VM.
+    /// The user the stub `program` last ran as (empty if it never ran).
+    pub fn user_of(&self, program: &str) -> String {
+        let path = format!("{}.user", self.rewrite(program));
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
     pub fn calls(&self, program: &str) -> Vec<String> {
         let path = format!("{}.calls", self.rewrite(program));
         fs::read_to_string(path)
@@ -247,7 +257,7 @@ impl Vm {
         fs::write(&path, text).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         // Written by whichever user the script runs the stub as.
-        for suffix in ["calls", "env"] {
+        for suffix in ["calls", "env", "user"] {
             let record = PathBuf::from(format!("{}.{suffix}", path.display()));
             fs::write(&record, "").unwrap();
             fs::set_permissions(&record, fs::Permissions::from_mode(0o666)).unwrap();

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use release_tests::vm::Vm;
 use release_tests::{example, instances, render, repo_root, set, try_render, yaml, Rendered};
@@ -15,6 +16,8 @@ const CTL: &str = "/var/vcap/jobs/postgres/bin/ctl";
 const CTL_LOG: &str = "/var/vcap/sys/log/postgres/ctl.log";
 const MONITOR: &str = "/var/vcap/jobs/postgres/bin/monitor";
 const MONITOR_LOG: &str = "/var/vcap/sys/log/postgres/monitor_ctl.log";
+const HEALTH: &str = "/var/vcap/jobs/postgres/bin/health";
+const HEALTH_LOG: &str = "/var/vcap/sys/log/postgres/health_ctl.log";
 const PG_BOOTSTRAP: &str = "/var/vcap/packages/pg-tools/bin/pg-bootstrap";
 const PG_MONITOR: &str = "/var/vcap/packages/pg-tools/bin/pg-monitor";
 const PG_CTL: &str = "/var/vcap/packages/postgres/bin/pg_ctl";
@@ -665,7 +668,11 @@ fn clustered_nodes_know_every_peer_and_run_no_monitor() {
 
 #[test]
 fn haproxy_accepts_the_rendered_config() {
-    for (instance, node) in render_all("ha") {
+    let external = render(&with_vip(&["ha_proxy", "check"], "external"), "postgres/0");
+    for (instance, node) in render_all("ha")
+        .into_iter()
+        .chain([("external".into(), external)])
+    {
         let mut check = Command::new(testkit::haproxy_bin());
         check
             .arg("-c")
@@ -675,30 +682,143 @@ fn haproxy_accepts_the_rendered_config() {
     }
 }
 
+/// A backend's section of a rendered haproxy.cfg.
+fn backend(cfg: &str, name: &str) -> String {
+    let start = cfg.find(&format!("\nbackend {name}\n")).expect("backend");
+    cfg[start + 1..].split("\n\n").next().unwrap().to_string()
+}
+
 #[test]
-fn haproxy_routes_writes_to_the_primary_and_reads_to_a_streaming_replica() {
+fn haproxy_checks_each_nodes_health_endpoint_over_http_by_default() {
     let node = render(&example("ha"), "postgres/0");
     let cfg = node.file("vip", "config/haproxy.cfg");
-    let backend = |name: &str| {
-        let start = cfg.find(&format!("\nbackend {name}\n")).expect("backend");
-        cfg[start + 1..].split("\n\n").next().unwrap().to_string()
-    };
-    let write = backend("postgres");
-    assert!(write.contains("external-check command /var/vcap/jobs/postgres/bin/check-primary"));
-    assert!(write.contains("server node0 10.244.0.2:6432 check"));
-    assert!(write.contains("server node1 10.244.0.3:6432 check"));
-    let read = backend("readonly");
-    assert!(read.contains("external-check command /var/vcap/jobs/postgres/bin/check-replica"));
+    let write = backend(&cfg, "postgres");
+    assert!(write.contains("option httpchk"), "{write}");
+    assert!(
+        write.contains("http-check send meth GET uri /primary\n"),
+        "{write}"
+    );
+    assert!(write.contains("http-check expect status 200"), "{write}");
+    // A node down for writes is checked every 100 ms: it may be the new primary.
+    assert!(
+        write.contains(
+            "server node0 10.244.0.2:6432 check port 8008 inter 1000 fastinter 100 downinter 100"
+        ),
+        "{write}"
+    );
+    assert!(
+        write.contains("server node1 10.244.0.3:6432 check port 8008"),
+        "{write}"
+    );
+    let read = backend(&cfg, "readonly");
+    assert!(
+        read.contains("http-check send meth GET uri /replica?streaming\n"),
+        "{read}"
+    );
+    assert!(
+        read.contains(
+            "server node1 10.244.0.3:6432 check port 8008 inter 1000 fastinter 100 downinter 1000"
+        ),
+        "{read}"
+    );
+    // No fork per check, and haproxy is not allowed one.
+    assert!(
+        !cfg.contains("external-check") && !cfg.contains("insecure-fork-wanted"),
+        "{cfg}"
+    );
     assert!(cfg.contains("bind *:5432") && cfg.contains("bind *:7432"));
     assert!(cfg.contains("use_backend postgres if { nbsrv(readonly) eq 0 }"));
     assert!(cfg.contains("on-marked-down shutdown-sessions"));
-    assert!(cfg.contains("insecure-fork-wanted") && cfg.contains("\n    external-check\n"));
     assert!(cfg.contains("stats auth admin:stats-secret"));
+
+    // The endpoint the checks ask, on the port they ask.
+    let monit = node.file("postgres", "monit");
+    assert!(monit.contains("check process health"), "{monit}");
+    let env = node.file("postgres", "config/node.env");
+    assert!(env.contains("HEALTH_LISTEN=10.244.0.2:8008"), "{env}");
+}
+
+#[test]
+fn the_health_endpoint_port_and_address_follow_the_properties() {
+    let mut manifest = with_postgres("ha", &["postgres", "health", "port"], "9100");
+    let mut bind = POSTGRES.to_vec();
+    bind.extend_from_slice(&["postgres", "health", "bind"]);
+    set(&mut manifest, &bind, yaml("0.0.0.0"));
+    let node = render(&manifest, "postgres/1");
+    assert!(node
+        .file("postgres", "config/node.env")
+        .contains("HEALTH_LISTEN=0.0.0.0:9100"));
+    let cfg = node.file("vip", "config/haproxy.cfg");
+    assert!(
+        cfg.contains("server node0 10.244.0.2:6432 check port 9100"),
+        "{cfg}"
+    );
+}
+
+#[test]
+fn bin_health_runs_the_endpoint_as_vcap_on_the_node_address() {
+    let vm = Vm::install(&render(&example("ha"), "postgres/0"));
+    vm.run_ok(HEALTH, &["start"], HEALTH_LOG);
+    testkit::wait_for(
+        "the endpoint's stub to run",
+        Duration::from_secs(10),
+        || !vm.user_of(PG_ROLE_CHECK).is_empty(),
+    );
+    assert_eq!(vm.user_of(PG_ROLE_CHECK), "vcap");
+    vm.run_ok(HEALTH, &["stop"], HEALTH_LOG);
+    let calls = vm.calls(PG_ROLE_CHECK);
+    assert_eq!(calls.len(), 1, "pg-role-check ran once: {calls:?}");
+    assert_eq!(
+        calls[0],
+        "serve --listen 10.244.0.2:8008 --host /var/vcap/sys/run/postgres --port 6432 \
+         --user vcap --dbname postgres --connect-timeout 2 \
+         --monitor-state /var/vcap/sys/run/postgres/monitor-state.json \
+         --fence-record /var/vcap/store/postgres/fenced.json"
+    );
+}
+
+#[test]
+fn ha_proxy_check_external_keeps_the_external_check_scripts() {
+    let node = render(&with_vip(&["ha_proxy", "check"], "external"), "postgres/0");
+    let cfg = node.file("vip", "config/haproxy.cfg");
+    let write = backend(&cfg, "postgres");
+    assert!(write.contains("external-check command /var/vcap/jobs/postgres/bin/check-primary"));
+    assert!(
+        write.contains("server node0 10.244.0.2:6432 check inter 1000"),
+        "{write}"
+    );
+    assert!(
+        !cfg.contains("httpchk") && !cfg.contains("check port"),
+        "{cfg}"
+    );
+    let read = backend(&cfg, "readonly");
+    assert!(read.contains("external-check command /var/vcap/jobs/postgres/bin/check-replica"));
+    assert!(cfg.contains("insecure-fork-wanted") && cfg.contains("\n    external-check\n"));
 
     let primary_check = node.file("postgres", "bin/check-primary");
     assert!(primary_check.contains("pg-role-check --expect primary --retries 1 \"$@\""));
     let replica_check = node.file("postgres", "bin/check-replica");
     assert!(replica_check.contains("--expect replica --streaming"));
+}
+
+#[test]
+fn a_check_mode_haproxy_cannot_use_is_refused_at_render_time() {
+    assert_render_fails(
+        &with_vip(&["ha_proxy", "check"], "tcp"),
+        "postgres/0",
+        "'ha_proxy.check' must be http or external, got \"tcp\"",
+    );
+    let without_endpoint = with_postgres("ha", &["postgres", "health", "enabled"], "false");
+    assert_render_fails(
+        &without_endpoint,
+        "postgres/0",
+        "ha_proxy.check http needs the postgres job's health endpoint",
+    );
+    assert_render_fails(
+        &with_postgres("ha", &["postgres", "health", "port"], "70000"),
+        "postgres/0",
+        "postgres.health.port must be a port (1-65535), got 70000",
+    );
 }
 
 #[test]
