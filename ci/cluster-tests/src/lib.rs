@@ -855,3 +855,4 @@ mod tests {
 }
 
 pub mod scenarios;
+pub mod split;

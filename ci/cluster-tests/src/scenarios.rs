@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crate::split::Split;
 use crate::{now_ms, other, outcome, wait_until, Clients, Cluster, Outcome, VMS};
 
 /// How long any step of a scenario may take before the scenario fails.
@@ -142,6 +143,8 @@ pub struct Run {
     /// The boot decisions the VMs logged during the scenario, as `vm:
     /// decision` (a rolling deploy must make neither a rejoin nor a clone).
     pub boot_decisions: Vec<String>,
+    /// How the write gap of an unplanned failover splits (from the logs).
+    pub split: Option<Split>,
 }
 
 /// A silence of the writer longer than this counts toward a deploy's write
@@ -233,12 +236,16 @@ pub fn run_detailed(scenario: Scenario, cluster: &Cluster) -> Run {
                 .collect::<Vec<_>>()
         })
         .collect();
+    let split = (new_primary != primary)
+        .then(|| crate::split::failover_split(cluster, fault, &new_primary))
+        .flatten();
     Run {
         outcome: outcome(&scenario.name(), cluster, &seen, fault, &new_primary),
         isolations,
         switchover_gaps,
         deploy_silences,
         boot_decisions,
+        split,
     }
 }
 

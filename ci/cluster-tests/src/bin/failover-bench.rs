@@ -3,7 +3,9 @@
 //! release's claim of under 5 s. For the planned operations it also prints
 //! each switchover's write gap (median of all) and each deploy's total write
 //! gap (every silence of the writer longer than 100 ms, summed), with the
-//! rewinds and clones they made. Needs root, like ci/cluster.
+//! rewinds and clones they made; for an unplanned failover, how its write gap
+//! splits (detection, promotion, haproxy's switch; medians, from the VMs'
+//! logs). Needs root, like ci/cluster.
 //!
 //!   cargo run --release -p cluster-tests --bin failover-bench -- [--runs 5] [--asynchronous] [SCENARIO...]
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use cluster_tests::scenarios::{run_detailed, Scenario};
+use cluster_tests::split::Split;
 use cluster_tests::Cluster;
 
 #[derive(Parser)]
@@ -37,17 +40,23 @@ fn main() {
     };
     let mut rows = Vec::new();
     let mut operations = Vec::new();
+    let mut failovers = Vec::new();
     for scenario in chosen {
         let mut gaps = Vec::new();
         let mut lost = 0;
         let mut switchover_gaps: Vec<Duration> = Vec::new();
         let mut deploy_gaps = Vec::new();
         let mut rebuilt = 0;
+        let mut splits = Vec::new();
         for run_number in 1..=cli.runs {
             let cluster = Cluster::up(!cli.asynchronous);
             let run = run_detailed(scenario, &cluster);
             let outcome = &run.outcome;
             eprintln!("run {run_number}: {outcome}");
+            if let Some(split) = &run.split {
+                eprintln!("run {run_number}: {split}");
+                splits.push(split.clone());
+            }
             gaps.extend(outcome.write_gap);
             lost += outcome.lost.len();
             switchover_gaps.extend(&run.switchover_gaps);
@@ -62,6 +71,9 @@ fn main() {
         }
         if !switchover_gaps.is_empty() || !deploy_gaps.is_empty() {
             operations.push((scenario.name(), switchover_gaps, deploy_gaps, rebuilt, lost));
+        }
+        if !splits.is_empty() {
+            failovers.push((scenario.name(), splits));
         }
         gaps.sort();
         let median = gaps.get(gaps.len() / 2).copied().unwrap_or(Duration::ZERO);
@@ -81,6 +93,21 @@ fn main() {
             median.as_secs_f64(),
             "< 5 s",
             runs.join(" ")
+        );
+    }
+    for (name, splits) in failovers {
+        let median = |part: fn(&Split) -> Duration| {
+            let mut parts: Vec<Duration> = splits.iter().map(part).collect();
+            parts.sort();
+            parts[parts.len() / 2].as_secs_f64()
+        };
+        println!(
+            "{name}: how the write gap splits, medians of {}: detection {:.3} s, promotion {:.3} s, \
+             haproxy's switch {:.3} s",
+            splits.len(),
+            median(|split| split.detection),
+            median(|split| split.promotion),
+            median(|split| split.haproxy_switch),
         );
     }
     for (name, mut switchover_gaps, deploy_gaps, rebuilt, lost) in operations {
