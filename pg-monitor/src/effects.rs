@@ -15,13 +15,8 @@ use pgcore::{logln, Client, ConnectOptions, Detail, Endpoint, Failure, HeldSessi
 use crate::decide::{Evidence, Witnesses};
 
 /// One full status of a node (role, WAL positions, replication and
-/// synchronous state) in one bounded round trip.
-pub fn probe_node(client: &Client, options: &ConnectOptions) -> Result<Status, Failure> {
-    client.probe_once(options, Detail::Full)
-}
-
-/// The same question over a connection held between checks (see
-/// [`HeldSession`]), bounded by the options' connect timeout.
+/// synchronous state) in one round trip over the connection `held` keeps
+/// between checks (see [`HeldSession`]), bounded by the connect timeout.
 pub fn probe_held(held: &mut HeldSession, options: &ConnectOptions) -> Result<Status, Failure> {
     held.status(options, Detail::Full, options.connect_timeout)
 }
