@@ -402,7 +402,11 @@ pub(crate) fn query_for(detail: Detail) -> &'static str {
         Detail::Streaming => {
             "SELECT pg_is_in_recovery(), (SELECT status = 'streaming' FROM pg_stat_wal_receiver)"
         }
-        // CASE keeps functions that fail during recovery (or outside it) from running.
+        // CASE keeps functions that fail during recovery (or outside it) from
+        // running. The lag columns: greatest() skips NULLs, so a receiver that
+        // has not heard from its primary yet is filtered out rather than read
+        // as no lag; a replica without one falls to the time since its last
+        // replayed commit, which grows while it is cut off.
         Detail::Full => {
             "SELECT r.rec, \
                (SELECT status = 'streaming' FROM pg_stat_wal_receiver), \
@@ -425,6 +429,18 @@ pub(crate) fn query_for(detail: Detail) -> &'static str {
                CASE WHEN NOT r.rec THEN \
                  (SELECT (extract(epoch FROM clock_timestamp() - min(reply_time)) * 1000)::bigint \
                     FROM pg_stat_replication WHERE state = 'streaming') END, \
+               CASE WHEN r.rec THEN \
+                   (SELECT greatest(0, latest_end_lsn - pg_last_wal_replay_lsn())::bigint \
+                      FROM pg_stat_wal_receiver WHERE latest_end_lsn IS NOT NULL) \
+                 ELSE (SELECT max(pg_current_wal_lsn() - replay_lsn)::bigint \
+                         FROM pg_stat_replication WHERE state = 'streaming') END, \
+               CASE WHEN r.rec THEN \
+                   CASE WHEN pg_last_wal_replay_lsn() >= \
+                          (SELECT latest_end_lsn FROM pg_stat_wal_receiver) THEN 0 \
+                     ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) END \
+                 ELSE (SELECT max(CASE WHEN replay_lsn >= pg_current_wal_lsn() THEN 0 \
+                                    ELSE extract(epoch FROM replay_lag) END) \
+                         FROM pg_stat_replication WHERE state = 'streaming') END, \
                CASE WHEN NOT r.rec THEN current_setting('default_transaction_read_only') = 'on' END \
                  AS read_only \
              FROM (SELECT pg_is_in_recovery() AS rec) r"
@@ -470,6 +486,8 @@ pub(crate) fn parse_row(columns: &[Option<&str>]) -> Result<Status, Failure> {
         synchronous_replicas: column(10).and_then(|text| text.parse().ok()),
         standby_reply_age_ms: column(11).and_then(|text| text.parse().ok()),
         read_only: None,
+        replication_lag_bytes: column(12).and_then(|text| text.parse().ok()),
+        replication_lag_seconds: column(13).and_then(|text| text.parse().ok()),
     })
 }
 
@@ -499,6 +517,59 @@ mod tests {
     fn an_unexpected_recovery_value_is_a_transient_failure() {
         let failure = parse_row(&[None]).unwrap_err();
         assert_eq!(failure.kind, crate::FailureKind::Transient);
+    }
+
+    /// A replica's answer to the full query, as text columns.
+    fn full_replica_row<'a>(
+        lag_bytes: Option<&'a str>,
+        lag_seconds: Option<&'a str>,
+    ) -> Vec<Option<&'a str>> {
+        vec![
+            Some("t"),
+            Some("t"),
+            Some("15.8"),
+            Some("2"),
+            None,
+            Some("0/3000148"),
+            Some("0/3000060"),
+            Some("10.0.0.1:5432"),
+            None,
+            None,
+            None,
+            None,
+            lag_bytes,
+            lag_seconds,
+            None,
+        ]
+    }
+
+    #[test]
+    fn the_full_row_carries_the_replication_lag() {
+        let lagging = parse_row(&full_replica_row(Some("232"), Some("0.25"))).unwrap();
+        assert_eq!(lagging.role, Role::Replica);
+        assert_eq!(lagging.replayed_wal_lsn, Some(Lsn(0x3000060)));
+        assert_eq!(lagging.replication_lag_bytes, Some(232));
+        assert_eq!(lagging.replication_lag_seconds, Some(0.25));
+        let caught_up = parse_row(&full_replica_row(Some("0"), Some("0"))).unwrap();
+        assert_eq!(caught_up.replication_lag_bytes, Some(0));
+        assert_eq!(caught_up.replication_lag_seconds, Some(0.0));
+        // No WAL receiver, nothing replayed yet: unknown, not zero.
+        let unknown = parse_row(&full_replica_row(None, None)).unwrap();
+        assert_eq!(unknown.replication_lag_bytes, None);
+        assert_eq!(unknown.replication_lag_seconds, None);
+    }
+
+    #[test]
+    fn every_level_is_one_statement_and_the_full_one_reads_the_lag() {
+        for detail in [Detail::Role, Detail::Streaming, Detail::Full] {
+            assert!(!query_for(detail).contains(';'), "{detail:?}");
+        }
+        let full = query_for(Detail::Full);
+        assert!(full.contains("latest_end_lsn - pg_last_wal_replay_lsn()"));
+        assert!(full.contains("pg_current_wal_lsn() - replay_lsn"));
+        assert!(full.contains("replay_lag"));
+        // read_only is read by name, wherever the level puts it.
+        assert!(full.contains("AS read_only"));
     }
 
     fn options(endpoint: &str, timeout: Duration) -> ConnectOptions {
