@@ -134,6 +134,8 @@ fn a_streaming_replica_passes_expect_replica_and_streaming() {
     let run = check_node(replica.port(), &["--expect", "replica"]);
     assert_exit(&run, 0, "replica on a replica");
     assert!(run.stdout.starts_with("replica "), "line: {}", run.stdout);
+    // The lean query does not ask about the WAL receiver: the line says nothing of it.
+    assert!(!run.stdout.contains("streaming"), "line: {}", run.stdout);
     let run = check_node(replica.port(), &["--expect", "replica", "--streaming"]);
     assert_exit(&run, 0, "streaming replica");
     assert!(run.stdout.contains(", streaming"), "line: {}", run.stdout);

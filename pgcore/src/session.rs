@@ -381,13 +381,18 @@ fn read_status(messages: &[SimpleQueryMessage]) -> Result<Status, Failure> {
             _ => None,
         })
         .ok_or_else(|| Failure::transient("the role query returned no row"))?;
-    let columns: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
-    let mut status = parse_row(&columns)?;
-    // By name: the levels of detail put it in different columns.
+    // By name: the levels of detail put it in different columns. Left out
+    // of the positional ones, or the lean query's second column would read
+    // as the WAL receiver's state (a streaming replica "not streaming").
     let read_only = row
         .columns()
         .iter()
         .position(|column| column.name() == "read_only");
+    let columns: Vec<Option<&str>> = (0..row.len())
+        .filter(|&i| Some(i) != read_only)
+        .map(|i| row.get(i))
+        .collect();
+    let mut status = parse_row(&columns)?;
     status.read_only = read_only.and_then(|at| row.get(at)).map(|text| text == "t");
     Ok(status)
 }
