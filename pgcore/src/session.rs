@@ -407,48 +407,52 @@ pub(crate) fn query_for(detail: Detail) -> &'static str {
         Detail::Streaming => {
             "SELECT pg_is_in_recovery(), (SELECT status = 'streaming' FROM pg_stat_wal_receiver)"
         }
-        // CASE keeps functions that fail during recovery (or outside it) from
-        // running. The lag columns: greatest() skips NULLs, so a receiver that
-        // has not heard from its primary yet is filtered out rather than read
-        // as no lag; a replica without one falls to the time since its last
-        // replayed commit, which grows while it is cut off.
+        // CASE (and the WHERE of the senders' subquery) keeps functions that
+        // fail during recovery, or outside it, from running. Each view is
+        // read once, in a lateral subquery: pg_stat_replication costs a scan
+        // of every backend's status, and this query runs on every check.
+        // A WAL receiver that has not heard from its primary yet has no
+        // latest_end_lsn: its lag is unknown, not zero (greatest() would
+        // skip the NULL). A replica without one falls to the time since its
+        // last replayed commit, which grows while it is cut off.
         Detail::Full => {
             "SELECT r.rec, \
-               (SELECT status = 'streaming' FROM pg_stat_wal_receiver), \
+               w.streaming, \
                current_setting('server_version'), \
-               CASE WHEN r.rec THEN coalesce( \
-                   (SELECT received_tli FROM pg_stat_wal_receiver), \
+               CASE WHEN r.rec THEN coalesce(w.received_tli, \
                    (SELECT timeline_id FROM pg_control_checkpoint())) \
                  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
                CASE WHEN NOT r.rec THEN pg_current_wal_lsn() END, \
                CASE WHEN r.rec THEN pg_last_wal_receive_lsn() END, \
                CASE WHEN r.rec THEN pg_last_wal_replay_lsn() END, \
-               (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver \
-                 WHERE status = 'streaming'), \
-               CASE WHEN NOT r.rec THEN \
-                 (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') END, \
+               w.source, \
+               CASE WHEN NOT r.rec THEN s.streaming END, \
                CASE WHEN NOT r.rec THEN current_setting('synchronous_standby_names') END, \
-               CASE WHEN NOT r.rec THEN \
-                 (SELECT count(*) FROM pg_stat_replication \
-                   WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END, \
-               CASE WHEN NOT r.rec THEN \
-                 (SELECT (extract(epoch FROM clock_timestamp() - min(reply_time)) * 1000)::bigint \
-                    FROM pg_stat_replication WHERE state = 'streaming') END, \
-               CASE WHEN r.rec THEN \
-                   (SELECT greatest(0, latest_end_lsn - pg_last_wal_replay_lsn())::bigint \
-                      FROM pg_stat_wal_receiver WHERE latest_end_lsn IS NOT NULL) \
-                 ELSE (SELECT max(pg_current_wal_lsn() - replay_lsn)::bigint \
-                         FROM pg_stat_replication WHERE state = 'streaming') END, \
-               CASE WHEN r.rec THEN \
-                   CASE WHEN pg_last_wal_replay_lsn() >= \
-                          (SELECT latest_end_lsn FROM pg_stat_wal_receiver) THEN 0 \
-                     ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) END \
-                 ELSE (SELECT max(CASE WHEN replay_lsn >= pg_current_wal_lsn() THEN 0 \
-                                    ELSE extract(epoch FROM replay_lag) END) \
-                         FROM pg_stat_replication WHERE state = 'streaming') END, \
+               CASE WHEN NOT r.rec THEN s.synchronous END, \
+               s.reply_age_ms, \
+               CASE WHEN NOT r.rec THEN s.lag_bytes \
+                 WHEN w.latest_end_lsn IS NOT NULL THEN \
+                   greatest(0, w.latest_end_lsn - pg_last_wal_replay_lsn())::bigint END, \
+               CASE WHEN NOT r.rec THEN s.lag_seconds \
+                 WHEN pg_last_wal_replay_lsn() >= w.latest_end_lsn THEN 0 \
+                 ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) END, \
                CASE WHEN NOT r.rec THEN current_setting('default_transaction_read_only') = 'on' END \
                  AS read_only \
-             FROM (SELECT pg_is_in_recovery() AS rec) r"
+             FROM (SELECT pg_is_in_recovery() AS rec) r \
+             LEFT JOIN LATERAL ( \
+               SELECT status = 'streaming' AS streaming, received_tli, latest_end_lsn, \
+                      CASE WHEN status = 'streaming' THEN sender_host || ':' || sender_port END \
+                        AS source \
+                 FROM pg_stat_wal_receiver) w ON true \
+             CROSS JOIN LATERAL ( \
+               SELECT count(*) AS streaming, \
+                      count(*) FILTER (WHERE sync_state IN ('sync', 'quorum')) AS synchronous, \
+                      (extract(epoch FROM clock_timestamp() - min(reply_time)) * 1000)::bigint \
+                        AS reply_age_ms, \
+                      max(pg_current_wal_lsn() - replay_lsn)::bigint AS lag_bytes, \
+                      max(CASE WHEN replay_lsn >= pg_current_wal_lsn() THEN 0 \
+                            ELSE extract(epoch FROM replay_lag) END) AS lag_seconds \
+                 FROM pg_stat_replication WHERE state = 'streaming' AND NOT r.rec) s"
         }
     }
 }
