@@ -50,6 +50,17 @@ pub fn asks_for_none(status: &Status) -> bool {
             .is_some_and(|names| names.trim().is_empty())
 }
 
+/// A primary refusing writes (its monitor's lease lapsed, a split-brain) is
+/// not the primary haproxy may send writes to.
+pub fn refuses_writes(status: &Status) -> bool {
+    status.read_only == Some(true)
+}
+
+/// A replica whose WAL receiver streams from a primary; one cut off is stale.
+pub fn streams(status: &Status) -> bool {
+    status.wal_receiver_streaming == Some(true)
+}
+
 impl Expectation {
     /// The expectation the flags describe, or the usage error they make.
     pub fn from_cli(cli: &Cli) -> Result<Expectation, &'static str> {
@@ -101,17 +112,12 @@ impl Expectation {
         let holds = match status.role {
             Role::Unreachable => return UNDETERMINED,
             Role::Starting => false,
-            // A primary refusing writes (its monitor's lease lapsed, a
-            // split-brain) is not the primary haproxy may send writes to.
             Role::Primary => {
                 self.role != Expect::Replica
-                    && !(self.writable && status.read_only == Some(true))
+                    && !(self.writable && refuses_writes(status))
                     && (!self.synchronous || self.synchronous_enough(status, seen))
             }
-            Role::Replica => {
-                self.role != Expect::Primary
-                    && !(self.streaming && status.wal_receiver_streaming != Some(true))
-            }
+            Role::Replica => self.role != Expect::Primary && (!self.streaming || streams(status)),
         };
         u8::from(!(holds && seen.ready))
     }
@@ -154,7 +160,7 @@ impl Expectation {
                 None => {}
             },
             Role::Primary => {
-                if status.read_only == Some(true) {
+                if refuses_writes(status) {
                     line.push_str(", refusing writes");
                 }
                 if self.synchronous {

@@ -2,6 +2,7 @@
 
 mod check;
 mod cli;
+mod serve;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,30 +10,30 @@ use std::time::{Duration, Instant};
 
 use check::{asks_for_none, Expectation, Seen, UNDETERMINED};
 use clap::{CommandFactory, Parser};
-use cli::Cli;
+use cli::{Cli, Command};
 use pgcore::{logln, Client, ConnectOptions, Endpoint, FailureKind, Report, RetryPolicy};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     pgcore::log::init("pg-role-check");
-    let endpoint = match target_endpoint(&cli) {
+    match &cli.command {
+        Some(Command::Serve(args)) => serve::run(args),
+        None => probe(&cli),
+    }
+}
+
+/// The probe: one answer, or a bounded wait for one, as an exit code.
+fn probe(cli: &Cli) -> ExitCode {
+    let endpoint = match target_endpoint(cli) {
         Ok(endpoint) => endpoint,
         Err(message) => usage_error(&message),
     };
-    let expectation = match Expectation::from_cli(&cli) {
+    let expectation = match Expectation::from_cli(cli) {
         Ok(expectation) => expectation,
         Err(message) => usage_error(message),
     };
 
-    let mut options = ConnectOptions::new(
-        endpoint,
-        cli.user.clone(),
-        cli.dbname.clone(),
-        cli.connect_timeout,
-    );
-    if let Some(warning) = options.resolve_password(cli.passfile.clone()) {
-        logln!("warning: {warning}; connecting without a password");
-    }
+    let options = cli.connection.options(endpoint);
     let client = match Client::new() {
         Ok(client) => client,
         Err(err) => {
@@ -167,10 +168,7 @@ impl Probe<'_> {
 /// else --host / --port.
 fn target_endpoint(cli: &Cli) -> Result<Endpoint, String> {
     match cli.haproxy_args.as_slice() {
-        [] => Ok(Endpoint {
-            host: cli.host.clone(),
-            port: cli.port,
-        }),
+        [] => Ok(cli.connection.endpoint()),
         [_proxy_addr, _proxy_port, server_addr, server_port] => Ok(Endpoint {
             host: pgcore::target::parse_host(server_addr)
                 .map_err(|err| format!("haproxy server_addr: {err}"))?,

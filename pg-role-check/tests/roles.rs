@@ -134,6 +134,8 @@ fn a_streaming_replica_passes_expect_replica_and_streaming() {
     let run = check_node(replica.port(), &["--expect", "replica"]);
     assert_exit(&run, 0, "replica on a replica");
     assert!(run.stdout.starts_with("replica "), "line: {}", run.stdout);
+    // The lean query does not ask about the WAL receiver: the line says nothing of it.
+    assert!(!run.stdout.contains("streaming"), "line: {}", run.stdout);
     let run = check_node(replica.port(), &["--expect", "replica", "--streaming"]);
     assert_exit(&run, 0, "streaming replica");
     assert!(run.stdout.contains(", streaming"), "line: {}", run.stdout);
@@ -583,7 +585,22 @@ fn json_describes_a_primary_and_its_streaming_replica() {
     assert_eq!(json["synchronous_replicas"], 0);
     assert!(json["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0));
     assert_eq!(json["error"], Value::Null);
+    // With a streaming standby, its lag is known on the primary.
+    assert!(
+        json["replication_lag_bytes"]
+            .as_i64()
+            .is_some_and(|b| b >= 0),
+        "{json}"
+    );
+    assert!(
+        json["replication_lag_seconds"]
+            .as_f64()
+            .is_some_and(|s| s >= 0.0),
+        "{json}"
+    );
 
+    // Once it replayed WAL its primary sent, a replica knows its lag.
+    replica.wait_caught_up(&primary);
     let run = check_node(replica.port(), &["--json", "--expect", "replica"]);
     assert_exit(&run, 0, "json on a replica");
     let json = run.json();
@@ -597,6 +614,18 @@ fn json_describes_a_primary_and_its_streaming_replica() {
     assert_eq!(json["wal_receiver_source"], primary.endpoint());
     assert_eq!(json["streaming_replicas"], Value::Null);
     assert_eq!(json["synchronous_replicas"], Value::Null);
+    assert!(
+        json["replication_lag_bytes"]
+            .as_i64()
+            .is_some_and(|b| b >= 0),
+        "{json}"
+    );
+    assert!(
+        json["replication_lag_seconds"]
+            .as_f64()
+            .is_some_and(|s| s >= 0.0),
+        "{json}"
+    );
 
     // ALTER SYSTEM cannot share a (transaction-wrapped) multi-statement query.
     primary.execute("ALTER SYSTEM SET synchronous_standby_names = '*'");
@@ -650,6 +679,9 @@ fn json_shows_the_new_timeline_after_a_promotion() {
     let json = check_node(replica.port(), &["--json"]).json();
     assert_eq!(json["role"], "primary");
     assert_eq!(json["timeline"], 2);
+    // A primary without standbys has no replication lag to speak of.
+    assert_eq!(json["replication_lag_bytes"], Value::Null, "{json}");
+    assert_eq!(json["replication_lag_seconds"], Value::Null, "{json}");
 }
 
 /// Starts pg-role-check in the background (its output piped) against `port`.

@@ -18,6 +18,12 @@ pub const MAX_YAML_NESTING: usize = 64;
 /// The text of the regular file at `path`, or what is wrong with it, as a
 /// phrase for the caller to prefix with the file's name.
 pub fn read_text(path: &Path) -> Result<String, String> {
+    read_text_at_most(path, MAX_FILE_BYTES)
+}
+
+/// Like [`read_text`], for a file that is never larger than `max_bytes`
+/// (pg-monitor's state file, say) when it is what it should be.
+pub fn read_text_at_most(path: &Path, max_bytes: u64) -> Result<String, String> {
     let cannot_read = |err: std::io::Error| match err.kind() {
         ErrorKind::NotFound => "no such file".to_string(),
         _ => format!("cannot read: {err}"),
@@ -28,14 +34,25 @@ pub fn read_text(path: &Path) -> Result<String, String> {
     }
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .and_then(|file| file.take(max_bytes + 1).read_to_end(&mut bytes))
         .map_err(cannot_read)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
-            "larger than {MAX_FILE_BYTES} bytes (1 MiB), the most read"
-        ));
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!("larger than {}, the most read", size(max_bytes)));
     }
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
+}
+
+/// `1048576 bytes (1 MiB)`: exact, and readable at a glance.
+fn size(bytes: u64) -> String {
+    match bytes {
+        _ if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) => {
+            format!("{bytes} bytes ({} MiB)", bytes >> 20)
+        }
+        _ if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) => {
+            format!("{bytes} bytes ({} KiB)", bytes >> 10)
+        }
+        _ => format!("{bytes} bytes"),
+    }
 }
 
 /// The one secret in a password file (the release renders the replication
@@ -175,9 +192,17 @@ mod tests {
         std::fs::write(&file, "a: 1\n").unwrap();
         assert_eq!(read_text(&file).unwrap(), "a: 1\n");
         std::fs::write(&file, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
-        assert!(read_text(&file)
-            .unwrap_err()
-            .contains("larger than 1048576 bytes"));
+        assert_eq!(
+            read_text(&file).unwrap_err(),
+            "larger than 1048576 bytes (1 MiB), the most read"
+        );
+        std::fs::write(&file, vec![b'#'; 64 * 1024]).unwrap();
+        assert!(read_text_at_most(&file, 64 * 1024).is_ok());
+        std::fs::write(&file, vec![b'#'; 64 * 1024 + 1]).unwrap();
+        assert_eq!(
+            read_text_at_most(&file, 64 * 1024).unwrap_err(),
+            "larger than 65536 bytes (64 KiB), the most read"
+        );
         assert!(read_text(&dir).unwrap_err().contains("not a regular file"));
         assert!(read_text(Path::new("/dev/zero"))
             .unwrap_err()

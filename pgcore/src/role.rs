@@ -112,6 +112,17 @@ pub struct Status {
     /// On a primary: whether new transactions are read-only
     /// (`default_transaction_read_only`), as a monitor sets it to refuse writes.
     pub read_only: Option<bool>,
+    /// On a replica: bytes of WAL its primary had when the WAL sender last
+    /// reported (`pg_stat_wal_receiver.latest_end_lsn`) that are not replayed
+    /// yet; `None` without a WAL receiver. On a primary: the most any
+    /// streaming standby has still to replay; `None` without one.
+    pub replication_lag_bytes: Option<i64>,
+    /// On a replica: 0 once replay has reached what the primary last
+    /// reported, else the seconds since the last replayed transaction
+    /// committed. On a primary: the largest `replay_lag` of its streaming
+    /// standbys, a standby that replayed everything counting 0 (PostgreSQL
+    /// shows NULL once an idle standby caught up); `None` without one.
+    pub replication_lag_seconds: Option<f64>,
 }
 
 /// The outcome of a probe with retries.

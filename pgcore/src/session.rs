@@ -407,13 +407,18 @@ fn read_status(messages: &[SimpleQueryMessage]) -> Result<Status, Failure> {
             _ => None,
         })
         .ok_or_else(|| Failure::transient("the role query returned no row"))?;
-    let columns: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
-    let mut status = parse_row(&columns)?;
-    // By name: the levels of detail put it in different columns.
+    // By name: the levels of detail put it in different columns. Left out
+    // of the positional ones, or the lean query's second column would read
+    // as the WAL receiver's state (a streaming replica "not streaming").
     let read_only = row
         .columns()
         .iter()
         .position(|column| column.name() == "read_only");
+    let columns: Vec<Option<&str>> = (0..row.len())
+        .filter(|&i| Some(i) != read_only)
+        .map(|i| row.get(i))
+        .collect();
+    let mut status = parse_row(&columns)?;
     status.read_only = read_only.and_then(|at| row.get(at)).map(|text| text == "t");
     Ok(status)
 }
@@ -428,32 +433,52 @@ pub(crate) fn query_for(detail: Detail) -> &'static str {
         Detail::Streaming => {
             "SELECT pg_is_in_recovery(), (SELECT status = 'streaming' FROM pg_stat_wal_receiver)"
         }
-        // CASE keeps functions that fail during recovery (or outside it) from running.
+        // CASE (and the WHERE of the senders' subquery) keeps functions that
+        // fail during recovery, or outside it, from running. Each view is
+        // read once, in a lateral subquery: pg_stat_replication costs a scan
+        // of every backend's status, and this query runs on every check.
+        // A WAL receiver that has not heard from its primary yet has no
+        // latest_end_lsn: its lag is unknown, not zero (greatest() would
+        // skip the NULL). A replica without one falls to the time since its
+        // last replayed commit, which grows while it is cut off.
         Detail::Full => {
             "SELECT r.rec, \
-               (SELECT status = 'streaming' FROM pg_stat_wal_receiver), \
+               w.streaming, \
                current_setting('server_version'), \
-               CASE WHEN r.rec THEN coalesce( \
-                   (SELECT received_tli FROM pg_stat_wal_receiver), \
+               CASE WHEN r.rec THEN coalesce(w.received_tli, \
                    (SELECT timeline_id FROM pg_control_checkpoint())) \
                  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
                CASE WHEN NOT r.rec THEN pg_current_wal_lsn() END, \
                CASE WHEN r.rec THEN pg_last_wal_receive_lsn() END, \
                CASE WHEN r.rec THEN pg_last_wal_replay_lsn() END, \
-               (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver \
-                 WHERE status = 'streaming'), \
-               CASE WHEN NOT r.rec THEN \
-                 (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') END, \
+               w.source, \
+               CASE WHEN NOT r.rec THEN s.streaming END, \
                CASE WHEN NOT r.rec THEN current_setting('synchronous_standby_names') END, \
-               CASE WHEN NOT r.rec THEN \
-                 (SELECT count(*) FROM pg_stat_replication \
-                   WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) END, \
-               CASE WHEN NOT r.rec THEN \
-                 (SELECT (extract(epoch FROM clock_timestamp() - min(reply_time)) * 1000)::bigint \
-                    FROM pg_stat_replication WHERE state = 'streaming') END, \
+               CASE WHEN NOT r.rec THEN s.synchronous END, \
+               s.reply_age_ms, \
+               CASE WHEN NOT r.rec THEN s.lag_bytes \
+                 WHEN w.latest_end_lsn IS NOT NULL THEN \
+                   greatest(0, w.latest_end_lsn - pg_last_wal_replay_lsn())::bigint END, \
+               CASE WHEN NOT r.rec THEN s.lag_seconds \
+                 WHEN pg_last_wal_replay_lsn() >= w.latest_end_lsn THEN 0 \
+                 ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) END, \
                CASE WHEN NOT r.rec THEN current_setting('default_transaction_read_only') = 'on' END \
                  AS read_only \
-             FROM (SELECT pg_is_in_recovery() AS rec) r"
+             FROM (SELECT pg_is_in_recovery() AS rec) r \
+             LEFT JOIN LATERAL ( \
+               SELECT status = 'streaming' AS streaming, received_tli, latest_end_lsn, \
+                      CASE WHEN status = 'streaming' THEN sender_host || ':' || sender_port END \
+                        AS source \
+                 FROM pg_stat_wal_receiver) w ON true \
+             CROSS JOIN LATERAL ( \
+               SELECT count(*) AS streaming, \
+                      count(*) FILTER (WHERE sync_state IN ('sync', 'quorum')) AS synchronous, \
+                      (extract(epoch FROM clock_timestamp() - min(reply_time)) * 1000)::bigint \
+                        AS reply_age_ms, \
+                      max(pg_current_wal_lsn() - replay_lsn)::bigint AS lag_bytes, \
+                      max(CASE WHEN replay_lsn >= pg_current_wal_lsn() THEN 0 \
+                            ELSE extract(epoch FROM replay_lag) END) AS lag_seconds \
+                 FROM pg_stat_replication WHERE state = 'streaming' AND NOT r.rec) s"
         }
     }
 }
@@ -496,6 +521,8 @@ pub(crate) fn parse_row(columns: &[Option<&str>]) -> Result<Status, Failure> {
         synchronous_replicas: column(10).and_then(|text| text.parse().ok()),
         standby_reply_age_ms: column(11).and_then(|text| text.parse().ok()),
         read_only: None,
+        replication_lag_bytes: column(12).and_then(|text| text.parse().ok()),
+        replication_lag_seconds: column(13).and_then(|text| text.parse().ok()),
     })
 }
 
@@ -525,6 +552,59 @@ mod tests {
     fn an_unexpected_recovery_value_is_a_transient_failure() {
         let failure = parse_row(&[None]).unwrap_err();
         assert_eq!(failure.kind, crate::FailureKind::Transient);
+    }
+
+    /// A replica's answer to the full query, as text columns.
+    fn full_replica_row<'a>(
+        lag_bytes: Option<&'a str>,
+        lag_seconds: Option<&'a str>,
+    ) -> Vec<Option<&'a str>> {
+        vec![
+            Some("t"),
+            Some("t"),
+            Some("15.8"),
+            Some("2"),
+            None,
+            Some("0/3000148"),
+            Some("0/3000060"),
+            Some("10.0.0.1:5432"),
+            None,
+            None,
+            None,
+            None,
+            lag_bytes,
+            lag_seconds,
+            None,
+        ]
+    }
+
+    #[test]
+    fn the_full_row_carries_the_replication_lag() {
+        let lagging = parse_row(&full_replica_row(Some("232"), Some("0.25"))).unwrap();
+        assert_eq!(lagging.role, Role::Replica);
+        assert_eq!(lagging.replayed_wal_lsn, Some(Lsn(0x3000060)));
+        assert_eq!(lagging.replication_lag_bytes, Some(232));
+        assert_eq!(lagging.replication_lag_seconds, Some(0.25));
+        let caught_up = parse_row(&full_replica_row(Some("0"), Some("0"))).unwrap();
+        assert_eq!(caught_up.replication_lag_bytes, Some(0));
+        assert_eq!(caught_up.replication_lag_seconds, Some(0.0));
+        // No WAL receiver, nothing replayed yet: unknown, not zero.
+        let unknown = parse_row(&full_replica_row(None, None)).unwrap();
+        assert_eq!(unknown.replication_lag_bytes, None);
+        assert_eq!(unknown.replication_lag_seconds, None);
+    }
+
+    #[test]
+    fn every_level_is_one_statement_and_the_full_one_reads_the_lag() {
+        for detail in [Detail::Role, Detail::Streaming, Detail::Full] {
+            assert!(!query_for(detail).contains(';'), "{detail:?}");
+        }
+        let full = query_for(Detail::Full);
+        assert!(full.contains("latest_end_lsn - pg_last_wal_replay_lsn()"));
+        assert!(full.contains("pg_current_wal_lsn() - replay_lsn"));
+        assert!(full.contains("replay_lag"));
+        // read_only is read by name, wherever the level puts it.
+        assert!(full.contains("AS read_only"));
     }
 
     fn options(endpoint: &str, timeout: Duration) -> ConnectOptions {
