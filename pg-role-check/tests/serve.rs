@@ -248,19 +248,63 @@ fn each_path_answers_for_the_role_the_node_plays() {
     let json = answer.json();
     assert_eq!(json["role"], "primary", "{json}");
     assert_eq!(json["read_only"], false, "{json}");
-    assert_eq!(json["streaming_replicas"], 1, "{json}");
     assert_eq!(json["fenced"], false, "{json}");
     assert_eq!(json["error"], Value::Null, "{json}");
-    assert!(json["current_wal_lsn"].is_string(), "{json}");
+    // The role check asks only what it judges by.
+    assert_eq!(json["streaming_replicas"], Value::Null, "{json}");
     assert!(
         json["age_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
         "{json}"
     );
 
-    let json = on_replica.get("/replica").json();
+    let json = on_replica.get("/replica?streaming").json();
     assert_eq!(json["role"], "replica", "{json}");
     assert_eq!(json["wal_receiver_streaming"], true, "{json}");
+    // A lag bound needs everything the full query reads.
+    let json = on_replica.get("/replica?lag=1TB").json();
     assert_eq!(json["wal_receiver_source"], primary.endpoint(), "{json}");
+    assert!(json["replayed_wal_lsn"].is_string(), "{json}");
+    let json = on_primary.get("/read-only?lag=1TB").json();
+    assert_eq!(json["streaming_replicas"], 1, "{json}");
+    assert!(json["current_wal_lsn"].is_string(), "{json}");
+}
+
+/// The statement the endpoint's held backend ran last.
+fn last_query(node: &Node) -> String {
+    node.value("SELECT query FROM pg_stat_activity WHERE application_name = 'pg-role-check serve'")
+}
+
+/// How much the endpoint's held backend asked last, by its statement:
+/// `role`, `streaming` or `full` (pgcore's query of each level).
+fn last_query_level(node: &Node) -> &'static str {
+    let query = node
+        .value("SELECT query FROM pg_stat_activity WHERE application_name = 'pg-role-check serve'");
+    if query.contains("server_version") {
+        "full"
+    } else if query.contains("pg_stat_wal_receiver") {
+        "streaming"
+    } else {
+        "role"
+    }
+}
+
+#[test]
+fn each_check_asks_the_node_only_what_its_path_judges_by() {
+    let primary = Node::primary();
+    let endpoint = Endpoint::start(primary.port(), &[]);
+    for (target, level) in [
+        ("/primary", "role"),
+        ("/health", "role"),
+        ("/replica", "role"),
+        ("/replica?streaming", "streaming"),
+        ("/read-only?streaming", "streaming"),
+        ("/replica?lag=16MB", "full"),
+        ("/metrics", "full"),
+        ("/primary", "role"),
+    ] {
+        endpoint.get(target);
+        assert_eq!(last_query_level(&primary), level, "{target}");
+    }
 }
 
 #[test]
@@ -320,7 +364,7 @@ fn a_replica_cut_off_from_its_primary_fails_streaming_and_lag_but_is_still_a_rep
     // Without a WAL receiver its lag is not known, so below no bound.
     wait_code(&endpoint, "/replica?lag=1TB", 503);
     assert_eq!(
-        endpoint.get("/replica").json()["replication_lag_bytes"],
+        endpoint.get("/replica?lag=1TB").json()["replication_lag_bytes"],
         Value::Null
     );
 }
@@ -334,7 +378,7 @@ fn a_lag_bound_holds_only_above_a_known_lag() {
     replica.wait_caught_up(&primary);
     let endpoint = Endpoint::start(replica.port(), &[]);
 
-    let json = endpoint.get("/replica").json();
+    let json = endpoint.get("/replica?lag=1TB").json();
     assert!(
         json["replication_lag_bytes"]
             .as_i64()

@@ -39,8 +39,9 @@ impl fmt::Display for Role {
 }
 
 /// How much to ask. Each level is still one query, but more columns cost the
-/// server more; haproxy's per-second checks use [`Detail::Role`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// server more; haproxy's per-second checks use [`Detail::Role`]. Ordered:
+/// a level answers every question of the levels before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Detail {
     /// Only `pg_is_in_recovery()`.
     Role,

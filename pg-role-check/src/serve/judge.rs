@@ -2,7 +2,7 @@
 //! for it: the paths, their parameters, and the rule of each. Pure, so that
 //! every row of the contract has a unit test, as `check.rs`'s exit codes do.
 
-use pgcore::{Role, Status};
+use pgcore::{Detail, Role, Status};
 
 use crate::check::{refuses_writes, streams};
 
@@ -20,6 +20,23 @@ pub enum Route {
     Health,
     /// The Prometheus page.
     Metrics,
+}
+
+impl Route {
+    /// The least the node must be asked to judge the route: each level is
+    /// one query, and the checks haproxy makes several times a second stay
+    /// on the cheap ones (the full one reads the replication views).
+    pub fn detail(&self) -> Detail {
+        match self {
+            Route::Primary | Route::Health => Detail::Role,
+            Route::Replica(terms) | Route::ReadOnly(terms) if terms.lag_below.is_some() => {
+                Detail::Full
+            }
+            Route::Replica(terms) | Route::ReadOnly(terms) if terms.streaming => Detail::Streaming,
+            Route::Replica(_) | Route::ReadOnly(_) => Detail::Role,
+            Route::Metrics => Detail::Full,
+        }
+    }
 }
 
 /// What `/replica` and `/read-only` may also ask of a replica.

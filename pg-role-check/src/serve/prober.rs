@@ -5,6 +5,11 @@
 //! started after it arrived, so an answer is never older than one query;
 //! requests that arrive while a query runs wait for the next one, so
 //! concurrent checks share a query instead of each opening a connection.
+//!
+//! Each request says how much it needs to know ([`Detail`]): a role check
+//! asks the least the node can answer (`/primary`: one function call and a
+//! setting), `/metrics` everything; a query asks what the most demanding
+//! request waiting for it needs.
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -13,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pgcore::{
-    logln, Client, ConnectOptions, Detail, Failure, FailureKind, Report, Retried, Role, Session,
-    Status,
+    logln, Client, ConnectOptions, Detail, Failure, FailureKind, HeldSession, Report, Retried,
+    Role, Status,
 };
 
 use super::metrics::Metrics;
@@ -39,9 +44,11 @@ pub struct Prober {
     patience: Duration,
 }
 
-/// A request waiting for a query that starts after it arrived.
+/// A request waiting for a query that starts after it arrived and asks at
+/// least `detail`.
 struct Waiting {
     arrived: Instant,
+    detail: Detail,
     reply: Sender<Arc<Checked>>,
 }
 
@@ -60,12 +67,18 @@ impl Prober {
         Ok(Prober { requests, patience })
     }
 
-    /// The answer of a query that started after `arrived`; when none comes
-    /// within the connect timeout and a margin, a failure saying so (the
-    /// query still running, or the one before it, is hung).
-    pub fn check(&self, arrived: Instant) -> Arc<Checked> {
+    /// The answer of a query that started after `arrived` and asked at
+    /// least `detail`; when none comes within the connect timeout and a
+    /// margin, a failure saying so (the query still running, or the one
+    /// before it, is hung).
+    pub fn check(&self, arrived: Instant, detail: Detail) -> Arc<Checked> {
         let (reply, answer) = mpsc::channel();
-        if self.requests.send(Waiting { arrived, reply }).is_ok() {
+        let waiting = Waiting {
+            arrived,
+            detail,
+            reply,
+        };
+        if self.requests.send(waiting).is_ok() {
             if let Ok(checked) = answer.recv_timeout(self.patience) {
                 return checked;
             }
@@ -97,9 +110,8 @@ impl Prober {
 /// The held connection, and what was last logged about the node, so that
 /// only changes are logged.
 struct Held<'c> {
-    client: &'c Client,
+    session: HeldSession<'c>,
     options: ConnectOptions,
-    session: Option<Session<'c>>,
     connected: Option<bool>,
     role: Option<Role>,
 }
@@ -107,9 +119,8 @@ struct Held<'c> {
 impl<'c> Held<'c> {
     fn new(client: &'c Client, options: ConnectOptions) -> Held<'c> {
         Held {
-            client,
+            session: HeldSession::new(client),
             options,
-            session: None,
             connected: None,
             role: None,
         }
@@ -120,7 +131,7 @@ impl<'c> Held<'c> {
     fn answer_all(mut self, queue: &Receiver<Waiting>, metrics: &Metrics) {
         // Connects at once, for nobody: the log says from the start whether
         // the node can be reached, and the first check finds it connected.
-        self.check();
+        self.check(Detail::Role);
         let mut waiting = Vec::new();
         while let Ok(first) = queue.recv() {
             waiting.push(first);
@@ -128,7 +139,9 @@ impl<'c> Held<'c> {
             // Taken after the queue was emptied: everyone in `waiting` arrived
             // before it, and whoever comes now waits for the next query.
             let started = Instant::now();
-            let report = self.check();
+            let detail = waiting.iter().map(|request| request.detail).max();
+            let detail = detail.unwrap_or(Detail::Role);
+            let report = self.check(detail);
             metrics.observe_check(report.latency);
             let checked = Arc::new(Checked { report, started });
             for request in waiting.drain(..) {
@@ -139,44 +152,19 @@ impl<'c> Held<'c> {
         }
     }
 
-    /// One query, as a report.
-    fn check(&mut self) -> Report {
+    /// One query at `detail` over the held connection (a new one when it is
+    /// gone, failed or silent, within the same connect timeout), as a report.
+    fn check(&mut self, detail: Detail) -> Report {
         let started = Instant::now();
-        let result = self.status();
+        let result = self
+            .session
+            .status(&self.options, detail, self.options.connect_timeout);
         self.log_changes(&result);
         let retried = Retried {
             result,
             attempts: 1,
         };
         Report::new(retried, started.elapsed())
-    }
-
-    /// The node's status over the held connection, opened again when it is
-    /// gone. Any failure drops it: the next check starts on a new one.
-    fn status(&mut self) -> Result<Status, Failure> {
-        if let Some(session) = self.session.take() {
-            match session.status(Detail::Full) {
-                Ok(status) => {
-                    self.session = Some(session);
-                    return Ok(status);
-                }
-                // Closed under it (a restart, a terminated backend): a new
-                // connection answers this same check.
-                Err(_) if session.is_closed() => {}
-                Err(failure) => return Err(failure),
-            }
-        }
-        self.reconnect()
-    }
-
-    /// Connects and asks, both within one connect timeout as a probe's
-    /// attempt does; the statements after get a connect timeout each.
-    fn reconnect(&mut self) -> Result<Status, Failure> {
-        let bound = self.options.connect_timeout;
-        let session = self.client.connect_within(&self.options, bound)?;
-        let status = session.status(Detail::Full)?;
-        self.session = Some(session.bounded_by(bound));
-        Ok(status)
     }
 
     fn log_changes(&mut self, result: &Result<Status, Failure>) {

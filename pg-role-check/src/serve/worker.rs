@@ -85,7 +85,7 @@ impl Endpoint {
 
     /// Asks the node (a query that starts after `arrived`) and judges.
     fn check(&self, route: &Route, arrived: Instant) -> Response {
-        let checked = self.prober.check(arrived);
+        let checked = self.prober.check(arrived, route.detail());
         if *route == Route::Metrics {
             let monitor = self.monitor.as_ref().and_then(MonitorFile::read);
             return Response {
