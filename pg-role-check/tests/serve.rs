@@ -269,11 +269,6 @@ fn each_path_answers_for_the_role_the_node_plays() {
     assert!(json["current_wal_lsn"].is_string(), "{json}");
 }
 
-/// The statement the endpoint's held backend ran last.
-fn last_query(node: &Node) -> String {
-    node.value("SELECT query FROM pg_stat_activity WHERE application_name = 'pg-role-check serve'")
-}
-
 /// How much the endpoint's held backend asked last, by its statement:
 /// `role`, `streaming` or `full` (pgcore's query of each level).
 fn last_query_level(node: &Node) -> &'static str {
