@@ -269,18 +269,16 @@ fn each_path_answers_for_the_role_the_node_plays() {
     assert!(json["current_wal_lsn"].is_string(), "{json}");
 }
 
-/// How much the endpoint's held backend asked last, by its statement:
-/// `role`, `streaming` or `full` (pgcore's query of each level).
-fn last_query_level(node: &Node) -> &'static str {
+/// How much the endpoint's held backend asked last: `role`, `streaming` or
+/// `full`, by the statement of that level it executed (pgcore prepares each
+/// once per held connection, as `pgcore_status_<level>`).
+fn last_query_level(node: &Node) -> String {
     let query = node
         .value("SELECT query FROM pg_stat_activity WHERE application_name = 'pg-role-check serve'");
-    if query.contains("server_version") {
-        "full"
-    } else if query.contains("pg_stat_wal_receiver") {
-        "streaming"
-    } else {
-        "role"
-    }
+    let level = query.strip_prefix("EXECUTE pgcore_status_");
+    level
+        .unwrap_or_else(|| panic!("not a prepared status: {query}"))
+        .to_string()
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! A session held open across checks: a long-running program asks a node
 //! every second or more often, and a new connection each time costs the
-//! server a backend process and both sides an authentication exchange.
+//! server a backend process and both sides an authentication exchange. Its
+//! status statements are prepared on the server once per connection.
 
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,10 @@ impl<'c> HeldSession<'c> {
             }
         }
         let left = bound.saturating_sub(started.elapsed());
-        let session = self.client.connect_within(options, left)?;
+        let session = self
+            .client
+            .connect_within(options, left)?
+            .preparing_statuses();
         let status = session.status(detail)?;
         self.session = Some(session);
         Ok(status)
