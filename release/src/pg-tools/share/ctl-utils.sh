@@ -4,6 +4,15 @@
 # launches the program in the background and returns once its pidfile exists;
 # "stop" ends exactly the process named in the pidfile.
 
+# as_vcap COMMAND...: runs COMMAND as vcap, with vcap's own HOME, USER and
+# LOGNAME (PostgreSQL's programs refuse root; libpq reads ~/.pgpass). AS_VCAP
+# is the same prefix as an array, for a background start whose $! must be
+# the program's own pid (each word of it execs the next).
+AS_VCAP=(setpriv --reuid=vcap --regid=vcap --init-groups env HOME=/home/vcap USER=vcap LOGNAME=vcap)
+as_vcap() {
+  "${AS_VCAP[@]}" "$@"
+}
+
 # ctl_log MESSAGE: one timestamped line on stderr (ctl scripts send it to their log).
 ctl_log() {
   echo "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ) $(basename "$0")[$$]: $*" >&2
