@@ -2,9 +2,9 @@
 //! haproxy's `option httpchk`, answering from one held connection instead
 //! of a process and a connection (with its authentication) per check.
 //!
-//! Threads: one prober owns the connection and runs the queries
-//! ([`prober`]); `--workers` threads each accept on the shared listener and
-//! answer one request per connection ([`worker`]); the main thread waits
+//! Threads: `--workers` threads each accept on the shared listener and
+//! answer one request per connection ([`worker`]), sharing the held
+//! connection and its queries ([`prober`]); the main thread waits
 //! for SIGTERM or SIGINT. The parts that decide are pure: [`http`] parses,
 //! [`judge`] maps a path and the node's status to a code, [`metrics`]
 //! renders.
@@ -60,8 +60,7 @@ fn start(args: &ServeArgs) -> Result<Signals, String> {
     let node = options.endpoint.clone();
     let client = Client::new().map_err(|err| format!("cannot start the query runtime: {err}"))?;
     let metrics = Arc::new(Metrics::default());
-    let prober = Prober::start(client, options, Arc::clone(&metrics))
-        .map_err(|err| format!("cannot start the prober thread: {err}"))?;
+    let prober = Prober::start(client, options, Arc::clone(&metrics));
     let endpoint = Arc::new(Endpoint {
         prober,
         metrics,

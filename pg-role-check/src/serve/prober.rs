@@ -1,20 +1,19 @@
-//! The one thread that talks to the node: it holds one connection, and runs
-//! one query for every request waiting when the query starts.
+//! The node's answers: one connection held for every check, and one query
+//! for every request waiting when it starts.
 //!
 //! Freshness without a cache: a request is answered only by a query that
 //! started after it arrived, so an answer is never older than one query;
 //! requests that arrive while a query runs wait for the next one, so
 //! concurrent checks share a query instead of each opening a connection.
+//! The request that finds no query running runs the next one itself, on
+//! its own thread: a check costs no hand-over to another thread and back.
 //!
 //! Each request says how much it needs to know ([`Detail`]): a role check
 //! asks the least the node can answer (`/primary`: one function call and a
 //! setting), `/metrics` everything; a query asks what the most demanding
 //! request waiting for it needs.
 
-use std::io;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
-use std::thread;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pgcore::{
@@ -25,7 +24,7 @@ use pgcore::{
 use super::metrics::Metrics;
 
 /// How much longer than the connect timeout a request waits for its answer
-/// before answering itself: the prober's own bound, plus time to hand over.
+/// before answering itself: the query's own bound, plus time to hand over.
 const PATIENCE_MARGIN: Duration = Duration::from_millis(250);
 
 /// A node's answer to one query, shared by the requests it answers.
@@ -36,57 +35,111 @@ pub struct Checked {
     pub report: Report,
     /// When the query started: every request it answers arrived before.
     pub started: Instant,
+    /// How much it asked: it answers requests that need as much or less.
+    detail: Detail,
 }
 
-/// The request threads' side: ask, and wait (bounded) for the answer.
+/// What the request threads share: the held connection while no query
+/// runs, the last answer, and how much the requests waiting need.
 pub struct Prober {
-    requests: Sender<Waiting>,
+    shared: Mutex<Shared>,
+    answered: Condvar,
+    metrics: Arc<Metrics>,
     patience: Duration,
 }
 
-/// A request waiting for a query that starts after it arrived and asks at
-/// least `detail`.
-struct Waiting {
-    arrived: Instant,
-    detail: Detail,
-    reply: Sender<Arc<Checked>>,
+struct Shared {
+    /// `None` while a request runs a query on it.
+    held: Option<Held<'static>>,
+    last: Option<Arc<Checked>>,
+    /// The most any request waiting for the next query needs.
+    wanted: Option<Detail>,
 }
 
 impl Prober {
-    /// Starts the prober thread, which connects on the first request.
-    pub fn start(
-        client: Client,
-        options: ConnectOptions,
-        metrics: Arc<Metrics>,
-    ) -> io::Result<Prober> {
-        let (requests, queue) = mpsc::channel();
+    /// Connects at once, for nobody: the log says from the start whether
+    /// the node can be reached, and the first check finds it connected.
+    /// The client lives as long as the process (the held session borrows it).
+    pub fn start(client: Client, options: ConnectOptions, metrics: Arc<Metrics>) -> Prober {
+        let client: &'static Client = Box::leak(Box::new(client));
         let patience = options.connect_timeout + PATIENCE_MARGIN;
-        thread::Builder::new()
-            .name("prober".into())
-            .spawn(move || Held::new(&client, options).answer_all(&queue, &metrics))?;
-        Ok(Prober { requests, patience })
+        let mut held = Held::new(client, options);
+        held.check(Detail::Role);
+        Prober {
+            shared: Mutex::new(Shared {
+                held: Some(held),
+                last: None,
+                wanted: None,
+            }),
+            answered: Condvar::new(),
+            metrics,
+            patience,
+        }
     }
 
     /// The answer of a query that started after `arrived` and asked at
-    /// least `detail`; when none comes within the connect timeout and a
-    /// margin, a failure saying so (the query still running, or the one
-    /// before it, is hung).
+    /// least `detail`: run here when no query runs, else waited for. When
+    /// none comes within the connect timeout and a margin, a failure saying
+    /// so (the query still running, or the one before it, is hung).
     pub fn check(&self, arrived: Instant, detail: Detail) -> Arc<Checked> {
-        let (reply, answer) = mpsc::channel();
-        let waiting = Waiting {
-            arrived,
-            detail,
-            reply,
-        };
-        if self.requests.send(waiting).is_ok() {
-            if let Ok(checked) = answer.recv_timeout(self.patience) {
-                return checked;
+        let deadline = arrived + self.patience;
+        let mut shared = self.lock();
+        loop {
+            if let Some(last) = &shared.last {
+                if last.started >= arrived && last.detail >= detail {
+                    return Arc::clone(last);
+                }
             }
+            if let Some(held) = shared.held.take() {
+                let detail = shared
+                    .wanted
+                    .take()
+                    .map_or(detail, |wanted| wanted.max(detail));
+                drop(shared);
+                return self.run(held, detail);
+            }
+            shared.wanted = Some(shared.wanted.map_or(detail, |wanted| wanted.max(detail)));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Arc::new(self.no_answer(arrived, detail));
+            }
+            shared = self
+                .answered
+                .wait_timeout(shared, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
         }
-        Arc::new(self.no_answer(arrived))
     }
 
-    fn no_answer(&self, arrived: Instant) -> Checked {
+    /// One query on `held`, shared with every request waiting meanwhile.
+    fn run(&self, mut held: Held<'static>, detail: Detail) -> Arc<Checked> {
+        // Taken before the query: every request waiting now arrived before
+        // it, and is answered by it.
+        let started = Instant::now();
+        let report = held.check(detail);
+        self.metrics.observe_check(report.latency);
+        let checked = Arc::new(Checked {
+            report,
+            started,
+            detail,
+        });
+        let mut shared = self.lock();
+        shared.held = Some(held);
+        shared.last = Some(Arc::clone(&checked));
+        drop(shared);
+        self.answered.notify_all();
+        checked
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A request that panicked while holding the lock left nothing half
+        // done that matters: the next query starts afresh.
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn no_answer(&self, arrived: Instant, detail: Detail) -> Checked {
         let failure = Failure {
             kind: FailureKind::Hung,
             endpoint: None,
@@ -103,6 +156,7 @@ impl Prober {
         Checked {
             report: Report::new(retried, arrived.elapsed()),
             started: arrived,
+            detail,
         }
     }
 }
@@ -123,32 +177,6 @@ impl<'c> Held<'c> {
             options,
             connected: None,
             role: None,
-        }
-    }
-
-    /// Answers requests until every request thread is gone: one query for
-    /// all those waiting when it starts.
-    fn answer_all(mut self, queue: &Receiver<Waiting>, metrics: &Metrics) {
-        // Connects at once, for nobody: the log says from the start whether
-        // the node can be reached, and the first check finds it connected.
-        self.check(Detail::Role);
-        let mut waiting = Vec::new();
-        while let Ok(first) = queue.recv() {
-            waiting.push(first);
-            waiting.extend(queue.try_iter());
-            // Taken after the queue was emptied: everyone in `waiting` arrived
-            // before it, and whoever comes now waits for the next query.
-            let started = Instant::now();
-            let detail = waiting.iter().map(|request| request.detail).max();
-            let detail = detail.unwrap_or(Detail::Role);
-            let report = self.check(detail);
-            metrics.observe_check(report.latency);
-            let checked = Arc::new(Checked { report, started });
-            for request in waiting.drain(..) {
-                debug_assert!(request.arrived <= started);
-                // A request that stopped waiting has hung up: nothing to do.
-                let _ = request.reply.send(Arc::clone(&checked));
-            }
         }
     }
 
