@@ -699,10 +699,10 @@ fn haproxy_checks_each_nodes_health_endpoint_over_http_by_default() {
         "{write}"
     );
     assert!(write.contains("http-check expect status 200"), "{write}");
-    // A node down for writes is checked every 100 ms: it may be the new primary.
+    // A node down for writes is checked every 250 ms: it may be the new primary.
     assert!(
         write.contains(
-            "server node0 10.244.0.2:6432 check port 8008 inter 1000 fastinter 100 downinter 100"
+            "server node0 10.244.0.2:6432 check port 8008 inter 1000 fastinter 250 downinter 250"
         ),
         "{write}"
     );
@@ -717,7 +717,7 @@ fn haproxy_checks_each_nodes_health_endpoint_over_http_by_default() {
     );
     assert!(
         read.contains(
-            "server node1 10.244.0.3:6432 check port 8008 inter 1000 fastinter 100 downinter 1000"
+            "server node1 10.244.0.3:6432 check port 8008 inter 1000 fastinter 250 downinter 2500"
         ),
         "{read}"
     );
