@@ -717,7 +717,7 @@ fn haproxy_checks_each_nodes_health_endpoint_over_http_by_default() {
     );
     assert!(
         read.contains(
-            "server node1 10.244.0.3:6432 check port 8008 inter 1000 fastinter 250 downinter 2500"
+            "server node1 10.244.0.3:6432 check port 8008 inter 1000 fastinter 250 downinter 1000"
         ),
         "{read}"
     );
