@@ -9,7 +9,7 @@
 //! nodes, and with synchronous replication (the default) no acknowledged
 //! write lost.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use cluster_tests::scenarios::{run_detailed, Run, Scenario, LEASE, SILENCE};
@@ -17,11 +17,16 @@ use cluster_tests::{Cluster, Outcome};
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// The turn of a test that brings a cluster up: one runs at a time.
+fn one_cluster_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Runs `scenarios` one after another on one fresh cluster, checking each.
 fn on_one_cluster(scenarios: &[Scenario], synchronous: bool) -> Vec<Run> {
-    let _turn = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = one_cluster_at_a_time();
     let cluster = Cluster::up(synchronous);
     scenarios
         .iter()
@@ -235,11 +240,36 @@ fn rolling_deploys_and_switchovers_lose_nothing_and_rewind_nothing() {
     }
 }
 
+/// `ha_proxy.check: external` keeps haproxy's external checks working: a
+/// rolling deploy into that mode, then a failover routed by them, holding
+/// every invariant the endpoint's checks hold.
+#[test]
+fn with_external_checks_the_pair_deploys_and_fails_over_as_with_the_endpoint() {
+    let _turn = one_cluster_at_a_time();
+    let cluster = Cluster::up(true);
+    let output = cluster.deploy(&["vip:ha_proxy.check=external".to_string()]);
+    assert!(
+        output.status.success(),
+        "the deploy to external checks failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for vm in ["vm0", "vm1"] {
+        let cfg = cluster.check(&["exec", vm, "cat", "/var/vcap/jobs/vip/config/haproxy.cfg"]);
+        assert!(
+            cfg.contains("external-check command /var/vcap/jobs/postgres/bin/check-primary")
+                && !cfg.contains("httpchk"),
+            "{vm} does not check by script:\n{cfg}"
+        );
+    }
+    let run = run_detailed(Scenario::KillPostmaster, &cluster);
+    report(&run.outcome, true);
+    check(&run.outcome, Scenario::KillPostmaster, true);
+}
+
 #[test]
 fn the_smoke_tests_errand_passes_against_the_pair() {
-    let _turn = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = one_cluster_at_a_time();
     let cluster = Cluster::up(true);
     let output = cluster.check(&["smoke-tests"]);
     assert!(
