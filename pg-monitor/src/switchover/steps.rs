@@ -168,10 +168,6 @@ fn history_of(client: &Client, peer: &ConnectOptions) -> Option<History> {
     pgcore::history::read(&session).ok()
 }
 
-/// How often the peer is asked whether its promotion is done: pg_promote's
-/// own wait polls ten times a second, a tenth of the switchover's write gap.
-const PROMOTION_POLL: Duration = Duration::from_millis(10);
-
 /// Promotes the peer: pg_promote() as the peer user, without its own wait,
 /// then asks every 10 ms until the peer takes writes, within `timeout`. A
 /// peer its monitor promoted meanwhile makes pg_promote() fail (recovery is
@@ -206,7 +202,7 @@ pub fn promote(
                     crate::nodes::describe(&answer)
                 ));
             }
-            _ => std::thread::sleep(PROMOTION_POLL),
+            _ => std::thread::sleep(effects::PROMOTION_POLL),
         }
     }
 }
