@@ -586,18 +586,7 @@ fn json_describes_a_primary_and_its_streaming_replica() {
     assert!(json["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0));
     assert_eq!(json["error"], Value::Null);
     // With a streaming standby, its lag is known on the primary.
-    assert!(
-        json["replication_lag_bytes"]
-            .as_i64()
-            .is_some_and(|b| b >= 0),
-        "{json}"
-    );
-    assert!(
-        json["replication_lag_seconds"]
-            .as_f64()
-            .is_some_and(|s| s >= 0.0),
-        "{json}"
-    );
+    assert_lag_known(&json);
 
     // Once it replayed WAL its primary sent, a replica knows its lag.
     replica.wait_caught_up(&primary);
@@ -614,18 +603,7 @@ fn json_describes_a_primary_and_its_streaming_replica() {
     assert_eq!(json["wal_receiver_source"], primary.endpoint());
     assert_eq!(json["streaming_replicas"], Value::Null);
     assert_eq!(json["synchronous_replicas"], Value::Null);
-    assert!(
-        json["replication_lag_bytes"]
-            .as_i64()
-            .is_some_and(|b| b >= 0),
-        "{json}"
-    );
-    assert!(
-        json["replication_lag_seconds"]
-            .as_f64()
-            .is_some_and(|s| s >= 0.0),
-        "{json}"
-    );
+    assert_lag_known(&json);
 
     // ALTER SYSTEM cannot share a (transaction-wrapped) multi-statement query.
     primary.execute("ALTER SYSTEM SET synchronous_standby_names = '*'");
@@ -995,5 +973,21 @@ fn a_primary_asking_for_no_synchronous_standby_is_accepted_only_after_the_time_g
         run.stdout.contains(", no synchronous standby"),
         "{}",
         run.stdout
+    );
+}
+
+/// Both lag fields of a `--json` report are known (and not negative).
+fn assert_lag_known(json: &Value) {
+    assert!(
+        json["replication_lag_bytes"]
+            .as_i64()
+            .is_some_and(|b| b >= 0),
+        "{json}"
+    );
+    assert!(
+        json["replication_lag_seconds"]
+            .as_f64()
+            .is_some_and(|s| s >= 0.0),
+        "{json}"
     );
 }
