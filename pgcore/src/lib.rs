@@ -2,8 +2,8 @@
 //!
 //! The binaries stay thin on top of it: the bounded session to a node
 //! (`session`, behind the feature of that name, on by default), the role
-//! classification ([`role`], [`failure`]), connection options and passfiles
-//! ([`target`], [`passfile`]), durations, bounded operator input, logging,
+//! classification ([`role`], [`failure`]), connection options, passfiles and TLS
+//! ([`target`], [`passfile`], [`tls`]), durations, bounded operator input, logging,
 //! retries, what a stopped server's pg_control says ([`control`]), a primary's
 //! timeline history ([`history`]), haproxy's runtime API ([`haproxy`]), and
 //! the few operating-system helpers several programs need ([`os`]).
@@ -27,6 +27,7 @@ pub mod role;
 #[cfg(feature = "session")]
 pub mod session;
 pub mod target;
+pub mod tls;
 
 pub use failure::{Failure, FailureKind};
 pub use retry::{retry, Retried, RetryPolicy};
@@ -34,3 +35,4 @@ pub use role::{Detail, Lsn, Report, Role, Status};
 #[cfg(feature = "session")]
 pub use session::{Client, HeldSession, Session};
 pub use target::{ConnectOptions, Endpoint};
+pub use tls::{SslMode, TlsSettings};

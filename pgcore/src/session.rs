@@ -12,6 +12,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use postgres_openssl::TlsConnector;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
 use tokio_postgres::config::Host;
@@ -28,6 +29,7 @@ use crate::failure::{classify_io, classify_sqlstate, Failure, FailureKind};
 use crate::retry::{retry, RetryPolicy};
 use crate::role::{Detail, Lsn, Report, Role, Status};
 use crate::target::{ConnectOptions, Endpoint};
+use crate::tls::SslMode;
 
 /// Opens bounded sessions and probes nodes, on a runtime of its own.
 pub struct Client {
@@ -146,7 +148,7 @@ impl Client {
         let connected = AtomicBool::new(false);
         let (left, named) = limit.next();
         let (connection, ended) = self
-            .within(left, connect(&config, &connected))
+            .within(left, connect(&config, options, &connected))
             .unwrap_or_else(|| Err(timed_out(connected.load(Ordering::Relaxed), named)))
             .map_err(|failure| failure.at(&options.endpoint))?;
         Ok(Session {
@@ -317,7 +319,34 @@ fn client_config(options: &ConnectOptions) -> tokio_postgres::Config {
     if let Some(password) = options.password() {
         config.password(password);
     }
+    // How the certificate is checked is the connector's business (tls.rs);
+    // tokio-postgres only needs to know whether TLS may be left out.
+    config.ssl_mode(match options.tls().map(|tls| tls.mode) {
+        Ok(SslMode::Disable) => tokio_postgres::config::SslMode::Disable,
+        Ok(SslMode::Allow | SslMode::Prefer) => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
     config
+}
+
+/// The TLS connector for a TCP connection to `host`: none when TLS is off.
+/// Settings that cannot work (a bad PGSSLMODE, a missing or unreadable root
+/// certificate) are a rejection: no retry can mend them.
+fn tls_for(options: &ConnectOptions, host: &str) -> Result<Option<TlsConnector>, Failure> {
+    let rejected = |cause: String| Failure {
+        kind: FailureKind::Rejected,
+        endpoint: None,
+        cause,
+    };
+    let settings = options.tls().map_err(|err| rejected(err.to_string()))?;
+    if settings.mode == SslMode::Disable {
+        return Ok(None);
+    }
+    options
+        .connector
+        .for_host(settings, host)
+        .map(Some)
+        .map_err(rejected)
 }
 
 /// Opens the transport itself (TCP, or the Unix socket), setting `connected`
@@ -326,6 +355,7 @@ fn client_config(options: &ConnectOptions) -> tokio_postgres::Config {
 /// the runtime; the client is what the session uses.
 async fn connect(
     config: &tokio_postgres::Config,
+    options: &ConnectOptions,
     connected: &AtomicBool,
 ) -> Result<(tokio_postgres::Client, oneshot::Receiver<()>), Failure> {
     let port = config.get_ports().first().copied().unwrap_or(5432);
@@ -335,16 +365,23 @@ async fn connect(
                 .await
                 .map_err(|err| io_failure(&err))?;
             connected.store(true, Ordering::Relaxed);
+            // PostgreSQL has no TLS on its socket, and libpq asks for none there.
+            let mut config = config.clone();
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
             start(config.connect_raw(stream, NoTls).await)
         }
         Some(Host::Tcp(host)) => {
+            let tls = tls_for(options, host)?;
             let stream = TcpStream::connect((host.as_str(), port))
                 .await
                 .map_err(|err| io_failure(&err))?;
             connected.store(true, Ordering::Relaxed);
             // As the client does on the connections it opens itself.
             let _ = stream.set_nodelay(true);
-            start(config.connect_raw(stream, NoTls).await)
+            match tls {
+                Some(tls) => start(config.connect_raw(stream, tls).await),
+                None => start(config.connect_raw(stream, NoTls).await),
+            }
         }
         None => Err(Failure::transient("no host to connect to")),
     }
@@ -386,6 +423,10 @@ fn classify(err: &tokio_postgres::Error) -> Failure {
         classify_sqlstate(db_error.code().code())
     } else if let Some(io_error) = io_source(err) {
         classify_io(io_error.kind())
+    } else if is_tls_failure(err) {
+        // A certificate that does not verify, or no common protocol: the
+        // same answer until someone changes a certificate.
+        FailureKind::Rejected
     } else {
         FailureKind::Transient
     };
@@ -419,6 +460,18 @@ fn with_causes(err: &tokio_postgres::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// Whether OpenSSL refused the handshake (the certificate, the protocol).
+fn is_tls_failure(err: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if cause.is::<openssl::ssl::Error>() || cause.is::<openssl::error::ErrorStack>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn io_source(err: &tokio_postgres::Error) -> Option<&io::Error> {

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::passfile::{self, Lookup};
+use crate::tls::TlsSettings;
 
 /// `HOST:PORT`, as nodes are named on command lines (`--peer 10.244.0.2:6432`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +84,11 @@ pub struct ConnectOptions {
     pub application_name: String,
     /// From `PGPASSWORD` or a passfile; never from a command line.
     password: Option<String>,
+    /// From `PGSSLMODE` and its kin; an error when they are invalid, which
+    /// every connection then fails with.
+    tls: Result<TlsSettings, String>,
+    #[cfg(feature = "session")]
+    pub(crate) connector: crate::tls::Connector,
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -93,6 +99,7 @@ impl fmt::Debug for ConnectOptions {
             .field("dbname", &self.dbname)
             .field("connect_timeout", &self.connect_timeout)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -124,7 +131,25 @@ impl ConnectOptions {
             connect_timeout,
             application_name: "pg-role-check".to_string(),
             password: None,
+            tls: TlsSettings::from_env(),
+            #[cfg(feature = "session")]
+            connector: Default::default(),
         }
+    }
+
+    /// TLS as `settings` say rather than as the libpq variables do.
+    pub fn with_tls(mut self, settings: TlsSettings) -> Self {
+        self.tls = Ok(settings);
+        #[cfg(feature = "session")]
+        {
+            self.connector = Default::default();
+        }
+        self
+    }
+
+    /// The TLS settings, or why the libpq variables give none.
+    pub fn tls(&self) -> Result<&TlsSettings, &str> {
+        self.tls.as_ref().map_err(String::as_str)
     }
 
     /// The same user, database and password against another node.

@@ -1,0 +1,377 @@
+//! TLS to PostgreSQL nodes, read and applied as libpq does it.
+//!
+//! The mode and the files come from libpq's variables, so that an operator's
+//! `PGSSLMODE=verify-full PGSSLROOTCERT=ca.pem` means the same to psql,
+//! pg_basebackup, the WAL receiver and the release's programs:
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `PGSSLMODE` | disable, allow, prefer, require, verify-ca, verify-full | prefer |
+//! | `PGSSLROOTCERT` | the CA file the server's certificate must chain to (`system`: the system's CAs) | `~/.postgresql/root.crt` |
+//! | `PGSSLCERT`, `PGSSLKEY` | a client certificate and its key | `~/.postgresql/postgresql.{crt,key}` |
+//!
+//! As in libpq: a root certificate that exists makes even `prefer` and
+//! `require` check the chain; only `verify-full` checks that the certificate
+//! names the host connected to (its DNS name or IP address); `allow` is taken
+//! as `prefer` (TLS first); a Unix socket never uses TLS.
+//!
+//! The stack is OpenSSL (the `openssl` crate, linked to the system's
+//! library): the one PostgreSQL, libpq, pg_basebackup and pg_rewind use on
+//! the same node. A certificate that one accepts the others accept, an error
+//! reads the same ("certificate has expired"), and a stemcell's security
+//! update reaches every one of them at once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// libpq's `sslmode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub const NAMES: &'static str = "disable, allow, prefer, require, verify-ca, verify-full";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// The modes that fail rather than talk to a server they cannot verify.
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return Err(format!("sslmode '{text}' is not one of {}", SslMode::NAMES)),
+        })
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the server's certificate must chain to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootCert {
+    File(PathBuf),
+    /// `sslrootcert=system`: the system's trusted CAs.
+    System,
+}
+
+/// The TLS settings of a connection, as libpq's variables give them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    pub root_cert: Option<RootCert>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Whether `root_cert` was named (by `PGSSLROOTCERT`) rather than libpq's
+    /// default path: a named one that is missing is an error, the default
+    /// one is simply not used.
+    root_cert_named: bool,
+}
+
+impl Default for TlsSettings {
+    /// libpq's defaults with no variable set and no `~/.postgresql`.
+    fn default() -> Self {
+        TlsSettings {
+            mode: SslMode::Prefer,
+            root_cert: None,
+            client_cert: None,
+            client_key: None,
+            root_cert_named: false,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// From `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY` and, for
+    /// the files not named, libpq's defaults under `~/.postgresql` where they
+    /// exist.
+    pub fn from_env() -> Result<TlsSettings, String> {
+        Self::from_lookup(|name| std::env::var_os(name).filter(|value| !value.is_empty()))
+    }
+
+    fn from_lookup(
+        var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<TlsSettings, String> {
+        let mode = match var("PGSSLMODE") {
+            Some(mode) => mode
+                .to_str()
+                .unwrap_or("")
+                .parse::<SslMode>()
+                .map_err(|err| format!("PGSSLMODE: {err}"))?,
+            None => SslMode::Prefer,
+        };
+        let home = var("HOME").map(|home| PathBuf::from(home).join(".postgresql"));
+        let default_file = |name: &str| {
+            home.as_ref()
+                .map(|dir| dir.join(name))
+                .filter(|path| path.exists())
+        };
+        let root_cert_named = var("PGSSLROOTCERT").is_some();
+        let root_cert = match var("PGSSLROOTCERT") {
+            Some(value) if value == "system" => Some(RootCert::System),
+            Some(value) => Some(RootCert::File(PathBuf::from(value))),
+            None => default_file("root.crt").map(RootCert::File),
+        };
+        let client_cert = var("PGSSLCERT")
+            .map(PathBuf::from)
+            .or_else(|| default_file("postgresql.crt"));
+        let client_key = var("PGSSLKEY")
+            .map(PathBuf::from)
+            .or_else(|| default_file("postgresql.key"));
+        Ok(TlsSettings {
+            mode,
+            root_cert,
+            client_cert,
+            client_key,
+            root_cert_named,
+        })
+    }
+
+    /// Settings that never use TLS (tests, and programs told to).
+    pub fn disabled() -> TlsSettings {
+        TlsSettings {
+            mode: SslMode::Disable,
+            ..TlsSettings::default()
+        }
+    }
+
+    /// The same settings as a libpq connection string's keywords, for the
+    /// connection strings handed to PostgreSQL's own programs and written
+    /// into `primary_conninfo` (the WAL receiver reads no variables of ours).
+    pub fn conninfo_keywords(&self) -> Vec<(&'static str, String)> {
+        let mut keywords = vec![("sslmode", self.mode.to_string())];
+        if self.mode == SslMode::Disable {
+            return keywords;
+        }
+        match &self.root_cert {
+            Some(RootCert::System) => keywords.push(("sslrootcert", "system".to_string())),
+            Some(RootCert::File(path)) => keywords.push(("sslrootcert", display(path))),
+            None => {}
+        }
+        if let Some(cert) = &self.client_cert {
+            keywords.push(("sslcert", display(cert)));
+        }
+        if let Some(key) = &self.client_key {
+            keywords.push(("sslkey", display(key)));
+        }
+        keywords
+    }
+
+    /// What is wrong with settings that can never connect, before trying:
+    /// a verifying mode without a root certificate, a named file missing.
+    pub fn problem(&self) -> Option<String> {
+        if self.mode == SslMode::Disable {
+            return None;
+        }
+        match &self.root_cert {
+            None if self.mode.verifies() => Some(format!(
+                "sslmode {} needs a root certificate: set PGSSLROOTCERT to the CA file \
+                 (libpq's default ~/.postgresql/root.crt does not exist)",
+                self.mode
+            )),
+            Some(RootCert::File(path)) if self.root_cert_named && !path.exists() => {
+                Some(format!("PGSSLROOTCERT {} does not exist", path.display()))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[cfg(feature = "session")]
+pub(crate) use connector::Connector;
+
+#[cfg(feature = "session")]
+mod connector {
+    use std::sync::{Arc, OnceLock};
+
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+    use postgres_openssl::TlsConnector;
+
+    use super::{RootCert, SslMode, TlsSettings};
+
+    /// The OpenSSL context for [`TlsSettings`], made on first use and shared
+    /// by every connection of the options it belongs to: the files are read
+    /// once per process (a new certificate arrives with a restart, as BOSH
+    /// restarts jobs whose files changed).
+    #[derive(Clone, Default)]
+    pub(crate) struct Connector {
+        context: Arc<OnceLock<Result<SslConnector, String>>>,
+    }
+
+    impl Connector {
+        /// A connector for one connection to `host`, checking the
+        /// certificate as `settings.mode` says.
+        pub(crate) fn for_host(
+            &self,
+            settings: &TlsSettings,
+            host: &str,
+        ) -> Result<TlsConnector, String> {
+            let context = self
+                .context
+                .get_or_init(|| build(settings))
+                .as_ref()
+                .map_err(Clone::clone)?;
+            let mut configuration = context
+                .configure()
+                .map_err(|err| format!("TLS: cannot set up a connection: {err}"))?;
+            // libpq checks the name only in verify-full; SNI it sends for names.
+            configuration.set_verify_hostname(settings.mode == SslMode::VerifyFull);
+            Ok(TlsConnector::new(configuration, host))
+        }
+    }
+
+    fn build(settings: &TlsSettings) -> Result<SslConnector, String> {
+        if let Some(problem) = settings.problem() {
+            return Err(problem);
+        }
+        let mut builder = SslConnector::builder(SslMethod::tls_client())
+            .map_err(|err| format!("TLS: cannot set up OpenSSL: {err}"))?;
+        match &settings.root_cert {
+            Some(RootCert::File(path)) => {
+                builder.set_ca_file(path).map_err(|err| {
+                    format!("root certificate {}: cannot load: {err}", path.display())
+                })?;
+                builder.set_verify(SslVerifyMode::PEER);
+            }
+            Some(RootCert::System) => {
+                builder
+                    .set_default_verify_paths()
+                    .map_err(|err| format!("the system's CA certificates: cannot load: {err}"))?;
+                builder.set_verify(SslVerifyMode::PEER);
+            }
+            // libpq's prefer and require without a root certificate:
+            // encrypted, but the server is not authenticated.
+            None => builder.set_verify(SslVerifyMode::NONE),
+        }
+        if let Some(cert) = &settings.client_cert {
+            builder.set_certificate_chain_file(cert).map_err(|err| {
+                format!("client certificate {}: cannot load: {err}", cert.display())
+            })?;
+            let key = settings.client_key.as_ref().ok_or_else(|| {
+                format!(
+                    "client certificate {} has no key: set PGSSLKEY",
+                    cert.display()
+                )
+            })?;
+            builder
+                .set_private_key_file(key, SslFiletype::PEM)
+                .map_err(|err| format!("client key {}: cannot load: {err}", key.display()))?;
+            builder.check_private_key().map_err(|err| {
+                format!(
+                    "client key {} does not match certificate {}: {err}",
+                    key.display(),
+                    cert.display()
+                )
+            })?;
+        }
+        Ok(builder.build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<TlsSettings, String> {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), OsString::from(value)))
+            .collect();
+        TlsSettings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn every_libpq_mode_parses_and_others_are_refused_by_name() {
+        for name in SslMode::NAMES.split(", ") {
+            assert_eq!(name.parse::<SslMode>().unwrap().as_str(), name);
+        }
+        let err = settings(&[("PGSSLMODE", "verify_full")]).unwrap_err();
+        assert!(
+            err.contains("PGSSLMODE") && err.contains("verify_full"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_libpqs() {
+        let defaults = settings(&[("HOME", "/nonexistent")]).unwrap();
+        assert_eq!(defaults, TlsSettings::default());
+        assert_eq!(defaults.problem(), None);
+    }
+
+    #[test]
+    fn verifying_needs_a_root_certificate_and_a_named_one_must_exist() {
+        let bare = settings(&[("PGSSLMODE", "verify-full"), ("HOME", "/nonexistent")]).unwrap();
+        assert!(bare.problem().unwrap().contains("PGSSLROOTCERT"));
+        let missing = settings(&[
+            ("PGSSLMODE", "require"),
+            ("PGSSLROOTCERT", "/nonexistent/ca.pem"),
+        ])
+        .unwrap();
+        assert!(missing.problem().unwrap().contains("/nonexistent/ca.pem"));
+        let system = settings(&[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", "system")]);
+        assert_eq!(system.unwrap().problem(), None);
+    }
+
+    #[test]
+    fn the_settings_become_conninfo_keywords_for_libpq() {
+        let full = settings(&[
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", "/ca.pem"),
+            ("PGSSLCERT", "/c.pem"),
+            ("PGSSLKEY", "/k.pem"),
+        ])
+        .unwrap();
+        assert_eq!(
+            full.conninfo_keywords(),
+            vec![
+                ("sslmode", "verify-full".to_string()),
+                ("sslrootcert", "/ca.pem".to_string()),
+                ("sslcert", "/c.pem".to_string()),
+                ("sslkey", "/k.pem".to_string()),
+            ]
+        );
+        assert_eq!(
+            TlsSettings::disabled().conninfo_keywords(),
+            vec![("sslmode", "disable".to_string())]
+        );
+    }
+}
