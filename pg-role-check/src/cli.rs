@@ -25,11 +25,12 @@ use pgcore::{logln, ConnectOptions, Endpoint};
 ///      --synchronous or --ready-file, a node those do not hold for)
 ///   2  usage error
 ///   3  the role could not be determined: nothing listens, authentication was
-///      refused, or no answer after --retries attempts
+///      refused, the server's certificate did not verify, or no answer after
+///      --retries attempts
 ///
-/// A refused connection, a refused login and a "starting" answer (SQLSTATE
-/// 57P03) are definitive at once; timeouts, resets and failed queries are
-/// retried.
+/// A refused connection, a refused login, a certificate that does not
+/// verify and a "starting" answer (SQLSTATE 57P03) are definitive at once;
+/// timeouts, resets and failed queries are retried.
 ///
 /// With --wait, the probe is repeated until the expectation holds or the
 /// wait is over (a post-start script's bound); the line and the exit code
@@ -45,6 +46,11 @@ use pgcore::{logln, ConnectOptions, Endpoint};
 ///
 /// Environment: PGHOST, PGPORT, PGUSER, PGDATABASE, PGCONNECT_TIMEOUT (as in
 /// libpq), PGPASSWORD, PGPASSFILE. A password is never taken from a flag.
+/// TLS as libpq's: PGSSLMODE (disable, allow, prefer, require, verify-ca,
+/// verify-full; default prefer), PGSSLROOTCERT (the CA file, or `system`),
+/// PGSSLCERT and PGSSLKEY (a client certificate). A certificate that does not
+/// verify is a refusal (exit 3, at once), and the message says why: "IP
+/// address mismatch", "certificate has expired", ...
 #[derive(Parser, Debug)]
 #[command(
     name = "pg-role-check",

@@ -17,6 +17,7 @@ mod node;
 mod os;
 mod proxy;
 mod server;
+mod tls;
 
 pub use haproxy::{haproxy_bin, keepalived_bin, Haproxy};
 pub use node::{Node, NodeOptions, SUPERUSER};
@@ -26,6 +27,7 @@ pub use os::{
 };
 pub use proxy::{FaultProxy, ProxyMode};
 pub use server::{process_alive, Server, SERVER_TIMEOUT};
+pub use tls::{bosh_bin, CertFiles, Certificates};
 
 /// The client the kit's servers hand out ([`Server::connect`]), for a test
 /// that connects elsewhere, e.g. through a haproxy in front of its nodes.

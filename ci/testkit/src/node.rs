@@ -31,6 +31,16 @@ impl NodeOptions {
         self
     }
 
+    /// `ssl = on` with `server`'s certificate and key, and `ca` as the CA
+    /// that client certificates must chain to.
+    pub fn tls(self, server: &crate::tls::CertFiles, ca: &Path) -> Self {
+        let quoted = |path: &Path| format!("'{}'", path.display());
+        self.setting("ssl", "on")
+            .setting("ssl_cert_file", &quoted(&server.certificate))
+            .setting("ssl_key_file", &quoted(&server.private_key))
+            .setting("ssl_ca_file", &quoted(ca))
+    }
+
     /// A pg_hba.conf line placed before the kit's trust lines, so it wins.
     pub fn hba_line(mut self, line: &str) -> Self {
         self.hba_lines.push(line.to_string());

@@ -123,7 +123,7 @@ pub fn free_port() -> u16 {
 
 /// The libpq variables a program under test reads: removed from its
 /// environment so the test machine's own settings cannot steer it.
-pub const LIBPQ_VARIABLES: [&str; 8] = [
+pub const LIBPQ_VARIABLES: [&str; 12] = [
     "PGHOST",
     "PGPORT",
     "PGUSER",
@@ -132,6 +132,10 @@ pub const LIBPQ_VARIABLES: [&str; 8] = [
     "PGPASSWORD",
     "PGPASSFILE",
     "PGSERVICE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
 ];
 
 /// A command for `program` without the libpq variables or `extra` ones, and
