@@ -71,7 +71,10 @@ pub enum Command {
 /// changing anything (a refusal, an interruption) removes the lock file and
 /// directories it created for it; a dry run takes no lock and creates nothing.
 ///
-/// Environment: each flag also reads the variable named in its help.
+/// Environment: each flag also reads the variable named in its help. TLS to
+/// the peers as libpq's: PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY. They
+/// apply to the checks, to pg_basebackup and pg_rewind, and are written into
+/// primary_conninfo, so that the WAL receiver streams the same way.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct PrepareArgs {

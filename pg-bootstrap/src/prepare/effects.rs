@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use pgcore::os::User;
-use pgcore::{logln, ConnectOptions, Endpoint};
+use pgcore::{logln, ConnectOptions, Endpoint, TlsSettings};
 use serde::Serialize;
 
 use super::datadir::{self, Paths};
@@ -50,6 +50,8 @@ pub struct Effects<'a> {
     pub replication_user: &'a str,
     /// The passfile named in primary_conninfo.
     pub passfile: Option<&'a Path>,
+    /// TLS to the peer, for every connection string made here.
+    pub tls: &'a TlsSettings,
     pub connect_timeout: Duration,
     /// How long to wait for a just-promoted peer's checkpoint (`--grace`).
     pub checkpoint_wait: Duration,
@@ -396,7 +398,8 @@ impl Effects<'_> {
 
     /// A connection string for `peer` as the replication user. The password
     /// comes from the passfile (`PGPASSFILE` for our children, `passfile=` for
-    /// the WAL receiver), so the string never holds it.
+    /// the WAL receiver), so the string never holds it. TLS is spelt out: the
+    /// WAL receiver reads none of our variables.
     pub fn conninfo(&self, peer: &Endpoint, dbname: Option<&str>) -> String {
         let timeout = self.connect_timeout.as_secs_f64().ceil().max(1.0) as u64;
         let mut parts = vec![
@@ -411,6 +414,7 @@ impl Effects<'_> {
             parts.push(("passfile", passfile.display().to_string()));
         }
         parts.push(("connect_timeout", timeout.to_string()));
+        parts.extend(self.tls.conninfo_keywords());
         parts
             .iter()
             .map(|(key, value)| format!("{key}={}", quote::conninfo_value(value)))

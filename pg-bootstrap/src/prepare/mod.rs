@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use pgcore::os::{user, User};
 use pgcore::target::parse_port;
-use pgcore::{logln, Client, ConnectOptions, Endpoint};
+use pgcore::{logln, Client, ConnectOptions, Endpoint, TlsSettings};
 use serde::Serialize;
 
 use self::datadir::{Paths, Repair};
@@ -168,6 +168,9 @@ struct Setup<'a> {
     peers: Vec<ConnectOptions>,
     password: Option<String>,
     passfile: Option<PathBuf>,
+    /// From the libpq variables: the checks use it, and so do the clone, the
+    /// rewind and the WAL receiver (their connection strings carry it).
+    tls: TlsSettings,
     programs: Programs,
     policy: Policy,
 }
@@ -234,6 +237,10 @@ impl<'a> Setup<'a> {
         } else {
             None
         };
+        let tls = TlsSettings::from_env().map_err(usage)?;
+        if let Some(problem) = tls.problem() {
+            return Err(usage(problem));
+        }
         let mut peers = Vec::new();
         for endpoint in endpoints {
             let mut options = ConnectOptions::new(
@@ -242,7 +249,8 @@ impl<'a> Setup<'a> {
                 Some("postgres".into()),
                 config.connect_timeout,
             )
-            .with_application_name("pg-bootstrap");
+            .with_application_name("pg-bootstrap")
+            .with_tls(tls.clone());
             options.set_password(password.clone());
             peers.push(options);
         }
@@ -258,6 +266,7 @@ impl<'a> Setup<'a> {
             peers,
             password,
             passfile,
+            tls,
             programs,
             policy: Policy {
                 replication: config.replication,
@@ -392,6 +401,7 @@ impl<'a> Setup<'a> {
             max_rate: self.config.clone_max_rate.as_deref(),
             replication_user: &self.config.replication_user,
             passfile: self.passfile.as_deref(),
+            tls: &self.tls,
             connect_timeout: self.config.connect_timeout,
             checkpoint_wait: self.config.grace,
         };

@@ -136,6 +136,8 @@ pub struct Site {
     hba_file: PathBuf,
     /// `name=value` settings added to every start (they override the site's).
     settings: Vec<String>,
+    /// Variables every prepare of this site runs with (TLS's).
+    env: Vec<(String, PathBuf)>,
 }
 
 /// Stop, kill9, promote, connect, query... as for any test server.
@@ -187,8 +189,39 @@ impl Site {
             password_file,
             hba_file,
             settings: settings.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             root,
         }
+    }
+
+    /// A site that serves `server`'s certificate and takes the replication
+    /// user over TLS only (the superuser, the test's own, stays plain), and
+    /// whose prepare verifies its peers with verify-full against `ca`, as
+    /// the postgres job does with postgres.tls.required.
+    pub fn with_tls(server: &testkit::CertFiles, ca: &Path) -> Site {
+        let settings = [
+            "ssl=on".to_string(),
+            format!("ssl_cert_file={}", server.certificate.display()),
+            format!("ssl_key_file={}", server.private_key.display()),
+            format!("ssl_ca_file={}", ca.display()),
+        ];
+        let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+        let mut site = Site::with_settings(&settings);
+        let hba = format!(
+            "local all all trust\n\
+             host all {su} 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n\
+             hostnossl replication all 127.0.0.1/32 reject\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostssl replication all 127.0.0.1/32 scram-sha-256\n",
+            su = superuser()
+        );
+        fs::write(&site.hba_file, hba).unwrap();
+        site.env = vec![
+            ("PGSSLMODE".into(), PathBuf::from("verify-full")),
+            ("PGSSLROOTCERT".into(), ca.to_path_buf()),
+        ];
+        site
     }
 
     pub fn root(&self) -> &Path {
@@ -220,7 +253,9 @@ impl Site {
         args.extend(run_as_args());
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        pg_bootstrap(&refs)
+        let mut command = pg_bootstrap(&refs);
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
+        command
     }
 
     pub fn prepare(&self, extra: &[&str]) -> Run {
