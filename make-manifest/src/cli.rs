@@ -43,6 +43,22 @@ pub const DEFAULT_OUTPUT: &str = "manifests-out";
 /// PostgreSQL users without a password, the smoke-tests user included, get a
 /// password the director generates (a `variables` entry).
 ///
+/// TLS (--tls):
+///   The postgres job gets postgres.tls: certificate, private_key and ca from
+///   ((postgres_tls)), and required: true. Clients must connect with
+///   sslmode=require or better; the nodes verify each other (verify-full).
+///   `variables` gets the CA postgres_ca and the certificate postgres_tls
+///   (each unless an overlay declares it), naming every static IP of the
+///   postgres nodes, the VIP (with --ha) and
+///   *.postgres.NETWORK.DEPLOYMENT.bosh (BOSH DNS, the group's first network).
+///   The nodes need static IPs: on warden they are given from 10.244.232.10
+///   up; on aws-ec2 and openstack-nova an overlay gives them (a manual network
+///   with a `static` range, and `static_ips` for the postgres instance group).
+///   To verify the server (sslmode=verify-full), get the CA once deployed:
+///     credhub get -n /DIRECTOR/DEPLOYMENT/postgres_tls -k ca > postgres-ca.pem
+///   or, with a vars store (bosh --vars-store creds.yml):
+///     bosh int creds.yml --path /postgres_tls/ca > postgres-ca.pem
+///
 /// Exit codes:
 ///   0  written (or printed with -o -)
 ///   1  the files could not be written (the message says what was left)
@@ -73,6 +89,11 @@ pub struct Cli {
     /// Two nodes with automatic failover behind --vip (implies --replication).
     #[arg(long)]
     pub ha: bool,
+
+    /// Require TLS of clients and between the nodes, with a certificate the
+    /// director generates for the nodes' static IPs (see TLS in --help).
+    #[arg(long)]
+    pub tls: bool,
 
     /// The virtual IP address clients connect to (with --ha). On warden it
     /// must be inside 10.244.232.0/24, e.g. 10.244.232.100; never a subnet's
@@ -151,6 +172,7 @@ impl Cli {
             overlays: self.overlays.clone(),
             templates: self.templates.clone(),
             release_dir: self.release_dir.clone(),
+            tls: self.tls,
         }
     }
 

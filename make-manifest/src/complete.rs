@@ -113,29 +113,46 @@ fn variable_for(username: &str, assigned: &mut BTreeMap<String, String>) -> Stri
 }
 
 fn declare_passwords<'a>(manifest: &mut Value, names: impl Iterator<Item = &'a String>) {
-    let Some(root) = manifest.as_mapping_mut() else {
+    let Some(variables) = variables_mut(manifest) else {
         return;
     };
-    let variables = root
+    for name in names {
+        let mut variable = Mapping::new();
+        variable.insert("name".into(), name.clone().into());
+        variable.insert("type".into(), "password".into());
+        declare(variables, variable);
+    }
+}
+
+/// Appends `variable` to the manifest's `variables`, unless a variable of
+/// its name is declared already (the operator's own declaration wins).
+pub(crate) fn declare_variable(manifest: &mut Value, variable: Mapping) {
+    if let Some(variables) = variables_mut(manifest) {
+        declare(variables, variable);
+    }
+}
+
+/// The manifest's `variables` list, made where missing; `None` when it is
+/// something else than a list (validation reports that).
+fn variables_mut(manifest: &mut Value) -> Option<&mut Vec<Value>> {
+    let variables = manifest
+        .as_mapping_mut()?
         .entry("variables".into())
         .or_insert_with(|| Value::Sequence(Vec::new()));
     // A template's `variables:` with nothing under it.
     if variables.is_null() {
         *variables = Value::Sequence(Vec::new());
     }
-    let Some(variables) = variables.as_sequence_mut() else {
-        return;
-    };
-    for name in names {
-        let declared = variables
-            .iter()
-            .any(|variable| variable.get("name").and_then(Value::as_str) == Some(name));
-        if !declared {
-            let mut variable = Mapping::new();
-            variable.insert("name".into(), name.clone().into());
-            variable.insert("type".into(), "password".into());
-            variables.push(Value::Mapping(variable));
-        }
+    variables.as_sequence_mut()
+}
+
+fn declare(variables: &mut Vec<Value>, variable: Mapping) {
+    let name = variable.get("name").and_then(Value::as_str);
+    let declared = variables
+        .iter()
+        .any(|declared| name.is_some() && declared.get("name").and_then(Value::as_str) == name);
+    if !declared {
+        variables.push(Value::Mapping(variable));
     }
 }
 

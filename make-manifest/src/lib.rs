@@ -4,9 +4,10 @@
 //! [`generate`] decides everything without touching the disk (except to read
 //! templates and overlays): it renders the IaaS template, merges the overlays,
 //! splits the result into a manifest and a cloud-config, fills in generated
-//! passwords and checks the result the way the director would. Only when all
-//! of that passed does the binary write anything ([`output::write_atomically`]),
-//! so bad input leaves no file behind.
+//! passwords (and, with `--tls`, the certificate) and checks the result the
+//! way the director would. Only when all of that passed does the binary write
+//! anything ([`output::write_atomically`]), so bad input leaves no file
+//! behind.
 
 pub mod complete;
 pub mod input;
@@ -17,6 +18,7 @@ pub mod overlay;
 pub mod spec;
 pub mod split;
 pub mod template;
+pub mod tls;
 pub mod validate;
 pub mod yaml_out;
 
@@ -259,6 +261,8 @@ pub struct Request {
     pub templates: Option<PathBuf>,
     /// A release directory whose `jobs/*/spec` the result is checked against.
     pub release_dir: Option<PathBuf>,
+    /// Required TLS with a director-generated certificate ([`tls`]).
+    pub tls: bool,
 }
 
 impl Request {
@@ -277,6 +281,7 @@ impl Request {
             overlays: Vec::new(),
             templates: None,
             release_dir: None,
+            tls: false,
         }
     }
 }
@@ -310,7 +315,7 @@ pub struct Generated {
 pub fn generate(request: &Request) -> Result<Generated, InputError> {
     let topology = decide_topology(&request.topology)?;
     check_request(request)?;
-    let context = template::Context::new(request, topology);
+    let context = template::Context::new(request, topology)?;
     let templates = match &request.templates {
         Some(dir) => template::Templates::from_dir(dir)?,
         None => template::Templates::builtin(),
@@ -325,6 +330,11 @@ pub fn generate(request: &Request) -> Result<Generated, InputError> {
     let (mut manifest, mut cloud_config) = split::split(document);
     split::fold_network_level_keys(&mut cloud_config)?;
     complete::complete(&mut manifest);
+    // Before validation, so that missing static IPs get the message that
+    // says what --tls needs them for.
+    if request.tls {
+        tls::complete(&mut manifest)?;
+    }
     validate::validate(&manifest, &cloud_config)?;
     if let Some(dir) = &request.release_dir {
         let specs = spec::load(dir)?;
@@ -333,10 +343,13 @@ pub fn generate(request: &Request) -> Result<Generated, InputError> {
 
     let cloud_config_vars = validate::bosh_variables(&cloud_config);
     let undeclared_vars = validate::undeclared_variables(&manifest);
-    let notes = notes(request.iaas, topology, &undeclared_vars);
     let deployment = validate::deployment_name(&manifest)
         .unwrap_or(&request.deployment)
         .to_string();
+    let mut notes = notes(request.iaas, topology, &undeclared_vars);
+    if request.tls {
+        notes.push(tls::note(&deployment));
+    }
     let manifest_text = output::with_header(
         &output::manifest_header(&deployment, request.iaas, topology),
         &manifest,

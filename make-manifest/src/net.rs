@@ -104,6 +104,17 @@ impl IpRange {
         same_family(self.first, addr)
             && (number(self.first)..=number(self.last)).contains(&number(addr))
     }
+
+    /// How many addresses the range holds (an IPv6 ::/0 saturates).
+    pub fn address_count(&self) -> u128 {
+        (number(self.last) - number(self.first)).saturating_add(1)
+    }
+
+    /// The addresses, in order; lazy, so a wide range costs only what is taken.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> {
+        let family = self.first;
+        (number(self.first)..=number(self.last)).map(move |n| from_number(family, n))
+    }
 }
 
 fn bits(addr: IpAddr) -> u8 {
@@ -200,5 +211,20 @@ mod tests {
         assert!(IpRange::parse("10.0.0.9-10.0.0.2").is_err());
         assert!(IpRange::parse("10.0.0.1 - ::2").is_err());
         assert!(IpRange::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn range_addresses_and_counts() {
+        let range = IpRange::parse("10.0.0.254 - 10.0.1.1").unwrap();
+        assert_eq!(range.address_count(), 4);
+        let addresses: Vec<IpAddr> = range.addresses().collect();
+        assert_eq!(
+            addresses,
+            ["10.0.0.254", "10.0.0.255", "10.0.1.0", "10.0.1.1"].map(ip)
+        );
+        assert_eq!(IpRange::parse("10.0.0.5").unwrap().address_count(), 1);
+        let everything = IpRange::parse("::/0").unwrap();
+        assert_eq!(everything.address_count(), u128::MAX);
+        assert_eq!(everything.addresses().nth(1), Some(ip("::1")));
     }
 }

@@ -4,6 +4,7 @@
 //! where every `*.yml.hbs` file is a template (or partial) named after its
 //! file.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use handlebars::Handlebars;
@@ -53,11 +54,16 @@ pub struct Context {
     pub disk_size: u32,
     /// EC2 instance type or OpenStack flavor; null on warden.
     pub vm_type: Option<String>,
+    /// `--tls`: the postgres job gets `postgres.tls`.
+    pub tls: bool,
+    /// The postgres nodes' static IP addresses: on warden with `--tls`, one
+    /// per node; empty otherwise (an overlay gives them on other IaaSes).
+    pub static_ips: Vec<String>,
 }
 
 impl Context {
-    pub fn new(request: &Request, topology: Topology) -> Context {
-        Context {
+    pub fn new(request: &Request, topology: Topology) -> Result<Context, InputError> {
+        Ok(Context {
             iaas: request.iaas.name(),
             topology: topology.name(),
             deployment: request.deployment.clone(),
@@ -78,8 +84,49 @@ impl Context {
                 .vm_type
                 .clone()
                 .or_else(|| request.iaas.default_vm_type().map(String::from)),
-        }
+            tls: request.tls,
+            static_ips: static_ips(request, topology)?,
+        })
     }
+}
+
+/// Where the nodes' addresses come from on warden with `--tls`: the warden
+/// template's subnet, 10.244.232.0/24, from .10 upward (clear of the gateway
+/// and of the low addresses bosh-lite operators tend to use by hand) to the
+/// last host address.
+const WARDEN_STATIC_IPS: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(10, 244, 232, 10),
+    Ipv4Addr::new(10, 244, 232, 254),
+);
+
+/// The nodes' static IPs the template writes: a certificate must name each
+/// node's address, so with `--tls` the nodes cannot take whatever address
+/// is free. Only warden's subnet is known here; elsewhere an overlay gives
+/// them. The VIP is skipped: it is reserved, and BOSH refuses a static IP
+/// in a reserved range.
+fn static_ips(request: &Request, topology: Topology) -> Result<Vec<String>, InputError> {
+    if !request.tls || request.iaas != Iaas::Warden {
+        return Ok(Vec::new());
+    }
+    let vip = match topology {
+        Topology::Ha { vip } => Some(vip),
+        _ => None,
+    };
+    let (first, last) = WARDEN_STATIC_IPS;
+    let wanted = topology.instances() as usize;
+    let ips: Vec<String> = (u32::from(first)..=u32::from(last))
+        .map(|n| IpAddr::V4(Ipv4Addr::from(n)))
+        .filter(|ip| Some(*ip) != vip)
+        .take(wanted)
+        .map(|ip| ip.to_string())
+        .collect();
+    if ips.len() < wanted {
+        return Err(input_error!(
+            "--tls on warden: the nodes' static IPs come from {first} - {last}, which holds {} of them, not --instances {wanted}",
+            ips.len()
+        ));
+    }
+    Ok(ips)
 }
 
 /// A set of registered templates and where they came from (for messages).
@@ -224,9 +271,16 @@ mod tests {
 
     fn render(iaas: Iaas, topology: Topology) -> Value {
         let request = Request::new(iaas);
+        let context = Context::new(&request, topology).unwrap();
         Templates::builtin()
-            .render(iaas, &Context::new(&request, topology))
+            .render(iaas, &context)
             .unwrap_or_else(|err| panic!("{iaas} {topology:?}: {err}"))
+    }
+
+    fn tls_context(iaas: Iaas, topology: Topology) -> Result<Context, InputError> {
+        let mut request = Request::new(iaas);
+        request.tls = true;
+        Context::new(&request, topology)
     }
 
     #[test]
@@ -274,6 +328,77 @@ mod tests {
         assert!(jobs[0]["properties"]["postgres"]
             .get("replication")
             .is_none());
+    }
+
+    #[test]
+    fn warden_nodes_get_static_ips_with_tls_only() {
+        let ha = Topology::Ha {
+            vip: "10.244.232.11".parse().unwrap(),
+        };
+        assert_eq!(
+            tls_context(Iaas::Warden, ha).unwrap().static_ips,
+            ["10.244.232.10", "10.244.232.12"],
+            "the VIP is skipped"
+        );
+        let clustered = Topology::Clustered { instances: 3 };
+        assert_eq!(
+            tls_context(Iaas::Warden, clustered).unwrap().static_ips,
+            ["10.244.232.10", "10.244.232.11", "10.244.232.12"]
+        );
+        let request = Request::new(Iaas::Warden);
+        assert!(Context::new(&request, clustered)
+            .unwrap()
+            .static_ips
+            .is_empty());
+        assert!(
+            tls_context(Iaas::AwsEc2, clustered)
+                .unwrap()
+                .static_ips
+                .is_empty(),
+            "other IaaSes take them from an overlay"
+        );
+    }
+
+    #[test]
+    fn more_warden_nodes_than_static_ips_are_refused() {
+        assert!(tls_context(Iaas::Warden, Topology::Clustered { instances: 245 }).is_ok());
+        let err = tls_context(Iaas::Warden, Topology::Clustered { instances: 246 }).unwrap_err();
+        assert!(
+            err.0.contains("holds 245 of them, not --instances 246"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_puts_the_certificate_and_the_static_ips_in_the_warden_documents() {
+        let ha = Topology::Ha {
+            vip: "10.244.232.100".parse().unwrap(),
+        };
+        let context = tls_context(Iaas::Warden, ha).unwrap();
+        let document = Templates::builtin().render(Iaas::Warden, &context).unwrap();
+        let group = &document["instance_groups"][0];
+        assert_eq!(
+            group["networks"][0]["static_ips"],
+            serde_yaml::from_str::<Value>("[10.244.232.10, 10.244.232.11]").unwrap()
+        );
+        let subnet = &document["networks"][0]["subnets"][0];
+        assert_eq!(subnet["static"], group["networks"][0]["static_ips"]);
+        let tls = &group["jobs"][0]["properties"]["postgres"]["tls"];
+        assert_eq!(
+            tls["certificate"],
+            Value::from("((postgres_tls.certificate))")
+        );
+        assert_eq!(tls["required"], Value::from(true));
+        let plain = render(Iaas::Warden, ha);
+        assert!(plain["instance_groups"][0]["networks"][0]
+            .get("static_ips")
+            .is_none());
+        assert!(plain["networks"][0]["subnets"][0].get("static").is_none());
+        assert!(
+            plain["instance_groups"][0]["jobs"][0]["properties"]["postgres"]
+                .get("tls")
+                .is_none()
+        );
     }
 
     #[test]

@@ -458,3 +458,102 @@ fn errand_password_that_differs_from_its_users() {
         ],
     );
 }
+
+// ---- --tls ----
+
+#[test]
+fn tls_where_the_nodes_have_no_static_ips() {
+    for iaas in ["aws-ec2", "openstack-nova"] {
+        let line = Scratch::new().bad_input(&[iaas, "--replication", "--tls"]);
+        assert_says(
+            &line,
+            &[
+                "--tls needs a static IP for each of the 2 nodes of instance group `postgres` (it has none)",
+                "a manual network with a `static` range, and `static_ips` for the postgres instance group",
+            ],
+        );
+    }
+}
+
+#[test]
+fn tls_with_fewer_static_ips_than_nodes() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "one.yml",
+        "instance_groups:\n- name: postgres\n  networks:\n  - name: postgres1\n    static_ips: [10.0.16.10]\n",
+    );
+    let line = scratch.bad_input(&["aws-ec2", "--ha", "--vip", "10.0.16.100", "--tls", &file]);
+    assert_says(&line, &["--tls needs a static IP", "(it has only 1)"]);
+}
+
+#[test]
+fn tls_on_warden_with_more_nodes_than_static_ips() {
+    let line =
+        Scratch::new().bad_input(&["warden", "--replication", "--instances", "300", "--tls"]);
+    assert_says(
+        &line,
+        &[
+            "--tls on warden",
+            "10.244.232.10 - 10.244.232.254",
+            "not --instances 300",
+        ],
+    );
+}
+
+#[test]
+fn static_ips_on_a_dynamic_network() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "dyn.yml",
+        "instance_groups:\n- name: postgres\n  networks:\n  - name: postgres1\n    static_ips: [10.0.16.10, 10.0.16.11]\n",
+    );
+    let line = scratch.bad_input(&["aws-ec2", "--replication", "--tls", &file]);
+    assert_says(
+        &line,
+        &[
+            "instance_groups[postgres].networks[postgres1].static_ips",
+            "network `postgres1` is dynamic",
+        ],
+    );
+}
+
+#[test]
+fn static_ip_in_the_reserved_list() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "reserved.yml",
+        "networks:\n- name: postgres1\n  subnets:\n  - {range: 10.244.232.0/24, gateway: 10.244.232.1, azs: [z1], reserved: [10.244.232.10], static: [10.244.232.10 - 10.244.232.11]}\n",
+    );
+    let line = scratch.bad_input(&["warden", "--replication", "--tls", &file]);
+    assert_says(
+        &line,
+        &[
+            "static_ips: 10.244.232.10, in network `postgres1` subnet 10.244.232.0/24, is in its `reserved`",
+        ],
+    );
+}
+
+#[test]
+fn static_ip_outside_the_static_range() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "outside.yml",
+        "instance_groups:\n- name: postgres\n  networks:\n  - name: postgres1\n    static_ips: [10.244.232.10, 10.244.232.99]\n",
+    );
+    let line = scratch.bad_input(&["warden", "--replication", "--tls", &file]);
+    assert_says(&line, &["10.244.232.99", "is not in its `static` ranges"]);
+}
+
+#[test]
+fn static_ips_that_do_not_match_the_instance_count() {
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "three.yml",
+        "instance_groups:\n- name: postgres\n  networks:\n  - name: postgres1\n    static_ips: [10.244.232.10, 10.244.232.11, 10.244.232.12]\n",
+    );
+    let line = scratch.bad_input(&["warden", "--replication", "--tls", &file]);
+    assert_says(
+        &line,
+        &["static_ips: 3 addresses for 2 instances: the director needs one per instance"],
+    );
+}

@@ -399,6 +399,12 @@ fn help_documents_the_contract() {
         "warden",
         "aws-ec2",
         "openstack-nova",
+        "--tls",
+        "postgres.tls",
+        "sslmode=require",
+        "bosh int creds.yml --path /postgres_tls/ca",
+        "credhub get -n /DIRECTOR/DEPLOYMENT/postgres_tls",
+        "*.postgres.NETWORK.DEPLOYMENT.bosh",
     ] {
         assert!(
             help.contains(fragment),
@@ -414,7 +420,12 @@ fn help_documents_the_contract() {
 fn readme_overlay_examples_are_the_tested_fixtures() {
     let crate_dir = env!("CARGO_MANIFEST_DIR");
     let readme = read(std::path::Path::new(&format!("{crate_dir}/README.md")));
-    for fixture in ["my-networking.yml", "users.yml", "second-az.yml"] {
+    for fixture in [
+        "my-networking.yml",
+        "users.yml",
+        "second-az.yml",
+        "static-ips.yml",
+    ] {
         let text = read(std::path::Path::new(&format!(
             "{crate_dir}/tests/fixtures/{fixture}"
         )));
@@ -472,5 +483,177 @@ fn variables_the_manifest_does_not_generate_are_pointed_out() {
     assert!(
         stdout.contains("note: the manifest uses ((hank_pw)) without generating it"),
         "{stdout}"
+    );
+}
+
+// ---- --tls ----
+
+fn names_of(list: &Value) -> Vec<&str> {
+    list.as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["name"].as_str())
+        .collect()
+}
+
+fn variable<'a>(manifest: &'a Value, name: &str) -> &'a Value {
+    manifest["variables"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no variable {name}"))
+}
+
+#[test]
+fn tls_on_warden_gives_each_node_a_static_ip_the_certificate_names() {
+    let scratch = Scratch::new();
+    let stdout = scratch.ok(&[
+        "warden",
+        "--replication",
+        "--instances",
+        "3",
+        "--tls",
+        "-d",
+        "pg_Test",
+        "-o",
+        "out",
+    ]);
+    let manifest = yaml(&read(&scratch.path("out/manifest.yml")));
+    let cloud = yaml(&read(&scratch.path("out/cloud-config.yml")));
+    let ips = yaml("[10.244.232.10, 10.244.232.11, 10.244.232.12]");
+    let group = &manifest["instance_groups"][0];
+    assert_eq!(group["networks"][0]["static_ips"], ips);
+    assert_eq!(cloud["networks"][0]["subnets"][0]["static"], ips);
+    assert_eq!(
+        group["jobs"][0]["properties"]["postgres"]["tls"],
+        yaml("{certificate: ((postgres_tls.certificate)), private_key: ((postgres_tls.private_key)), ca: ((postgres_tls.ca)), required: true}")
+    );
+    assert_eq!(
+        variable(&manifest, "postgres_ca"),
+        &yaml("{name: postgres_ca, type: certificate, options: {is_ca: true, common_name: postgres-ca}}")
+    );
+    let options = &variable(&manifest, "postgres_tls")["options"];
+    assert_eq!(options["ca"], Value::from("postgres_ca"));
+    assert_eq!(options["common_name"], Value::from("10.244.232.10"));
+    assert_eq!(
+        options["alternative_names"],
+        yaml("[10.244.232.10, 10.244.232.11, 10.244.232.12, '*.postgres.postgres1.pg-test.bosh']"),
+        "no VIP without --ha; the deployment name as BOSH DNS spells it"
+    );
+    assert_eq!(
+        options["extended_key_usage"],
+        yaml("[server_auth, client_auth]")
+    );
+    assert!(
+        stdout.contains("note: TLS is required: clients connect with sslmode=require or better")
+            && stdout.contains("credhub get -n /<director>/pg_Test/postgres_tls -k ca"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn without_tls_nothing_of_it_is_written() {
+    let scratch = Scratch::new();
+    let stdout = scratch.ok(&["warden", "--replication", "-o", "out"]);
+    let manifest = read(&scratch.path("out/manifest.yml"));
+    let cloud = read(&scratch.path("out/cloud-config.yml"));
+    for text in [&manifest, &cloud, &stdout] {
+        assert!(!text.contains("tls") && !text.contains("TLS"), "{text}");
+        assert!(!text.contains("static"), "{text}");
+    }
+}
+
+#[test]
+fn the_tls_certificate_follows_static_ips_an_overlay_sets() {
+    let scratch = Scratch::new();
+    // The overlay moves the nodes to other addresses and another network name.
+    scratch.file(
+        "moved.yml",
+        r#"
+networks:
+- name: postgres1
+  subnets:
+  - range: 10.244.232.0/24
+    gateway: 10.244.232.1
+    azs: [z1]
+    reserved: [10.244.232.100]
+    static: [10.244.232.50 - 10.244.232.59]
+instance_groups:
+- name: postgres
+  networks:
+  - name: postgres1
+    static_ips: [10.244.232.51, 10.244.232.50]
+"#,
+    );
+    scratch.ok(&[
+        "warden",
+        "--ha",
+        "--vip",
+        "10.244.232.100",
+        "--tls",
+        "moved.yml",
+        "-o",
+        "out",
+    ]);
+    let manifest = yaml(&read(&scratch.path("out/manifest.yml")));
+    assert_eq!(
+        variable(&manifest, "postgres_tls")["options"]["alternative_names"],
+        yaml(
+            "[10.244.232.51, 10.244.232.50, 10.244.232.100, '*.postgres.postgres1.postgres.bosh']"
+        )
+    );
+}
+
+#[test]
+fn an_overlays_own_tls_variables_are_kept() {
+    let scratch = Scratch::new();
+    scratch.file(
+        "own-cert.yml",
+        r#"
+variables:
+- name: postgres_tls
+  type: certificate
+  options:
+    ca: corporate_ca
+    common_name: db.example.com
+    alternative_names: [db.example.com, 10.244.232.10, 10.244.232.11]
+"#,
+    );
+    scratch.ok(&[
+        "warden",
+        "--replication",
+        "--tls",
+        "own-cert.yml",
+        "-o",
+        "out",
+    ]);
+    let manifest = yaml(&read(&scratch.path("out/manifest.yml")));
+    let names = names_of(&manifest["variables"]);
+    assert_eq!(
+        names.iter().filter(|n| **n == "postgres_tls").count(),
+        1,
+        "{names:?}"
+    );
+    let own = variable(&manifest, "postgres_tls");
+    assert_eq!(own["options"]["ca"], Value::from("corporate_ca"));
+    assert_eq!(own["options"]["common_name"], Value::from("db.example.com"));
+    assert!(
+        names.contains(&"postgres_ca"),
+        "the CA the overlay did not declare is still generated: {names:?}"
+    );
+}
+
+#[test]
+fn tls_on_aws_ec2_with_the_readme_static_ips_overlay() {
+    let scratch = Scratch::new();
+    let overlay = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/static-ips.yml");
+    scratch.ok(&["aws-ec2", "--replication", "--tls", overlay, "-o", "out"]);
+    let manifest = yaml(&read(&scratch.path("out/manifest.yml")));
+    let cloud = yaml(&read(&scratch.path("out/cloud-config.yml")));
+    assert_eq!(cloud["networks"][0]["type"], Value::from("manual"));
+    assert_eq!(
+        variable(&manifest, "postgres_tls")["options"]["alternative_names"],
+        yaml("[10.0.16.10, 10.0.16.11, '*.postgres.postgres1.postgres.bosh']")
     );
 }

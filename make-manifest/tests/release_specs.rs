@@ -5,14 +5,20 @@
 //!
 //! Until the release's job specs exist this test has nothing to check
 //! against: it says so and passes.
+//!
+//! `--tls` sets `postgres.tls.certificate`, `postgres.tls.private_key`,
+//! `postgres.tls.ca` and `postgres.tls.required` on the postgres job.
 
 use std::path::PathBuf;
 
 use make_manifest::{generate, spec, Iaas, Request, TopologyFlags};
 
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 fn release_dir() -> PathBuf {
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    crate_dir
+    crate_dir()
         .parent()
         .expect("the crate sits in the workspace")
         .join("release")
@@ -43,7 +49,24 @@ fn requests() -> Vec<(String, Request)> {
         for (name, flags) in &topologies {
             let mut request = Request::new(iaas);
             request.topology = flags.clone();
-            requests.push((format!("{iaas} {name}"), request));
+            requests.push((format!("{iaas} {name}"), request.clone()));
+            // Elsewhere than warden the nodes' static IPs come from an overlay.
+            request.tls = true;
+            if iaas != Iaas::Warden {
+                request
+                    .overlays
+                    .push(crate_dir().join("tests/fixtures/static-ips.yml"));
+                if *name == "ha" {
+                    request.topology.vip = Some("10.0.16.100".parse().unwrap());
+                }
+                if *name != "standalone" {
+                    // The fixture holds two addresses.
+                    request.topology.instances = Some(2);
+                }
+            }
+            if iaas == Iaas::Warden || *name != "standalone" {
+                requests.push((format!("{iaas} {name} --tls"), request));
+            }
         }
     }
     requests

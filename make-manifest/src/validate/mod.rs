@@ -1,8 +1,9 @@
 //! Checks the merged result the way the director would, before anything is
 //! written: every key a v2 manifest and cloud-config require, every name an
-//! instance group uses declared in the cloud-config, the topology rules of the
-//! release (HA is exactly two nodes, replication at least two, standalone
-//! one), and a VIP that BOSH can never hand to a VM.
+//! instance group uses declared in the cloud-config, static IPs where the
+//! director takes them, the topology rules of the release (HA is exactly two
+//! nodes, replication at least two, standalone one), and a VIP that BOSH can
+//! never hand to a VM.
 //!
 //! Errors name the document and the path in it, e.g.
 //! `manifest: instance_groups[postgres].networks[0]: ...`.

@@ -42,6 +42,8 @@ pub(super) struct Subnet {
     pub(super) range: Cidr,
     pub(super) gateway: IpAddr,
     pub(super) reserved: Vec<IpRange>,
+    /// The `static` ranges: where instance groups' `static_ips` may be.
+    pub(super) statics: Vec<IpRange>,
     pub(super) raw_range: String,
 }
 
@@ -191,7 +193,7 @@ fn check_manual_subnet(subnet: &Mapping, path: &str) -> Result<Subnet, InputErro
             format!("{gateway} is outside the subnet's range {raw_range}"),
         ));
     }
-    let mut reserved = Vec::new();
+    let (mut reserved, mut statics) = (Vec::new(), Vec::new());
     for key in ["reserved", "static"] {
         let Some(list) = subnet.get(key) else {
             continue;
@@ -204,6 +206,8 @@ fn check_manual_subnet(subnet: &Mapping, path: &str) -> Result<Subnet, InputErro
                 .map_err(|err| fail(CLOUD, &format!("{path}.{key}[{index}]"), err))?;
             if key == "reserved" {
                 reserved.push(parsed);
+            } else {
+                statics.push(parsed);
             }
         }
     }
@@ -211,6 +215,7 @@ fn check_manual_subnet(subnet: &Mapping, path: &str) -> Result<Subnet, InputErro
         range,
         gateway,
         reserved,
+        statics,
         raw_range: raw_range.to_string(),
     })
 }
@@ -448,7 +453,7 @@ fn check_group<'a>(
             ));
         }
     }
-    let networks = check_group_networks(group, &path, &azs, cloud)?;
+    let networks = check_group_networks(group, &path, &azs, instances, cloud)?;
     let jobs = check_jobs(group, &path, releases)?;
     Ok(Group {
         name,
@@ -462,6 +467,7 @@ fn check_group_networks(
     group: &Mapping,
     path: &str,
     azs: &[String],
+    instances: u64,
     cloud: &Cloud,
 ) -> Result<Vec<String>, InputError> {
     let networks = list(
@@ -511,9 +517,110 @@ fn check_group_networks(
                 ),
             ));
         }
+        if let Some(static_ips) = network.get("static_ips") {
+            let static_path = format!("{path}.networks[{name}].static_ips");
+            check_static_ips(static_ips, &static_path, name, declared, instances)?;
+        }
         names.push(name.to_string());
     }
     Ok(names)
+}
+
+/// The director's rules for a group's `static_ips` on one network: on a
+/// manual network (a dynamic one's addresses are the IaaS's to pick), one
+/// address per instance, each once, each in a subnet's `static` range and
+/// neither reserved nor the gateway. A vip network's static IPs are public
+/// addresses outside any subnet: nothing to check them against.
+fn check_static_ips(
+    value: &Value,
+    path: &str,
+    name: &str,
+    network: &Network,
+    instances: u64,
+) -> Result<(), InputError> {
+    let entries = string_list(value, MANIFEST, path)?;
+    match network.kind {
+        NetworkKind::Vip => return Ok(()),
+        NetworkKind::Dynamic => {
+            return Err(fail(
+                MANIFEST,
+                path,
+                format!("network `{name}` is dynamic, where the IaaS picks the addresses: static IPs need a manual network with a `static` range"),
+            ))
+        }
+        NetworkKind::Manual => {}
+    }
+    let mut ranges = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let range = IpRange::parse(entry)
+            .map_err(|err| fail(MANIFEST, &format!("{path}[{index}]"), err))?;
+        ranges.push(range);
+    }
+    let count = ranges.iter().fold(0u128, |sum, range| {
+        sum.saturating_add(range.address_count())
+    });
+    if count != u128::from(instances) {
+        return Err(fail(
+            MANIFEST,
+            path,
+            format!(
+                "{count} addresses for {instances} instances: the director needs one per instance"
+            ),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for address in ranges.iter().flat_map(IpRange::addresses) {
+        if !seen.insert(address) {
+            return Err(fail(MANIFEST, path, format!("{address} is listed twice")));
+        }
+        check_static_ip(address, path, name, network)?;
+    }
+    Ok(())
+}
+
+fn check_static_ip(
+    address: IpAddr,
+    path: &str,
+    name: &str,
+    network: &Network,
+) -> Result<(), InputError> {
+    let Some(subnet) = network.subnets.iter().find(|s| s.range.contains(address)) else {
+        let ranges: Vec<&str> = network
+            .subnets
+            .iter()
+            .map(|s| s.raw_range.as_str())
+            .collect();
+        return Err(fail(
+            MANIFEST,
+            path,
+            format!(
+                "{address} is outside network `{name}` ({})",
+                ranges.join(", ")
+            ),
+        ));
+    };
+    let problem = if subnet.gateway == address {
+        Some("is its gateway".to_string())
+    } else if let Some(role) = subnet.range.unusable_role(address) {
+        Some(format!("is its {role}"))
+    } else if subnet.reserved.iter().any(|r| r.contains(address)) {
+        Some("is in its `reserved`, which BOSH never gives to a VM".to_string())
+    } else if !subnet.statics.iter().any(|r| r.contains(address)) {
+        Some("is not in its `static` ranges, where BOSH takes static IPs from".to_string())
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(fail(
+            MANIFEST,
+            path,
+            format!(
+                "{address}, in network `{name}` subnet {}, {problem}",
+                subnet.raw_range
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_jobs<'a>(
