@@ -51,7 +51,8 @@ use pgcore::Endpoint;
 ///   2  usage error
 ///
 /// Environment: PGUSER, PGDATABASE, PGCONNECT_TIMEOUT (as in libpq),
-/// PGPASSWORD, PGPASSFILE. A password is never taken from a flag.
+/// PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY (TLS to the peer, as
+/// libpq's), PGPASSWORD, PGPASSFILE. A password is never taken from a flag.
 #[derive(Parser, Debug)]
 #[command(name = "pg-monitor", version, verbatim_doc_comment)]
 pub struct Cli {

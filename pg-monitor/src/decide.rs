@@ -492,7 +492,7 @@ impl fmt::Display for Wait {
             Wait::PeerRejects(message) => write!(
                 f,
                 "peer answers but refuses the monitor's login, so it is not gone; \
-                 no failover is possible until the credentials are fixed: {message}"
+                 no failover is possible until the credentials (or certificates) are fixed: {message}"
             ),
             Wait::ReplicationStreams(peer) => write!(
                 f,

@@ -33,9 +33,20 @@ impl Monitor {
     }
 
     fn start_in(name: &str, args: &Args, dir: tempfile::TempDir) -> Monitor {
+        Self::start_with_env(name, args, dir, &[])
+    }
+
+    /// A monitor with `env` set (the TLS variables).
+    fn start_with_env(
+        name: &str,
+        args: &Args,
+        dir: tempfile::TempDir,
+        env: &[(&str, &Path)],
+    ) -> Monitor {
         let log = fs::File::create(dir.path().join("monitor.log")).expect("cannot create the log");
         let mut command = clean_command(Path::new(env!("CARGO_BIN_EXE_pg-monitor")), &[]);
         command
+            .envs(env.iter().copied())
             .args(&args.0)
             .arg("--pidfile")
             .arg(dir.path().join("monitor.pid"))
@@ -415,6 +426,52 @@ fn a_replica_still_streaming_from_its_primary_is_not_promoted_when_only_checks_f
     wait_accepted(&proxy, seen + 6, &monitor);
     assert_still_replica(&replica, &monitor);
     monitor.assert_log_lacks("(1/3)");
+}
+
+/// The monitor verifies its peer over TLS as libpq does, and a peer whose
+/// certificate does not verify refuses it: never a peer that is gone, so no
+/// TLS mistake can promote a replica while its primary lives.
+#[test]
+fn a_peer_whose_certificate_does_not_verify_is_refused_never_taken_for_gone() {
+    let certs = testkit::Certificates::new();
+    let tls_env = |certs: &testkit::Certificates| -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("PGSSLMODE", PathBuf::from("verify-full")),
+            ("PGSSLROOTCERT", certs.ca.clone()),
+        ]
+    };
+    for (server, verifies) in [(&certs.server, true), (&certs.wrong_name, false)] {
+        let primary = Node::primary_with(
+            testkit::NodeOptions::new()
+                .tls(server, &certs.ca)
+                .hba_line("hostnossl all replication 127.0.0.1/32 reject"),
+        );
+        primary.execute("CREATE ROLE replication LOGIN REPLICATION IN ROLE pg_monitor");
+        let replica = Node::replica_of(&primary);
+        replica.wait_streaming();
+        cut_replication(&replica);
+        let env = tls_env(&certs);
+        let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        let dir = tempfile::Builder::new()
+            .prefix("pgmonitor.")
+            .tempdir()
+            .unwrap();
+        let monitor = Monitor::start_with_env(
+            "replica monitor",
+            &Args::new(&replica, &primary.endpoint(), 1),
+            dir,
+            &env,
+        );
+        if verifies {
+            monitor.wait_log("peer is primary");
+        } else {
+            monitor.wait_log("refuses the monitor's login, so it is not gone");
+            monitor.wait_log("IP address mismatch");
+            // Far more than three intervals: a refused peer is never counted.
+            std::thread::sleep(Duration::from_secs(3));
+            assert_still_replica(&replica, &monitor);
+        }
+    }
 }
 
 #[test]

@@ -81,7 +81,8 @@ use pg_monitor::haproxy::{HaproxyFlags, Side};
 ///      state it left and what to do
 ///
 /// Environment: PGUSER, PGDATABASE, PGCONNECT_TIMEOUT (as in libpq),
-/// PGPASSWORD, PGPASSFILE. A password is never taken from a flag: the peer's
+/// PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY (TLS to the peer, as
+/// libpq's), PGPASSWORD, PGPASSFILE. A password is never taken from a flag: the peer's
 /// comes from --peer-password-file, else PGPASSWORD or the passfile.
 #[derive(Parser, Debug)]
 #[command(
