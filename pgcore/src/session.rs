@@ -12,7 +12,6 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use postgres_openssl::TlsConnector;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
 use tokio_postgres::config::Host;
@@ -332,7 +331,7 @@ fn client_config(options: &ConnectOptions) -> tokio_postgres::Config {
 /// The TLS connector for a TCP connection to `host`: none when TLS is off.
 /// Settings that cannot work (a bad PGSSLMODE, a missing or unreadable root
 /// certificate) are a rejection: no retry can mend them.
-fn tls_for(options: &ConnectOptions, host: &str) -> Result<Option<TlsConnector>, Failure> {
+fn tls_for(options: &ConnectOptions, host: &str) -> Result<Option<crate::tls::Handshake>, Failure> {
     let rejected = |cause: String| Failure {
         kind: FailureKind::Rejected,
         endpoint: None,

@@ -213,14 +213,35 @@ fn display(path: &Path) -> String {
 }
 
 #[cfg(feature = "session")]
-pub(crate) use connector::Connector;
+pub(crate) use connector::{Connector, Handshake};
 
 #[cfg(feature = "session")]
 mod connector {
-    use std::sync::{Arc, OnceLock};
+    //! OpenSSL under tokio-postgres, set up as libpq sets it up: only the
+    //! root certificate named is trusted (never the system's CAs unless
+    //! `system` is asked for), the name checked in verify-full only, and the
+    //! channel bound to the server's certificate (SCRAM-SHA-256-PLUS).
+    //! openssl's own `SslConnector` always loads the system's CA bundle: 20 ms
+    //! of every one-off check, and CAs that no sslrootcert named.
 
-    use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-    use postgres_openssl::TlsConnector;
+    use std::error::Error;
+    use std::fmt;
+    use std::future::Future;
+    use std::io;
+    use std::net::IpAddr;
+    use std::pin::Pin;
+    use std::sync::{Arc, OnceLock};
+    use std::task::{Context, Poll};
+
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::ssl::{self, Ssl, SslContext, SslFiletype, SslMethod, SslVerifyMode};
+    use openssl::x509::verify::X509CheckFlags;
+    use openssl::x509::X509VerifyResult;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::TcpStream;
+    use tokio_openssl::SslStream;
+    use tokio_postgres::tls::{ChannelBinding, TlsConnect};
 
     use super::{RootCert, SslMode, TlsSettings};
 
@@ -230,36 +251,49 @@ mod connector {
     /// restarts jobs whose files changed).
     #[derive(Clone, Default)]
     pub(crate) struct Connector {
-        context: Arc<OnceLock<Result<SslConnector, String>>>,
+        context: Arc<OnceLock<Result<SslContext, String>>>,
     }
 
     impl Connector {
-        /// A connector for one connection to `host`, checking the
+        /// A TLS session for one connection to `host`, checking the
         /// certificate as `settings.mode` says.
         pub(crate) fn for_host(
             &self,
             settings: &TlsSettings,
             host: &str,
-        ) -> Result<TlsConnector, String> {
+        ) -> Result<Handshake, String> {
             let context = self
                 .context
                 .get_or_init(|| build(settings))
                 .as_ref()
                 .map_err(Clone::clone)?;
-            let mut configuration = context
-                .configure()
-                .map_err(|err| format!("TLS: cannot set up a connection: {err}"))?;
-            // libpq checks the name only in verify-full; SNI it sends for names.
-            configuration.set_verify_hostname(settings.mode == SslMode::VerifyFull);
-            Ok(TlsConnector::new(configuration, host))
+            let session = |err: openssl::error::ErrorStack| {
+                format!("TLS: cannot set up a connection to {host}: {err}")
+            };
+            let mut ssl = Ssl::new(context).map_err(session)?;
+            let address = host.parse::<IpAddr>();
+            if settings.mode == SslMode::VerifyFull {
+                let param = ssl.param_mut();
+                param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+                match address {
+                    Ok(ip) => param.set_ip(ip),
+                    Err(_) => param.set_host(host),
+                }
+                .map_err(session)?;
+            }
+            // SNI, for names only (RFC 6066), as libpq sends it.
+            if address.is_err() {
+                ssl.set_hostname(host).map_err(session)?;
+            }
+            Ok(Handshake { ssl })
         }
     }
 
-    fn build(settings: &TlsSettings) -> Result<SslConnector, String> {
+    fn build(settings: &TlsSettings) -> Result<SslContext, String> {
         if let Some(problem) = settings.problem() {
             return Err(problem);
         }
-        let mut builder = SslConnector::builder(SslMethod::tls_client())
+        let mut builder = SslContext::builder(SslMethod::tls_client())
             .map_err(|err| format!("TLS: cannot set up OpenSSL: {err}"))?;
         match &settings.root_cert {
             Some(RootCert::File(path)) => {
@@ -300,6 +334,110 @@ mod connector {
             })?;
         }
         Ok(builder.build())
+    }
+
+    /// The TLS handshake tokio-postgres runs once the server agreed to TLS.
+    pub(crate) struct Handshake {
+        ssl: Ssl,
+    }
+
+    impl TlsConnect<TcpStream> for Handshake {
+        type Stream = TlsStream;
+        type Error = Box<dyn Error + Send + Sync>;
+        type Future = Pin<Box<dyn Future<Output = Result<TlsStream, Self::Error>> + Send>>;
+
+        fn connect(self, stream: TcpStream) -> Self::Future {
+            Box::pin(async move {
+                let mut stream = SslStream::new(self.ssl, stream)?;
+                match Pin::new(&mut stream).connect().await {
+                    Ok(()) => Ok(TlsStream(stream)),
+                    Err(error) => Err(Box::new(HandshakeFailed {
+                        verify_result: stream.ssl().verify_result(),
+                        error,
+                    }) as _),
+                }
+            })
+        }
+    }
+
+    /// A failed handshake, with why the certificate did not verify when that
+    /// was it ("certificate has expired", "IP address mismatch"): OpenSSL's
+    /// own error says only "certificate verify failed".
+    #[derive(Debug)]
+    struct HandshakeFailed {
+        error: ssl::Error,
+        verify_result: X509VerifyResult,
+    }
+
+    impl fmt::Display for HandshakeFailed {
+        fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "{}", self.error)?;
+            if self.verify_result != X509VerifyResult::OK {
+                write!(f, ": {}", self.verify_result)?;
+            }
+            Ok(())
+        }
+    }
+
+    impl Error for HandshakeFailed {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.error)
+        }
+    }
+
+    pub(crate) struct TlsStream(SslStream<TcpStream>);
+
+    impl AsyncRead for TlsStream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for TlsStream {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    impl tokio_postgres::tls::TlsStream for TlsStream {
+        /// tls-server-end-point (RFC 5929): the digest of the server's
+        /// certificate, with the hash of its signature (SHA-256 for MD5 and
+        /// SHA-1), so that SCRAM proves the password to the holder of that
+        /// very certificate.
+        fn channel_binding(&self) -> ChannelBinding {
+            let digest = self.0.ssl().peer_certificate().and_then(|cert| {
+                let algorithms = cert
+                    .signature_algorithm()
+                    .object()
+                    .nid()
+                    .signature_algorithms()?;
+                let hash = match algorithms.digest {
+                    Nid::MD5 | Nid::SHA1 => MessageDigest::sha256(),
+                    nid => MessageDigest::from_nid(nid)?,
+                };
+                cert.digest(hash).ok().map(|bytes| bytes.to_vec())
+            });
+            match digest {
+                Some(digest) => ChannelBinding::tls_server_end_point(digest),
+                None => ChannelBinding::none(),
+            }
+        }
     }
 }
 
