@@ -331,7 +331,7 @@ fn ctl_installs_the_key_for_postgres_alone_and_postgres_serves_tls_only() {
     // A deploy without TLS leaves no key behind.
     drop(served);
     let plain_vm = Vm::install(&render(&example("ha"), "postgres/1"));
-    fs::create_dir_all(plain_vm.path(&format!("{tls}"))).unwrap();
+    fs::create_dir_all(plain_vm.path(tls)).unwrap();
     fs::write(plain_vm.path(&format!("{tls}/server.key")), "old").unwrap();
     plain_vm.start_postgres();
     assert!(
