@@ -57,6 +57,8 @@ pub struct Cluster {
     client_starts: std::cell::Cell<u64>,
     /// The `--set`s of the last deploy that went through: what the VMs run.
     deployed: std::cell::RefCell<Vec<String>>,
+    /// Brought up with `--tls`: postgres.tls required, the clients verify.
+    tls: bool,
 }
 
 impl Cluster {
@@ -65,6 +67,16 @@ impl Cluster {
     /// `$TMPDIR/pg-ha-cluster-test`, or PG_CLUSTER_NAME and PG_CLUSTER_DIR when
     /// set (two test runs on one machine, each with its own).
     pub fn up(synchronous: bool) -> Cluster {
+        Self::bring_up(synchronous, false)
+    }
+
+    /// [`Cluster::up`] with `--tls`: postgres.tls required, from certificates
+    /// the bosh CLI generated; every client verifies the server's certificate.
+    pub fn up_with_tls(synchronous: bool) -> Cluster {
+        Self::bring_up(synchronous, true)
+    }
+
+    fn bring_up(synchronous: bool, tls: bool) -> Cluster {
         let cluster = Cluster {
             name: std::env::var("PG_CLUSTER_NAME").unwrap_or_else(|_| "pghatest".to_string()),
             dir: std::env::var_os("PG_CLUSTER_DIR")
@@ -73,12 +85,43 @@ impl Cluster {
             client_starts: std::cell::Cell::new(0),
             deployed: std::cell::RefCell::new(Vec::new()),
             synchronous,
+            tls,
         };
         // A crashed earlier run may have left one behind.
         let _ = cluster.run(&["down"]);
         let mode = if synchronous { "on" } else { "off" };
-        cluster.check(&["up", "--synchronous", mode]);
+        let mut args = vec!["up", "--synchronous", mode];
+        if tls {
+            args.push("--tls");
+        }
+        cluster.check(&args);
         cluster
+    }
+
+    /// `ci/cluster ARGS` with `env` added; the output, whatever the exit status.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        command.output().expect("cannot run ci/cluster")
+    }
+
+    /// A query as vcap on `vm`'s own postgres, over its Unix socket: the
+    /// rows, one a line, columns split by `|`.
+    pub fn query(&self, vm: &str, sql: &str) -> String {
+        self.check(&[
+            "exec",
+            vm,
+            "env",
+            "PGUSER=vcap",
+            "PGDATABASE=postgres",
+            "/var/vcap/packages/postgres/bin/psql",
+            "-h",
+            "/var/vcap/sys/run/postgres",
+            "-p",
+            "6432",
+            "-XAtc",
+            sql,
+        ])
     }
 
     /// Whether the cluster runs with synchronous replication.
@@ -141,7 +184,22 @@ impl Cluster {
             .env("PGUSER", "app")
             .env("PGDATABASE", "app")
             .env("PGPASSWORD", "app-secret");
+        if self.tls {
+            // The certificate names the VIP and both VMs' addresses.
+            command
+                .env("PGSSLMODE", "verify-full")
+                .env("PGSSLROOTCERT", self.dir.join("ca.pem"));
+        }
         command
+    }
+
+    /// Makes a client command built by [`Cluster::in_client`], about to
+    /// reach its VM's postgres at 127.0.0.1 (which no certificate names),
+    /// verify the chain only.
+    fn on_loopback(&self, command: &mut Command) {
+        if self.tls {
+            command.env("PGSSLMODE", "verify-ca");
+        }
     }
 
     /// Each VM's status (`ci/cluster status --json`).
@@ -327,6 +385,7 @@ impl Cluster {
                     first_id,
                     &path,
                 );
+                self.on_loopback(&mut writer);
                 in_vm_namespace(&mut writer, &self.name, vm);
                 clients.spawn(writer, &format!("the writer in {vm}"));
                 clients.writers.push((vm.to_string(), path));
@@ -353,6 +412,7 @@ impl Cluster {
             observe
                 .args(["--target", "127.0.0.1:6432", "--out"])
                 .arg(&path);
+            self.on_loopback(&mut observe);
             in_vm_namespace(&mut observe, &self.name, vm);
             clients.spawn(observe, &format!("the observer of {vm}'s postgres"));
             clients.node_observations.push((vm.to_string(), path));

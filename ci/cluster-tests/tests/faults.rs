@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use cluster_tests::scenarios::{run_detailed, Run, Scenario, LEASE, SILENCE};
-use cluster_tests::{Cluster, Outcome};
+use cluster_tests::{other, wait_until, Cluster, Outcome};
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -265,6 +265,45 @@ fn with_external_checks_the_pair_deploys_and_fails_over_as_with_the_endpoint() {
     let run = run_detailed(Scenario::KillPostmaster, &cluster);
     report(&run.outcome, true);
     check(&run.outcome, Scenario::KillPostmaster, true);
+}
+
+/// postgres.tls required (certificates from the bosh CLI's generator): the
+/// nodes stream to each other over verified TLS, a client without TLS is
+/// refused through the VIP, and `kill -9` of the primary fails over as
+/// without TLS, losing nothing, the old primary streaming over TLS again.
+#[test]
+fn with_tls_required_the_pair_streams_over_tls_and_fails_over_as_without() {
+    let _turn = one_cluster_at_a_time();
+    let cluster = Cluster::up_with_tls(true);
+    let primary = cluster.wait_for_single_primary(Duration::from_secs(30));
+    let streams_over_tls = |primary: &str| {
+        cluster.query(
+            primary,
+            "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
+        )
+    };
+    assert_eq!(
+        streams_over_tls(&primary).trim(),
+        "t",
+        "the WAL must stream over TLS"
+    );
+    let plain = cluster.run_with_env(&["psql", "-c", "SELECT 1"], &[("PGSSLMODE", "disable")]);
+    let refusal = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        !plain.status.success() && refusal.contains("no encryption"),
+        "a client without TLS must be refused: {refusal}"
+    );
+
+    let run = run_detailed(Scenario::KillPostmaster, &cluster);
+    report(&run.outcome, true);
+    check(&run.outcome, Scenario::KillPostmaster, true);
+    let primary = cluster.wait_for_single_primary(Duration::from_secs(30));
+    cluster.wait_for_replica_of(other(&primary), &primary, Duration::from_secs(60));
+    wait_until(
+        "the old primary to stream over TLS again",
+        Duration::from_secs(30),
+        || streams_over_tls(&primary).trim() == "t",
+    );
 }
 
 #[test]
