@@ -156,3 +156,15 @@ fn settings_that_cannot_work_are_refused_naming_the_variable() {
     let bad_mode = check(&primary, &[("PGSSLMODE", Path::new("verify_full"))]);
     assert_refused_saying(&bad_mode, "PGSSLMODE", "a misspelt mode");
 }
+
+#[test]
+fn a_server_without_tls_is_refused_when_the_mode_requires_it_and_used_when_it_prefers() {
+    let plain = Node::primary();
+    let required = check(&plain, &[("PGSSLMODE", Path::new("require"))]);
+    assert_refused_saying(
+        &required,
+        "does not take TLS, which sslmode=require requires",
+        "require against a server without TLS",
+    );
+    assert_eq!(check(&plain, &[("PGSSLMODE", Path::new("prefer"))]).code, 0);
+}

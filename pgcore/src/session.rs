@@ -378,11 +378,35 @@ async fn connect(
             // As the client does on the connections it opens itself.
             let _ = stream.set_nodelay(true);
             match tls {
-                Some(tls) => start(config.connect_raw(stream, tls).await),
+                Some(tls) => {
+                    let handshake_started = tls.started();
+                    let connected = config.connect_raw(stream, tls).await;
+                    if let Err(err) = &connected {
+                        let refused_tls = !handshake_started.load(Ordering::Relaxed)
+                            && err.as_db_error().is_none()
+                            && io_source(err).is_none();
+                        if refused_tls {
+                            return Err(tls_refused(options));
+                        }
+                    }
+                    start(connected)
+                }
                 None => start(config.connect_raw(stream, NoTls).await),
             }
         }
         None => Err(Failure::transient("no host to connect to")),
+    }
+}
+
+/// A server that answered the TLS request with "no" when the mode requires
+/// TLS: as definitive as a refused login (and, like one, never a sign that
+/// the node is gone).
+fn tls_refused(options: &ConnectOptions) -> Failure {
+    let mode = options.tls().map(|tls| tls.mode.as_str()).unwrap_or("?");
+    Failure {
+        kind: FailureKind::Rejected,
+        endpoint: None,
+        cause: format!("the server does not take TLS, which sslmode={mode} requires"),
     }
 }
 

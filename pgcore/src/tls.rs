@@ -230,6 +230,7 @@ mod connector {
     use std::io;
     use std::net::IpAddr;
     use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, OnceLock};
     use std::task::{Context, Poll};
 
@@ -285,7 +286,10 @@ mod connector {
             if address.is_err() {
                 ssl.set_hostname(host).map_err(session)?;
             }
-            Ok(Handshake { ssl })
+            Ok(Handshake {
+                ssl,
+                started: Arc::default(),
+            })
         }
     }
 
@@ -339,6 +343,15 @@ mod connector {
     /// The TLS handshake tokio-postgres runs once the server agreed to TLS.
     pub(crate) struct Handshake {
         ssl: Ssl,
+        started: Arc<AtomicBool>,
+    }
+
+    impl Handshake {
+        /// Set once the server agreed to TLS and the handshake began: a
+        /// connection that required TLS and failed before it was refused TLS.
+        pub(crate) fn started(&self) -> Arc<AtomicBool> {
+            self.started.clone()
+        }
     }
 
     impl TlsConnect<TcpStream> for Handshake {
@@ -347,6 +360,7 @@ mod connector {
         type Future = Pin<Box<dyn Future<Output = Result<TlsStream, Self::Error>> + Send>>;
 
         fn connect(self, stream: TcpStream) -> Self::Future {
+            self.started.store(true, Ordering::Relaxed);
             Box::pin(async move {
                 let mut stream = SslStream::new(self.ssl, stream)?;
                 match Pin::new(&mut stream).connect().await {
