@@ -102,6 +102,18 @@ fn tls_turns_ssl_on_puts_the_nodes_on_hostssl_and_verifies_them_with_verify_full
         "{hba}"
     );
 
+    let env = node.file("postgres", "config/node.env");
+    assert!(env.contains("  PGSSLMODE=verify-full\n"), "{env}");
+    // The first of the two deploys that turn TLS on in a running pair.
+    let mut preferring = with_tls(&certs.server, &certs.ca_pem, false);
+    set(
+        &mut preferring,
+        &path(&["tls", "verify_peers"]),
+        false.into(),
+    );
+    let env = render(&preferring, "postgres/0").file("postgres", "config/node.env");
+    assert!(env.contains("  PGSSLMODE=prefer\n"), "{env}");
+
     let plain = render(&example("ha"), "postgres/0");
     let conf = plain.file("postgres", "config/postgresql.conf");
     assert!(!conf.contains("ssl"), "{conf}");
@@ -176,6 +188,17 @@ fn bad_certificates_are_refused_at_render_time_naming_the_property() {
     assert_render_fails(
         &manifest,
         &["postgres.tls.required needs postgres.tls.certificate"],
+    );
+
+    let mut manifest = good();
+    set(
+        &mut manifest,
+        &path(&["tls", "verify_peers"]),
+        "sometimes".into(),
+    );
+    assert_render_fails(
+        &manifest,
+        &["postgres.tls.verify_peers must be true or false"],
     );
 }
 
