@@ -57,8 +57,9 @@ pub struct Cluster {
     client_starts: std::cell::Cell<u64>,
     /// The `--set`s of the last deploy that went through: what the VMs run.
     deployed: std::cell::RefCell<Vec<String>>,
-    /// Brought up with `--tls`: postgres.tls required, the clients verify.
-    tls: bool,
+    /// Deployed with `--tls` (postgres.tls): every later deploy keeps it,
+    /// and the clients started from then on verify the server.
+    tls: std::cell::Cell<bool>,
 }
 
 impl Cluster {
@@ -67,16 +68,6 @@ impl Cluster {
     /// `$TMPDIR/pg-ha-cluster-test`, or PG_CLUSTER_NAME and PG_CLUSTER_DIR when
     /// set (two test runs on one machine, each with its own).
     pub fn up(synchronous: bool) -> Cluster {
-        Self::bring_up(synchronous, false)
-    }
-
-    /// [`Cluster::up`] with `--tls`: postgres.tls required, from certificates
-    /// the bosh CLI generated; every client verifies the server's certificate.
-    pub fn up_with_tls(synchronous: bool) -> Cluster {
-        Self::bring_up(synchronous, true)
-    }
-
-    fn bring_up(synchronous: bool, tls: bool) -> Cluster {
         let cluster = Cluster {
             name: std::env::var("PG_CLUSTER_NAME").unwrap_or_else(|_| "pghatest".to_string()),
             dir: std::env::var_os("PG_CLUSTER_DIR")
@@ -85,17 +76,20 @@ impl Cluster {
             client_starts: std::cell::Cell::new(0),
             deployed: std::cell::RefCell::new(Vec::new()),
             synchronous,
-            tls,
+            tls: std::cell::Cell::new(false),
         };
         // A crashed earlier run may have left one behind.
         let _ = cluster.run(&["down"]);
         let mode = if synchronous { "on" } else { "off" };
-        let mut args = vec!["up", "--synchronous", mode];
-        if tls {
-            args.push("--tls");
-        }
-        cluster.check(&args);
+        cluster.check(&["up", "--synchronous", mode]);
         cluster
+    }
+
+    /// Every deploy from now on with `--tls` (postgres.tls, certificates the
+    /// bosh CLI generated), and every client started from now on verifying
+    /// the server's certificate (it names the VIP and both VMs).
+    pub fn use_tls(&self) {
+        self.tls.set(true);
     }
 
     /// `ci/cluster ARGS` with `env` added; the output, whatever the exit status.
@@ -160,6 +154,9 @@ impl Cluster {
     /// manifest `up` wrote; remembered as what the VMs run when it succeeds.
     pub fn deploy(&self, sets: &[String]) -> Output {
         let mut args = vec!["deploy"];
+        if self.tls.get() {
+            args.push("--tls");
+        }
         for set in sets {
             args.extend(["--set", set.as_str()]);
         }
@@ -184,7 +181,7 @@ impl Cluster {
             .env("PGUSER", "app")
             .env("PGDATABASE", "app")
             .env("PGPASSWORD", "app-secret");
-        if self.tls {
+        if self.tls.get() {
             // The certificate names the VIP and both VMs' addresses.
             command
                 .env("PGSSLMODE", "verify-full")
@@ -197,7 +194,7 @@ impl Cluster {
     /// reach its VM's postgres at 127.0.0.1 (which no certificate names),
     /// verify the chain only.
     fn on_loopback(&self, command: &mut Command) {
-        if self.tls {
+        if self.tls.get() {
             command.env("PGSSLMODE", "verify-ca");
         }
     }

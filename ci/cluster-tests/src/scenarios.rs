@@ -54,6 +54,10 @@ pub enum Scenario {
     /// cannot load): it stops at the canary, the other node serves on; then
     /// the operator's fixed deploy.
     CanaryPostStartFails,
+    /// postgres.tls turned on in a running pair as README says, in two
+    /// rolling deploys: the certificates with the nodes preferring TLS
+    /// (verify_peers false, not required), then verify-full and required.
+    TurnTlsOn,
 }
 
 impl Scenario {
@@ -111,6 +115,7 @@ impl Scenario {
             Scenario::CanaryPostStartFails => {
                 "a deploy whose canary post-start fails, then the fixed one".into()
             }
+            Scenario::TurnTlsOn => "TLS turned on: two rolling deploys".into(),
         }
     }
 
@@ -439,6 +444,18 @@ fn inject(
             }
             // The canary's drain hands the role over, if it held it; the last
             // VM's drain hands it back to the canary.
+            VMS[0].to_string()
+        }
+        Scenario::TurnTlsOn => {
+            cluster.use_tls();
+            let preferring = [
+                "postgres.tls.verify_peers=false".to_string(),
+                "postgres.tls.required=false".to_string(),
+            ];
+            deploy(cluster, &preferring, record);
+            // Every node serves TLS now: each may verify the other, and refuse
+            // clients without it.
+            deploy(cluster, &[], record);
             VMS[0].to_string()
         }
         Scenario::Switchovers(count) => {
