@@ -68,6 +68,16 @@ impl Cluster {
     /// `$TMPDIR/pg-ha-cluster-test`, or PG_CLUSTER_NAME and PG_CLUSTER_DIR when
     /// set (two test runs on one machine, each with its own).
     pub fn up(synchronous: bool) -> Cluster {
+        Self::bring_up(synchronous, false)
+    }
+
+    /// [`Cluster::up`] with `--tls`: postgres.tls required from the start, and
+    /// [`Cluster::use_tls`].
+    pub fn up_with_tls(synchronous: bool) -> Cluster {
+        Self::bring_up(synchronous, true)
+    }
+
+    fn bring_up(synchronous: bool, tls: bool) -> Cluster {
         let cluster = Cluster {
             name: std::env::var("PG_CLUSTER_NAME").unwrap_or_else(|_| "pghatest".to_string()),
             dir: std::env::var_os("PG_CLUSTER_DIR")
@@ -76,12 +86,16 @@ impl Cluster {
             client_starts: std::cell::Cell::new(0),
             deployed: std::cell::RefCell::new(Vec::new()),
             synchronous,
-            tls: std::cell::Cell::new(false),
+            tls: std::cell::Cell::new(tls),
         };
         // A crashed earlier run may have left one behind.
         let _ = cluster.run(&["down"]);
         let mode = if synchronous { "on" } else { "off" };
-        cluster.check(&["up", "--synchronous", mode]);
+        let mut args = vec!["up", "--synchronous", mode];
+        if tls {
+            args.push("--tls");
+        }
+        cluster.check(&args);
         cluster
     }
 

@@ -7,7 +7,7 @@
 //! splits (detection, promotion, haproxy's switch; medians, from the VMs'
 //! logs). Needs root, like ci/cluster.
 //!
-//!   cargo run --release -p cluster-tests --bin failover-bench -- [--runs 5] [--asynchronous] [SCENARIO...]
+//!   cargo run --release -p cluster-tests --bin failover-bench -- [--runs 5] [--asynchronous] [--tls] [SCENARIO...]
 
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ struct Cli {
     /// Run the clusters with `synchronous: off` instead of the default `on`.
     #[arg(long)]
     asynchronous: bool,
+    /// Run the clusters with TLS required (`ci/cluster up --tls`), the clients verifying.
+    #[arg(long)]
+    tls: bool,
     /// Scenario numbers, from 1 in the order of README's Failover figures; all when omitted.
     #[arg(value_parser = clap::value_parser!(u64).range(1..=Scenario::ALL.len() as u64))]
     scenarios: Vec<u64>,
@@ -49,7 +52,11 @@ fn main() {
         let mut rebuilt = 0;
         let mut splits = Vec::new();
         for run_number in 1..=cli.runs {
-            let cluster = Cluster::up(!cli.asynchronous);
+            let cluster = if cli.tls {
+                Cluster::up_with_tls(!cli.asynchronous)
+            } else {
+                Cluster::up(!cli.asynchronous)
+            };
             let run = run_detailed(scenario, &cluster);
             let outcome = &run.outcome;
             eprintln!("run {run_number}: {outcome}");
