@@ -82,18 +82,13 @@ pub(super) fn check_vip(group: &Group, cloud: &Cloud) -> Result<(), InputError> 
         if network.kind != NetworkKind::Manual {
             continue;
         }
-        let Some(subnet) = network.subnets.iter().find(|s| s.range.contains(vip)) else {
-            let ranges: Vec<&str> = network
-                .subnets
-                .iter()
-                .map(|s| s.raw_range.as_str())
-                .collect();
-            return Err(fail(
+        let subnet = network.subnet_holding(vip).map_err(|ranges| {
+            fail(
                 MANIFEST,
                 &path,
-                format!("{vip} is outside network `{name}` ({}): keepalived can only raise it on a subnet the nodes are on", ranges.join(", ")),
-            ));
-        };
+                format!("{vip} is outside network `{name}` ({ranges}): keepalived can only raise it on a subnet the nodes are on"),
+            )
+        })?;
         if let Some(role) = subnet.range.unusable_role(vip) {
             return Err(fail(
                 MANIFEST,

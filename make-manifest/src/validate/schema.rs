@@ -30,6 +30,20 @@ pub(super) struct Network {
     pub(super) subnets: Vec<Subnet>,
 }
 
+impl Network {
+    /// The subnet whose range holds `address`, or else the ranges there are
+    /// (comma-separated), for the message that says it is outside them all.
+    pub(super) fn subnet_holding(&self, address: IpAddr) -> Result<&Subnet, String> {
+        self.subnets
+            .iter()
+            .find(|s| s.range.contains(address))
+            .ok_or_else(|| {
+                let ranges: Vec<&str> = self.subnets.iter().map(|s| s.raw_range.as_str()).collect();
+                ranges.join(", ")
+            })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum NetworkKind {
     Manual,
@@ -584,21 +598,13 @@ fn check_static_ip(
     name: &str,
     network: &Network,
 ) -> Result<(), InputError> {
-    let Some(subnet) = network.subnets.iter().find(|s| s.range.contains(address)) else {
-        let ranges: Vec<&str> = network
-            .subnets
-            .iter()
-            .map(|s| s.raw_range.as_str())
-            .collect();
-        return Err(fail(
+    let subnet = network.subnet_holding(address).map_err(|ranges| {
+        fail(
             MANIFEST,
             path,
-            format!(
-                "{address} is outside network `{name}` ({})",
-                ranges.join(", ")
-            ),
-        ));
-    };
+            format!("{address} is outside network `{name}` ({ranges})"),
+        )
+    })?;
     let problem = if subnet.gateway == address {
         Some("is its gateway".to_string())
     } else if let Some(role) = subnet.range.unusable_role(address) {
