@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 
-use common::{finish, Site};
+use common::{finish, start_bootstrap_node, Site};
 use testkit::Certificates;
 
 /// The replication connections the primary serves, and whether each is TLS.
@@ -24,18 +24,7 @@ fn a_pair_clones_streams_and_rewinds_over_verified_tls() {
         Site::with_tls(&certs.server, &certs.ca),
         Site::with_tls(&certs.server, &certs.ca),
     );
-    primary
-        .prepare(&[
-            "--replication",
-            "--bootstrap",
-            "--peer",
-            &replica.endpoint(),
-            "--grace",
-            "0",
-        ])
-        .expect_code(0, "preparing the bootstrap node");
-    primary.start();
-    primary.provision_replication();
+    start_bootstrap_node(&primary, &replica);
     primary.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
 
     let clone = finish(replica.spawn_prepare(&[
@@ -103,18 +92,7 @@ fn a_peer_whose_certificate_names_another_address_is_never_cloned() {
     let certs = Certificates::new();
     let primary = Site::with_tls(&certs.wrong_name, &certs.ca);
     let replica = Site::with_tls(&certs.server, &certs.ca);
-    primary
-        .prepare(&[
-            "--replication",
-            "--bootstrap",
-            "--peer",
-            &replica.endpoint(),
-            "--grace",
-            "0",
-        ])
-        .expect_code(0, "preparing the bootstrap node");
-    primary.start();
-    primary.provision_replication();
+    start_bootstrap_node(&primary, &replica);
 
     let run = replica.prepare(&[
         "--replication",

@@ -363,19 +363,7 @@ pub fn pair() -> (Site, Site) {
 /// [`pair`] with extra settings for both servers.
 pub fn pair_with(settings: &[&str]) -> (Site, Site) {
     let (primary, replica) = (Site::with_settings(settings), Site::with_settings(settings));
-    primary
-        .prepare(&[
-            "--replication",
-            "--bootstrap",
-            "--peer",
-            &replica.endpoint(),
-            "--grace",
-            "0",
-        ])
-        .expect_code(0, "preparing the bootstrap node")
-        .expect_decision("init-primary");
-    primary.start();
-    primary.provision_replication();
+    start_bootstrap_node(&primary, &replica);
     replica
         .prepare(&[
             "--replication",
@@ -389,6 +377,24 @@ pub fn pair_with(settings: &[&str]) -> (Site, Site) {
     replica.start();
     replica.wait_streaming();
     (primary, replica)
+}
+
+/// `primary` made by `prepare` as the bootstrap node (no primary among its
+/// peers, `replica` the only one), started, with its replication role.
+pub fn start_bootstrap_node(primary: &Site, replica: &Site) {
+    primary
+        .prepare(&[
+            "--replication",
+            "--bootstrap",
+            "--peer",
+            &replica.endpoint(),
+            "--grace",
+            "0",
+        ])
+        .expect_code(0, "preparing the bootstrap node")
+        .expect_decision("init-primary");
+    primary.start();
+    primary.provision_replication();
 }
 
 /// Waits for a background prepare and collects what it printed.
