@@ -15,6 +15,8 @@
 
 pub mod control;
 pub mod duration;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod failure;
 pub mod haproxy;
 pub mod history;

@@ -153,16 +153,22 @@ impl Vm {
         }
     }
 
-    /// Runs a POSIX sh script on the VM and returns its stdout, paths as on
-    /// the VM; panics on failure.
-    pub fn sh(&self, script: &str) -> String {
-        let output = Command::new("sh")
+    /// Runs a POSIX sh script on the VM, paths as on the VM, and returns
+    /// how it ended.
+    pub fn run_shell(&self, script: &str) -> Output {
+        Command::new("sh")
             .arg("-c")
             .arg(self.rewrite(script))
             .env_remove("PGHOST")
             .env_remove("PGPORT")
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Runs a POSIX sh script on the VM and returns its stdout, paths as on
+    /// the VM; panics on failure.
+    pub fn sh(&self, script: &str) -> String {
+        let output = self.run_shell(script);
         assert!(
             output.status.success(),
             "sh -c {script:?}: {}",

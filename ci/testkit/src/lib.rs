@@ -12,6 +12,7 @@
 //! tests run as root, PostgreSQL runs as an unprivileged user (`PGTEST_USER`,
 //! default `vcap`), because it refuses to run as root.
 
+mod etcd;
 mod haproxy;
 mod node;
 mod os;
@@ -19,6 +20,7 @@ mod proxy;
 mod server;
 mod tls;
 
+pub use etcd::{etcd_bin, EtcdCluster, EtcdMember};
 pub use haproxy::{haproxy_bin, keepalived_bin, Haproxy};
 pub use node::{Node, NodeOptions, SUPERUSER};
 pub use os::{
