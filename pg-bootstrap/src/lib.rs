@@ -13,5 +13,6 @@ pub mod cancel;
 pub mod prepare;
 pub mod programs;
 pub mod provision;
-pub mod quote;
+/// The quoting rules, where every program shares them.
+pub use pgcore::quote;
 pub mod stop;

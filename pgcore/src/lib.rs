@@ -4,7 +4,8 @@
 //! (`session`, behind the feature of that name, on by default), the role
 //! classification ([`role`], [`failure`]), connection options, passfiles and TLS
 //! ([`target`], [`passfile`], [`tls`]), durations, bounded operator input, logging,
-//! retries, what a stopped server's pg_control says ([`control`]), a primary's
+//! retries, quoting for SQL, libpq and postgresql.conf ([`quote`]), what a
+//! stopped server's pg_control says ([`control`]), a primary's
 //! timeline history ([`history`]), haproxy's runtime API ([`haproxy`]), and
 //! the few operating-system helpers several programs need ([`os`]).
 //!
@@ -24,6 +25,7 @@ pub mod input;
 pub mod log;
 pub mod os;
 pub mod passfile;
+pub mod quote;
 pub mod retry;
 pub mod role;
 #[cfg(feature = "session")]

@@ -1,4 +1,4 @@
-//! Quoting for every language pg-bootstrap writes: SQL, libpq connection
+//! Quoting for every language the programs write: SQL, libpq connection
 //! strings, postgresql.conf values and libpq password files.
 //!
 //! Names and passwords come from operators and may contain anything
@@ -38,6 +38,59 @@ pub fn conninfo_value(text: &str) -> String {
     quoted
 }
 
+/// The `keyword=value` pairs of a libpq connection string in keyword/value
+/// form, values unquoted, as libpq's parser reads it: spaces around `=`
+/// allowed, a value either single-quoted or up to the next space, `\`
+/// escaping the next character in both.
+pub fn conninfo_pairs(conninfo: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut chars = conninfo.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut keyword = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            keyword.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(format!("missing \"=\" after \"{keyword}\" in the connection string"));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(format!("unterminated quoted value of \"{keyword}\"")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((keyword, value));
+    }
+}
+
+/// A connection string of `pairs`, each value quoted ([`conninfo_value`]).
+pub fn conninfo(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(keyword, value)| format!("{keyword}={}", conninfo_value(value)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A string value in postgresql.conf / postgresql.auto.conf: single-quoted,
 /// with `'` doubled and `\` doubled (the configuration parser reads
 /// backslash escapes), as `pg_basebackup -R` writes it.
@@ -60,6 +113,29 @@ pub fn passfile_field(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_strings_read_back_as_written_whatever_the_values_hold() {
+        let pairs: Vec<(String, String)> = [
+            ("host", "10.0.0.2"),
+            ("user", "o'brien"),
+            ("passfile", "/a path/with \\ and ' in it"),
+            ("application_name", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(conninfo_pairs(&conninfo(&pairs)).unwrap(), pairs);
+        assert_eq!(
+            conninfo_pairs("host = a  port=5432 user=x\\ y").unwrap(),
+            [("host", "a"), ("port", "5432"), ("user", "x y")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        );
+        assert!(conninfo_pairs("host").is_err());
+        assert!(conninfo_pairs("host='open").is_err());
+    }
 
     #[test]
     fn identifiers_double_their_quotes() {
@@ -106,14 +182,14 @@ mod tests {
             passfile_field("repl"),
             passfile_field(password)
         );
-        let lookup = pgcore::passfile::Lookup {
+        let lookup = crate::passfile::Lookup {
             host: "10.0.0.1",
             port: 6432,
             dbname: "replication",
             user: "repl",
         };
         assert_eq!(
-            pgcore::passfile::match_password(&line, &lookup).as_deref(),
+            crate::passfile::match_password(&line, &lookup).as_deref(),
             Some(password)
         );
     }
