@@ -8,6 +8,7 @@
 //! and a watchdog thread enforces the primary's lease while a tick is stuck
 //! on a probe (a hung local server, a peer behind a cut link).
 
+pub mod consensus;
 mod control;
 pub mod decide;
 pub mod effects;

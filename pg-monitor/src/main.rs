@@ -3,6 +3,7 @@
 //! planned hand-over of the primary role.
 
 mod cli;
+mod consensus_cli;
 mod nodes;
 mod recover;
 mod switchover;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     match matches.subcommand() {
         Some(("recover", matches)) => return recover::main(from_matches(matches)),
         Some(("switchover", matches)) => return switchover::main(from_matches(matches)),
+        Some(("consensus", matches)) => return consensus_cli::main(from_matches(matches)),
         _ => {}
     }
     let cli: Cli = from_matches(&matches);
@@ -42,6 +44,7 @@ fn command() -> clap::Command {
     Cli::command()
         .subcommand(recover::Recover::command())
         .subcommand(switchover::Switchover::command())
+        .subcommand(consensus_cli::Consensus::command())
         .subcommand_negates_reqs(true)
         .args_conflicts_with_subcommands(true)
         .disable_help_subcommand(true)

@@ -96,6 +96,23 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
+/// The condition of a transaction.
+#[derive(Clone, Copy, Debug)]
+pub enum Compare<'a> {
+    /// The key does not exist.
+    Absent(&'a str),
+    /// The key exists and holds this value.
+    Holds(&'a str, &'a str),
+}
+
+/// One operation of a transaction.
+#[derive(Clone, Copy, Debug)]
+pub enum Op<'a> {
+    /// key, value, lease (0 for none)
+    Put(&'a str, &'a str, i64),
+    Delete(&'a str),
+}
+
 /// A lease the store granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -235,11 +252,9 @@ impl Etcd {
         lease: i64,
         deadline: Instant,
     ) -> Result<bool, StoreError> {
-        let compare =
-            json!({ "key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0 });
         self.txn(
-            compare,
-            json!({ "request_put": put_body(key, value, lease) }),
+            &Compare::Absent(key),
+            &[Op::Put(key, value, lease)],
             deadline,
         )
     }
@@ -254,10 +269,9 @@ impl Etcd {
         lease: i64,
         deadline: Instant,
     ) -> Result<bool, StoreError> {
-        let compare = json!({ "key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(expected) });
         self.txn(
-            compare,
-            json!({ "request_put": put_body(key, value, lease) }),
+            &Compare::Holds(key, expected),
+            &[Op::Put(key, value, lease)],
             deadline,
         )
     }
@@ -269,12 +283,7 @@ impl Etcd {
         expected: &str,
         deadline: Instant,
     ) -> Result<bool, StoreError> {
-        let compare = json!({ "key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(expected) });
-        self.txn(
-            compare,
-            json!({ "request_delete_range": { "key": b64(key) } }),
-            deadline,
-        )
+        self.txn(&Compare::Holds(key, expected), &[Op::Delete(key)], deadline)
     }
 
     /// Deletes the key, whatever it holds.
@@ -283,16 +292,33 @@ impl Etcd {
             .map(|_| ())
     }
 
-    /// One compare, one operation on success; `true` when it succeeded.
-    fn txn(
+    /// `operations`, all or none, only if `compare` holds; `true` when it did.
+    pub fn txn(
         &mut self,
-        compare: Value,
-        success: Value,
+        compare: &Compare,
+        operations: &[Op],
         deadline: Instant,
     ) -> Result<bool, StoreError> {
+        let compare = match compare {
+            Compare::Absent(key) => {
+                json!({ "key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0 })
+            }
+            Compare::Holds(key, value) => {
+                json!({ "key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value) })
+            }
+        };
+        let success: Vec<Value> = operations
+            .iter()
+            .map(|operation| match operation {
+                Op::Put(key, value, lease) => {
+                    json!({ "request_put": put_body(key, value, *lease) })
+                }
+                Op::Delete(key) => json!({ "request_delete_range": { "key": b64(key) } }),
+            })
+            .collect();
         let answer = self.call(
             "/v3/kv/txn",
-            &json!({ "compare": [compare], "success": [success] }),
+            &json!({ "compare": [compare], "success": success }),
             deadline,
         )?;
         Ok(answer.get("succeeded").and_then(Value::as_bool) == Some(true))
