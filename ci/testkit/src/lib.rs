@@ -16,6 +16,7 @@ mod etcd;
 mod haproxy;
 mod node;
 mod os;
+mod process;
 mod proxy;
 mod server;
 mod tls;
@@ -27,6 +28,7 @@ pub use os::{
     chown_to_user, clean_command, command_as_user, free_port, pg_bin, run_as_user, PgBin, RunAs,
     INITDB_OPTIONS, LIBPQ_VARIABLES,
 };
+pub use process::LoggedProcess;
 pub use proxy::{FaultProxy, ProxyMode};
 pub use server::{process_alive, Server, SERVER_TIMEOUT};
 pub use tls::{bosh_bin, CertFiles, Certificates};
