@@ -43,7 +43,8 @@ pub enum Command {
 ///
 /// Prints one line on stdout before acting,
 ///   decision: <init-primary | clone-from HOST:PORT | rejoin HOST:PORT |
-///              resume-primary | resume-replica | start-standalone | refuse> (<reason>)
+///              resume-primary | resume-replica | stand-by | start-standalone |
+///              refuse> (<reason>)
 /// or, with --json, one JSON object when done.
 ///
 /// Decision table:
@@ -55,7 +56,10 @@ pub enum Command {
 ///   data dir, replication on                      -> ask peers for --grace:
 ///       a primary of the same cluster             -> rejoin (pg_rewind; a clone if impossible)
 ///       a primary of another cluster              -> refuse
-///       none, data dir was a primary              -> resume-primary
+///       none, data dir was a primary              -> resume-primary; with --consensus,
+///                                                    stand-by (standby.signal: the
+///                                                    monitor promotes it or points it
+///                                                    at the leader)
 ///       none, data dir was a replica              -> resume-replica (promotion is pg-monitor's)
 ///   data dir, replication off                     -> start-standalone
 ///   postgres running on the data dir              -> refuse
@@ -119,6 +123,14 @@ pub struct PrepareArgs {
           default_value = "false", default_missing_value = "true",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub replication: bool,
+
+    /// Failover goes through a consensus store (pg-monitor consensus): a former
+    /// primary that finds no primary peer starts as a standby (stand-by)
+    /// instead of resuming as primary; only the leader key's holder is one.
+    #[arg(long, env = "PG_BOOTSTRAP_CONSENSUS", value_name = "BOOL", num_args = 0..=1,
+          default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub consensus: bool,
 
     /// How long to ask the peers (once a second) whether one is primary before resuming.
     #[arg(long, env = "PG_BOOTSTRAP_GRACE", value_name = "SECONDS", default_value = "15", value_parser = parse_duration)]
@@ -200,6 +212,7 @@ impl PrepareArgs {
                 .collect(),
             port: self.port,
             replication: self.replication,
+            consensus: self.consensus,
             grace: self.grace,
             clone_wait: self.clone_wait,
             connect_timeout: self.connect_timeout,

@@ -784,6 +784,30 @@ fn without_a_primary_peer_each_node_resumes_its_last_role() {
 }
 
 #[test]
+fn under_consensus_a_former_primary_without_a_primary_peer_starts_as_a_standby() {
+    let (primary, replica) = pair();
+    set_primary_only_settings(&primary);
+    primary.stop("fast");
+    let run = primary.prepare(&[
+        "--replication",
+        "--consensus",
+        "--peer",
+        &replica.endpoint(),
+        "--grace",
+        "1",
+    ]);
+    run.expect_code(0, "a former primary, its peer a replica")
+        .expect_decision("stand-by");
+    assert!(primary.data_dir.join("standby.signal").exists());
+    assert_no_primary_only_settings(&primary);
+    primary.start();
+    assert!(
+        primary.in_recovery(),
+        "the former primary must start in recovery, waiting for the monitor"
+    );
+}
+
+#[test]
 fn two_prepares_never_work_on_one_data_directory_at_once() {
     let site = Site::new();
     let peer = closed_peer();

@@ -46,6 +46,11 @@ pub struct Policy {
     pub grace: Duration,
     /// How long [`Inquiry::WaitForPrimary`] lasts.
     pub clone_wait: Duration,
+    /// Failover goes through a consensus store (pg-monitor consensus): only
+    /// the member holding the leader key may be a primary, so a former
+    /// primary that finds none starts as a standby and leaves the rest to
+    /// the monitor.
+    pub consensus: bool,
 }
 
 /// What to ask the peers before deciding.
@@ -126,6 +131,11 @@ pub enum Action {
     ResumePrimary,
     /// Nothing to change: the data dir was a replica; promotion is pg-monitor's call.
     ResumeReplica,
+    /// The data dir was a primary, but under consensus a node is a primary
+    /// only once it holds the leader key: it starts as a standby
+    /// (standby.signal), and pg-monitor consensus promotes it or points it
+    /// at the leader.
+    StandBy,
     /// Nothing to change: replication is off.
     StartStandalone,
     /// Nothing is changed and postgres must not start: no safe decision.
@@ -142,6 +152,7 @@ impl Action {
             Action::Follow(_) => "follow",
             Action::ResumePrimary => "resume-primary",
             Action::ResumeReplica => "resume-replica",
+            Action::StandBy => "stand-by",
             Action::StartStandalone => "start-standalone",
             Action::Refuse => "refuse",
         }
@@ -294,6 +305,15 @@ pub fn decide(local: &Local, peers: &Peers, policy: &Policy) -> Decision {
                 format!("{endpoint} answers as primary, but its system identifier could not be read to confirm it serves this cluster"),
             ),
         },
+        (Local::Primary { .. }, Peers::NoPrimary { waited, seen, .. }) if policy.consensus => decision(
+            StandBy,
+            format!(
+                "no peer answered as primary within {} ({seen}); this data directory was a primary, \
+                 but only the holder of the leader key may be one: it starts as a standby, and \
+                 pg-monitor consensus promotes it if it takes the key",
+                seconds(*waited)
+            ),
+        ),
         (Local::Primary { .. }, Peers::NoPrimary { waited, seen, .. }) => decision(
             ResumePrimary,
             format!("no peer answered as primary within {} ({seen}); this data directory was a primary", seconds(*waited)),
@@ -430,7 +450,34 @@ mod tests {
             bootstrap,
             grace: Duration::from_secs(15),
             clone_wait: Duration::from_secs(300),
+            consensus: false,
         }
+    }
+
+    #[test]
+    fn under_consensus_a_former_primary_without_a_primary_peer_stands_by() {
+        let local = Local::Primary {
+            system_identifier: OURS,
+        };
+        let peers = Peers::NoPrimary {
+            waited: Duration::from_secs(15),
+            seen: "10.244.0.3:6432 replica".into(),
+            answered: true,
+        };
+        let consensus = Policy {
+            consensus: true,
+            ..policy(true, false)
+        };
+        assert_eq!(decide(&local, &peers, &consensus).action, Action::StandBy);
+        assert_eq!(
+            decide(&local, &peers, &policy(true, false)).action,
+            Action::ResumePrimary
+        );
+        // A primary found is rejoined as without consensus.
+        assert_eq!(
+            decide(&local, &primary_peer(Some(OURS)), &consensus).action,
+            Action::Rejoin(peer())
+        );
     }
 
     fn peer() -> Endpoint {

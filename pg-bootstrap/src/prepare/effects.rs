@@ -122,6 +122,20 @@ impl Effects<'_> {
         Ok(Method::Reconfigure)
     }
 
+    /// Makes a former primary start as a standby of nobody yet: standby.signal,
+    /// an empty primary_conninfo, none of a primary's own settings.
+    /// pg-monitor consensus points it at the leader, or promotes it.
+    pub fn stand_by(&self) -> anyhow::Result<Method> {
+        let data_dir = &self.paths.data_dir;
+        datadir::write_standby_config(data_dir, "", self.owner)
+            .with_context(|| format!("cannot make {} a standby", data_dir.display()))?;
+        logln!(
+            "{} starts as a standby; pg-monitor consensus promotes it or points it at the leader",
+            data_dir.display()
+        );
+        Ok(Method::Reconfigure)
+    }
+
     /// pg_rewind against `peer` (`options` reach it as the replication user),
     /// falling back to a staged clone when rewinding is impossible or fails.
     pub fn rejoin(

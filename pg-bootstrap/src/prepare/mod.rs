@@ -40,6 +40,8 @@ pub struct PrepareConfig {
     pub peers: Vec<String>,
     pub port: u16,
     pub replication: bool,
+    /// Failover through a consensus store: see [`Policy::consensus`].
+    pub consensus: bool,
     pub grace: Duration,
     pub clone_wait: Duration,
     pub connect_timeout: Duration,
@@ -273,6 +275,7 @@ impl<'a> Setup<'a> {
                 bootstrap: config.bootstrap,
                 grace: config.grace,
                 clone_wait: config.clone_wait,
+                consensus: config.consensus,
             },
         })
     }
@@ -416,6 +419,7 @@ impl<'a> Setup<'a> {
                 effects.rejoin(peer, &options, &asker, was_primary)?
             }
             Action::Follow(peer) => effects.follow(peer)?,
+            Action::StandBy => effects.stand_by()?,
             Action::ResumePrimary | Action::ResumeReplica | Action::StartStandalone => Method::None,
             Action::Refuse => unreachable!("a refusal is not acted on"),
         };
