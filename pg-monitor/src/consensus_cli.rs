@@ -29,7 +29,8 @@ use pgcore::{logln, ConnectOptions, Endpoint};
 ///      first.
 ///   2. Another member holds it: a local replica streams from it
 ///      (primary_conninfo, reloaded); a local primary refuses writes and
-///      runs --rejoin-cmd, which restarts it as the leader's replica.
+///      runs --rejoin-cmd, which restarts it as the leader's replica, as
+///      does a replica that has not streamed for --rejoin-after.
 ///   3. Nobody holds it: the member takes it, and promotes, only if no
 ///      member's server takes writes, none is ahead of it (timeline, then
 ///      WAL), its replayed WAL is within --max-lag-bytes of the leader's
@@ -42,7 +43,9 @@ use pgcore::{logln, ConnectOptions, Endpoint};
 /// The rule: --loop-wait + 2 × --retry-timeout ≤ --ttl, so a leader cut off
 /// from the store refuses writes before its key expires and another member
 /// can take it (Patroni's loop_wait + 2 × retry_timeout ≤ ttl). A `pause`
-/// key stops every promotion and demotion (maintenance).
+/// key stops every promotion and demotion (maintenance); a --pause-file
+/// does so for this member. A primary under another leader refuses writes
+/// even then.
 ///
 /// SIGTERM while leading: the node refuses writes first (its key outlives
 /// the process by up to --ttl; the next monitor adopts it).
@@ -139,7 +142,24 @@ pub struct Consensus {
     #[arg(long = "rejoin-cmd", value_name = "COMMAND")]
     pub rejoin_command: Option<String>,
 
-    /// Bound on the rejoin command.
+    /// A replica that has not streamed from the leader for this long runs
+    /// --rejoin-cmd (at most that often): its WAL may have diverged from the
+    /// leader's, which only a pg_rewind at its restart mends.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    pub rejoin_after: Duration,
+
+    /// Command run with /bin/sh -c each time this member has become the
+    /// primary, e.g. the provisioning of users and databases.
+    #[arg(long = "on-leader-cmd", value_name = "COMMAND")]
+    pub on_leader_command: Option<String>,
+
+    /// While this file exists, this member neither promotes nor demotes
+    /// (maintenance of this node); repeatable. A `pause` key in the store
+    /// pauses every member.
+    #[arg(long = "pause-file", value_name = "PATH")]
+    pub pause_files: Vec<PathBuf>,
+
+    /// Bound on the rejoin and on-leader commands.
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
     pub command_timeout: Duration,
 
@@ -248,6 +268,7 @@ fn config(cli: Consensus) -> Result<ConsensusConfig, String> {
             members: size,
             max_lag_bytes: cli.max_lag_bytes,
             sync_count: cli.synchronous_count,
+            rejoin_after: cli.rejoin_after,
         },
         local,
         members,
@@ -267,6 +288,8 @@ fn config(cli: Consensus) -> Result<ConsensusConfig, String> {
         pg_ctl,
         promote_timeout: cli.promote_timeout,
         pidfile: cli.pidfile,
+        pause_files: cli.pause_files,
+        on_leader_command: cli.on_leader_command,
         replication_user: member_user,
         passfile: cli.passfile,
     })

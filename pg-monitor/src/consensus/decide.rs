@@ -47,6 +47,9 @@ pub struct Observation {
     pub lease: i64,
     /// The other members, probed only when the store has no leader.
     pub members: Vec<Member>,
+    /// A pause file of this node exists (the operator's, or the manifest's).
+    pub paused_here: bool,
+    pub now: Instant,
 }
 
 /// What the policy says, from the flags.
@@ -59,6 +62,9 @@ pub struct Policy {
     /// Commits wait for this many standbys (synchronous_standby_names =
     /// 'ANY k (*)'); 0: asynchronous.
     pub sync_count: u32,
+    /// A replica that has not streamed from the leader for this long asks
+    /// for a rejoin (its WAL may have diverged: pg_rewind at its restart).
+    pub rejoin_after: Duration,
 }
 
 /// What the loop remembers between ticks.
@@ -79,6 +85,10 @@ pub struct State {
     pub paused: bool,
     /// Consecutive ticks the leader's own server did not answer in time.
     pub local_failures: u32,
+    /// Since when this replica has followed the leader without streaming.
+    pub not_streaming_since: Option<Instant>,
+    /// When this replica last asked for a rejoin.
+    pub replica_rejoined_at: Option<Instant>,
 }
 
 /// Ticks a leader's server may fail to answer (hung, overloaded) before the
@@ -142,7 +152,15 @@ pub fn decide(obs: &Observation, state: &State, policy: &Policy) -> (Action, Sta
     if let Ok(status) = &obs.local {
         remember_leader_position(status, &mut next);
     }
+    let paused_store;
     let store = match &obs.store {
+        Ok(store) if obs.paused_here && !store.paused => {
+            paused_store = StoreView {
+                paused: true,
+                ..store.clone()
+            };
+            &paused_store
+        }
         Ok(store) => store,
         Err(error) => {
             next.leader = false;
@@ -160,6 +178,11 @@ pub fn decide(obs: &Observation, state: &State, policy: &Policy) -> (Action, Sta
         }
     };
     next.paused = store.paused;
+    if !matches!(&obs.local, Ok(status) if status.in_recovery == Some(true))
+        || !matches!(&store.leader, Some(leader) if leader.name != policy.name)
+    {
+        next.not_streaming_since = None;
+    }
     let holds_key = store
         .leader
         .as_ref()
@@ -167,7 +190,7 @@ pub fn decide(obs: &Observation, state: &State, policy: &Policy) -> (Action, Sta
     next.leader = holds_key;
     match &store.leader {
         Some(_) if holds_key => lead(obs, store, &next, policy),
-        Some(leader) => follow(obs, store, &leader.name, next),
+        Some(leader) => follow(obs, store, &leader.name, next, policy),
         None => elect(obs, store, next, policy),
     }
 }
@@ -243,13 +266,40 @@ fn synchronous_count(status: &Status, policy: &Policy) -> u32 {
 }
 
 /// Another member holds the key.
-fn follow(obs: &Observation, store: &StoreView, leader: &str, mut next: State) -> (Action, State) {
+fn follow(
+    obs: &Observation,
+    store: &StoreView,
+    leader: &str,
+    mut next: State,
+    policy: &Policy,
+) -> (Action, State) {
     let status = match &obs.local {
         Ok(status) => status,
         Err(failure) => return (Action::Wait(Wait::LocalDown(failure.to_string())), next),
     };
     if status.in_recovery == Some(true) {
         next.rejoined_for = None;
+        if status.wal_receiver_streaming == Some(true) {
+            next.not_streaming_since = None;
+        } else {
+            let since = *next.not_streaming_since.get_or_insert(obs.now);
+            let rejoined_long_ago = next
+                .replica_rejoined_at
+                .is_none_or(|at| obs.now.saturating_duration_since(at) >= policy.rejoin_after);
+            if obs.now.saturating_duration_since(since) >= policy.rejoin_after
+                && rejoined_long_ago
+                && !store.paused
+            {
+                next.replica_rejoined_at = Some(obs.now);
+                next.not_streaming_since = None;
+                return (
+                    Action::Rejoin {
+                        leader: leader.to_string(),
+                    },
+                    next,
+                );
+            }
+        }
         return (
             Action::Follow {
                 leader: leader.to_string(),
@@ -444,7 +494,7 @@ impl fmt::Display for Action {
             Action::RefuseWrites(why) => write!(f, "refusing writes: {why}"),
             Action::Release { failure, stop: false } => write!(f, "the local server is gone ({failure}): giving the leader key up"),
             Action::Release { failure, stop: true } => write!(f, "the local server has not answered for {LEADER_LOCAL_FAILURES} checks ({failure}): stopping it and giving the leader key up"),
-            Action::Rejoin { leader } => write!(f, "{leader} leads and the local node is a primary: rejoining as its replica"),
+            Action::Rejoin { leader } => write!(f, "{leader} leads and the local node is a primary or does not stream from it: rejoining as its replica"),
             Action::Follow { leader } => write!(f, "following {leader}"),
             Action::HandOver { to } => write!(f, "switchover asked: handing the leadership to {to}"),
             Action::SetSync(0) => write!(f, "commits asynchronous (no standby streams)"),
@@ -496,6 +546,7 @@ mod tests {
             members: 3,
             max_lag_bytes: Some(1000),
             sync_count,
+            rejoin_after: Duration::from_secs(30),
         }
     }
 
@@ -567,6 +618,8 @@ mod tests {
             store: Ok(store),
             lease: 7,
             members,
+            paused_here: false,
+            now: Instant::now(),
         }
     }
 
@@ -690,6 +743,45 @@ mod tests {
             decided(&obs, &State::default(), 0),
             Action::RefuseWrites(_)
         ));
+    }
+
+    #[test]
+    fn a_replica_that_does_not_stream_from_the_leader_for_long_asks_to_rejoin_then_waits() {
+        let mut stuck = replica(100);
+        stuck.wal_receiver_streaming = Some(false);
+        let mut obs = observe(Ok(stuck), led_by("pg-2"), vec![]);
+        let (action, state) = decide(&obs, &State::default(), &policy(0));
+        assert_eq!(
+            action,
+            Action::Follow {
+                leader: "pg-2".into()
+            }
+        );
+        obs.now += Duration::from_secs(31);
+        let (action, state) = decide(&obs, &state, &policy(0));
+        assert_eq!(
+            action,
+            Action::Rejoin {
+                leader: "pg-2".into()
+            }
+        );
+        obs.now += Duration::from_secs(1);
+        assert_eq!(
+            decide(&obs, &state, &policy(0)).0,
+            Action::Follow {
+                leader: "pg-2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_pause_file_here_pauses_this_member_as_the_store_key_would() {
+        let mut obs = observe(Ok(replica(100)), StoreView::default(), vec![]);
+        obs.paused_here = true;
+        assert_eq!(
+            decided(&obs, &State::default(), 0),
+            Action::Wait(Wait::Paused)
+        );
     }
 
     // 3. Nobody holds it.
@@ -874,6 +966,8 @@ mod tests {
             store: Err("no member answered".into()),
             lease: 7,
             members: vec![],
+            paused_here: false,
+            now: Instant::now(),
         };
         let (action, state) = decide(&obs, &leading(), &policy(0));
         assert!(matches!(

@@ -52,6 +52,12 @@ pub struct ConsensusConfig {
     pub pg_ctl: Option<PgCtl>,
     pub promote_timeout: Duration,
     pub pidfile: Option<PathBuf>,
+    /// While one of these files exists, this member neither promotes nor
+    /// demotes (maintenance of this node).
+    pub pause_files: Vec<PathBuf>,
+    /// Run (/bin/sh -c) each time this member has become the primary, e.g.
+    /// the provisioning of users and databases.
+    pub on_leader_command: Option<String>,
     /// The replication user and passfile a replica streams with, for a
     /// primary_conninfo written from nothing.
     pub replication_user: String,
@@ -202,6 +208,11 @@ fn watch(
             store: store_view,
             lease: store.lease(),
             members,
+            paused_here: config
+                .pause_files
+                .iter()
+                .any(|path| pair_effects::pause_file_present(path)),
+            now: Instant::now(),
         };
         let (action, next) = decide(&observation, &state, &config.policy);
         state = next;
@@ -362,6 +373,9 @@ impl Effects<'_, '_> {
         }
         state.refusing_writes = false;
         state.sync_set = None;
+        if let Some(command) = &config.on_leader_command {
+            pair_effects::run_command("on-leader command", command, config.command_timeout);
+        }
     }
 
     /// A switchover: refuse writes, let the target catch up, name it in the
