@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use pg_monitor::consensus::decide::Policy;
+use pg_monitor::consensus::switchover::{self, Outcome};
 use pg_monitor::consensus::{self, ConsensusConfig};
 use pg_monitor::effects::PgCtl;
 use pgcore::duration::parse_positive_duration;
-use pgcore::etcd::EtcdSettings;
+use pgcore::etcd::{Etcd, EtcdSettings};
 use pgcore::{logln, ConnectOptions, Endpoint};
 
 /// Automatic failover for N PostgreSQL nodes on etcd: one leader, elected
@@ -74,24 +75,8 @@ pub struct Consensus {
     #[arg(long = "member", value_name = "NAME=HOST:PORT", value_parser = parse_member, required = true)]
     pub members: Vec<(String, Endpoint)>,
 
-    /// The cluster's name in the store: its keys are /postgres/<scope>/...
-    #[arg(long)]
-    pub scope: String,
-
-    /// An etcd member's client endpoint, HOST:PORT (repeatable).
-    #[arg(long = "store", value_name = "HOST:PORT", required = true)]
-    pub store: Vec<String>,
-
-    /// The CA of the etcd members' certificates (the only one trusted).
-    #[arg(long, value_name = "PATH")]
-    pub store_ca: PathBuf,
-
-    /// This member's client certificate and key for etcd.
-    #[arg(long, value_name = "PATH")]
-    pub store_cert: PathBuf,
-
-    #[arg(long, value_name = "PATH")]
-    pub store_key: PathBuf,
+    #[command(flatten)]
+    pub store: StoreFlags,
 
     /// How long the leader key outlives the leader's last renewal (whole seconds).
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
@@ -179,6 +164,41 @@ pub struct Consensus {
     /// Written with our pid at start, removed on exit.
     #[arg(long)]
     pub pidfile: Option<PathBuf>,
+}
+
+/// Where the store is, and the cluster's keys in it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreFlags {
+    /// The cluster's name in the store: its keys are /postgres/<scope>/...
+    #[arg(long)]
+    pub scope: String,
+
+    /// An etcd member's client endpoint, HOST:PORT (repeatable).
+    #[arg(long = "store", value_name = "HOST:PORT", required = true)]
+    pub endpoints: Vec<String>,
+
+    /// The CA of the etcd members' certificates (the only one trusted).
+    #[arg(long, value_name = "PATH")]
+    pub store_ca: PathBuf,
+
+    /// The client certificate and key for etcd.
+    #[arg(long, value_name = "PATH")]
+    pub store_cert: PathBuf,
+
+    #[arg(long, value_name = "PATH")]
+    pub store_key: PathBuf,
+}
+
+impl StoreFlags {
+    fn settings(&self, timeout: Duration) -> EtcdSettings {
+        EtcdSettings {
+            endpoints: self.endpoints.clone(),
+            ca: self.store_ca.clone(),
+            certificate: self.store_cert.clone(),
+            private_key: self.store_key.clone(),
+            timeout,
+        }
+    }
 }
 
 fn parse_member(text: &str) -> Result<(String, Endpoint), String> {
@@ -272,14 +292,10 @@ fn config(cli: Consensus) -> Result<ConsensusConfig, String> {
         },
         local,
         members,
-        store: EtcdSettings {
-            endpoints: cli.store,
-            ca: cli.store_ca,
-            certificate: cli.store_cert,
-            private_key: cli.store_key,
-            timeout: cli.retry_timeout.min(cli.connect_timeout),
-        },
-        scope: cli.scope,
+        store: cli
+            .store
+            .settings(cli.retry_timeout.min(cli.connect_timeout)),
+        scope: cli.store.scope,
         ttl: cli.ttl,
         loop_wait: cli.loop_wait,
         retry_timeout: cli.retry_timeout,
@@ -340,5 +356,92 @@ mod tests {
         );
         assert!(parse_member("10.0.0.3:6432").is_err());
         assert!(parse_member("=10.0.0.3:6432").is_err());
+    }
+}
+
+/// Hand the leadership of an N-node cluster (pg-monitor consensus) to
+/// another member, through the store: a planned switchover.
+///
+/// Writes the scope's `switchover` key and waits, up to --wait, for the
+/// leader key to name another member. The leader's monitor does the rest:
+/// it checks that the target streams, refuses writes, waits until the target
+/// has received all its WAL, and names it in the leader key; the target
+/// promotes, the old leader rejoins as its replica. Past --wait the request
+/// is withdrawn and the leader takes writes again.
+///
+/// Exit codes:
+///   0  another member leads now (printed), or --if-leader named a member
+///      that does not lead (nothing to do)
+///   1  no member leads, or the leader did not hand over within --wait
+///   2  usage error
+///   3  the store could not be reached
+#[derive(Parser, Debug)]
+#[command(name = "consensus-switchover", verbatim_doc_comment)]
+pub struct ConsensusSwitchover {
+    #[command(flatten)]
+    pub store: StoreFlags,
+
+    /// The member to hand over to, or `any`: the streaming replica with the most WAL.
+    #[arg(long, default_value = "any")]
+    pub to: String,
+
+    /// Only if this member leads; otherwise exit 0 with nothing done (a
+    /// drain script's way: every node asks, only the leader hands over).
+    #[arg(long, value_name = "NAME")]
+    pub if_leader: Option<String>,
+
+    /// How long to wait for another member to lead.
+    #[arg(long, default_value = "120s", value_parser = parse_positive_duration)]
+    pub wait: Duration,
+
+    /// Bound on each call to the store.
+    #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+}
+
+pub fn switchover_main(cli: ConsensusSwitchover) -> ExitCode {
+    let mut etcd = match Etcd::new(cli.store.settings(cli.timeout)) {
+        Ok(etcd) => etcd,
+        Err(err) => {
+            logln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = switchover::run(
+        &mut etcd,
+        &cli.store.scope,
+        &cli.to,
+        cli.if_leader.as_deref(),
+        cli.wait,
+        cli.timeout,
+    );
+    match outcome {
+        Ok(Outcome::Done { from, to }) => {
+            println!("switchover: {to} leads now (was {from})");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::NotLeader { leader }) => {
+            println!(
+                "switchover: nothing to do: {} leads, not {}",
+                leader.as_deref().unwrap_or("no member"),
+                cli.if_leader.as_deref().unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::NoLeader) => {
+            println!("switchover: no member leads: nothing to hand over");
+            ExitCode::FAILURE
+        }
+        Ok(Outcome::TimedOut { leader }) => {
+            println!(
+                "switchover: {leader} did not hand over within {} s (its monitor's log says why); the request was withdrawn",
+                cli.wait.as_secs()
+            );
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            println!("switchover: the store could not be reached: {err}");
+            ExitCode::from(3)
+        }
     }
 }

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         Some(("recover", matches)) => return recover::main(from_matches(matches)),
         Some(("switchover", matches)) => return switchover::main(from_matches(matches)),
         Some(("consensus", matches)) => return consensus_cli::main(from_matches(matches)),
+        Some(("consensus-switchover", matches)) => {
+            return consensus_cli::switchover_main(from_matches(matches))
+        }
         _ => {}
     }
     let cli: Cli = from_matches(&matches);
@@ -45,6 +48,7 @@ fn command() -> clap::Command {
         .subcommand(recover::Recover::command())
         .subcommand(switchover::Switchover::command())
         .subcommand(consensus_cli::Consensus::command())
+        .subcommand(consensus_cli::ConsensusSwitchover::command())
         .subcommand_negates_reqs(true)
         .args_conflicts_with_subcommands(true)
         .disable_help_subcommand(true)

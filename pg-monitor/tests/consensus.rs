@@ -3,6 +3,7 @@
 //! replicas), a monitor beside each, and real faults. A sampler asks every
 //! node, all through each test, whether it takes writes: never two at once.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -79,8 +80,7 @@ impl Cluster {
     fn monitor(&self, index: usize, extra: &[&str]) -> LoggedProcess {
         let node = &self.nodes[index];
         let (ca, certificate, key) = self.etcd.client_files();
-        let mut command =
-            clean_command(std::path::Path::new(env!("CARGO_BIN_EXE_pg-monitor")), &[]);
+        let mut command = clean_command(Path::new(env!("CARGO_BIN_EXE_pg-monitor")), &[]);
         command
             .arg("consensus")
             .args(["--name", &name(index)])
@@ -166,6 +166,33 @@ impl Cluster {
                 Instant::now() + Duration::from_secs(5),
             )
             .expect("a put to the store");
+    }
+
+    /// Runs `pg-monitor consensus-switchover` with `args`: its exit code and output.
+    fn switchover(&self, args: &[&str]) -> (i32, String) {
+        let (ca, certificate, key) = self.etcd.client_files();
+        let mut command = clean_command(Path::new(env!("CARGO_BIN_EXE_pg-monitor")), &[]);
+        command
+            .args(["consensus-switchover", "--scope", SCOPE, "--wait", "60s"])
+            .arg("--store-ca")
+            .arg(&ca)
+            .arg("--store-cert")
+            .arg(&certificate)
+            .arg("--store-key")
+            .arg(&key)
+            .args(args);
+        for endpoint in self.etcd.endpoints() {
+            command.args(["--store", &endpoint]);
+        }
+        let output = testkit::output_within(command, PATIENCE, "pg-monitor consensus-switchover");
+        (
+            output.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
     }
 
     /// Waits until the leader key names a member other than `not` whose
@@ -417,6 +444,20 @@ fn a_switchover_in_the_store_hands_the_leadership_to_the_member_named() {
         "the old leader still takes writes"
     );
     assert_eq!(rows(&cluster.nodes[2]), "1", "the new leader has every row");
+
+    // The operator's command: a member that does not lead has nothing to
+    // hand over; `any` goes to the streaming replica (pg-1: pg-0, never
+    // rejoined here, streams from nobody).
+    let (code, said) = cluster.switchover(&["--if-leader", "pg-0"]);
+    assert_eq!(
+        (code, said.contains("nothing to do: pg-2 leads")),
+        (0, true),
+        "{said}"
+    );
+    let (code, said) = cluster.switchover(&["--to", "any"]);
+    assert_eq!(code, 0, "{said}\n{}", cluster.logs());
+    assert!(said.contains("pg-1 leads now (was pg-2)"), "{said}");
+    assert_eq!(cluster.wait_new_leader(Some(2)), 1);
     assert_eq!(
         sampler.finish(),
         1,

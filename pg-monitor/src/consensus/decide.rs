@@ -23,6 +23,8 @@ pub struct StoreView {
     /// How many standbys acknowledge each commit, as the leader last
     /// published it (`None`: never published).
     pub sync_count: Option<u32>,
+    /// The cluster has had a leader (the `initialize` key exists).
+    pub initialized: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -339,6 +341,18 @@ fn elect(obs: &Observation, store: &StoreView, next: State, policy: &Policy) -> 
     if store.paused {
         return (Action::Wait(Wait::Paused), next);
     }
+    // The first leader is the cluster's primary, and only it: a replica
+    // that could not reach it in time must not promote beside it. After
+    // that, a leader that lost its key has stopped taking writes (the lease
+    // rule), and any member may succeed it.
+    if !store.initialized && status.in_recovery == Some(true) {
+        return (
+            Action::Wait(Wait::NotEligible(
+                "the cluster has had no leader yet: its primary takes the key first".into(),
+            )),
+            next,
+        );
+    }
     if let Some(to) = &store.switchover_to {
         // A hand-over under way: only its target takes the key, unless it
         // does not answer.
@@ -596,9 +610,29 @@ mod tests {
                 name: name.into(),
                 lease: 7,
             }),
+            ..leaderless()
+        }
+    }
+
+    /// A store whose cluster had a leader, none now.
+    fn leaderless() -> StoreView {
+        StoreView {
             sync_count: Some(0),
+            initialized: true,
             ..StoreView::default()
         }
+    }
+
+    #[test]
+    fn before_the_first_leader_only_a_primary_takes_the_key() {
+        let fresh = StoreView::default();
+        let obs = observe(Ok(replica(100)), fresh.clone(), vec![]);
+        assert!(matches!(
+            decided(&obs, &State::default(), 0),
+            Action::Wait(Wait::NotEligible(why)) if why.contains("no leader yet")
+        ));
+        let obs = observe(Ok(primary(100, 2)), fresh, vec![]);
+        assert_eq!(decided(&obs, &State::default(), 0), Action::TakeLeadership);
     }
 
     fn member(name: &str, status: Result<Status, Failure>) -> Member {
@@ -776,7 +810,7 @@ mod tests {
 
     #[test]
     fn a_pause_file_here_pauses_this_member_as_the_store_key_would() {
-        let mut obs = observe(Ok(replica(100)), StoreView::default(), vec![]);
+        let mut obs = observe(Ok(replica(100)), leaderless(), vec![]);
         obs.paused_here = true;
         assert_eq!(
             decided(&obs, &State::default(), 0),
@@ -792,10 +826,10 @@ mod tests {
             member("pg-0", failed(FailureKind::Refused)),
             member("pg-2", Ok(replica(90))),
         ];
-        let obs = observe(Ok(replica(100)), StoreView::default(), others);
+        let obs = observe(Ok(replica(100)), leaderless(), others);
         assert_eq!(decided(&obs, &State::default(), 0), Action::TakeLeadership);
         let others = vec![member("pg-2", Ok(replica(110)))];
-        let obs = observe(Ok(replica(100)), StoreView::default(), others);
+        let obs = observe(Ok(replica(100)), leaderless(), others);
         assert!(matches!(
             decided(&obs, &State::default(), 0),
             Action::Wait(Wait::NotEligible(why)) if why.contains("pg-2 has more WAL")
@@ -808,7 +842,7 @@ mod tests {
         ahead.timeline = Some(2);
         let obs = observe(
             Ok(replica(100)),
-            StoreView::default(),
+            leaderless(),
             vec![member("pg-2", Ok(ahead))],
         );
         assert!(matches!(
@@ -821,7 +855,7 @@ mod tests {
     fn no_member_takes_the_key_while_a_primary_still_takes_writes() {
         let obs = observe(
             Ok(replica(100)),
-            StoreView::default(),
+            leaderless(),
             vec![member("pg-0", Ok(primary(100, 1)))],
         );
         assert!(matches!(
@@ -831,7 +865,7 @@ mod tests {
         // One that refuses writes (its leader demoted it) does not block.
         let obs = observe(
             Ok(replica(100)),
-            StoreView::default(),
+            leaderless(),
             vec![member("pg-0", Ok(refusing(100)))],
         );
         assert_eq!(decided(&obs, &State::default(), 0), Action::TakeLeadership);
@@ -843,12 +877,12 @@ mod tests {
             leader_lsn: Some(Lsn(5000)),
             ..State::default()
         };
-        let obs = observe(Ok(replica(3000)), StoreView::default(), vec![]);
+        let obs = observe(Ok(replica(3000)), leaderless(), vec![]);
         assert!(matches!(
             decided(&obs, &state, 0),
             Action::Wait(Wait::NotEligible(why)) if why.contains("2000 bytes behind")
         ));
-        let obs = observe(Ok(replica(4500)), StoreView::default(), vec![]);
+        let obs = observe(Ok(replica(4500)), leaderless(), vec![]);
         assert_eq!(decided(&obs, &state, 0), Action::TakeLeadership);
     }
 
@@ -865,7 +899,7 @@ mod tests {
     fn synchronous_commits_need_enough_members_compared() {
         let store = StoreView {
             sync_count: Some(1),
-            ..StoreView::default()
+            ..leaderless()
         };
         // N = 3, k = 1: this node and one more.
         let alone = observe(
@@ -895,7 +929,7 @@ mod tests {
     fn after_asynchronous_commits_a_synchronous_cluster_does_not_fail_over() {
         let store = StoreView {
             sync_count: Some(0),
-            ..StoreView::default()
+            ..leaderless()
         };
         let obs = observe(
             Ok(replica(100)),
@@ -912,7 +946,7 @@ mod tests {
     fn a_primary_without_the_key_that_may_not_take_it_refuses_writes() {
         let obs = observe(
             Ok(primary(100, 0)),
-            StoreView::default(),
+            leaderless(),
             vec![member("pg-2", Ok(primary(50, 0)))],
         );
         assert!(matches!(
@@ -925,7 +959,7 @@ mod tests {
     fn paused_nobody_takes_the_key() {
         let store = StoreView {
             paused: true,
-            ..StoreView::default()
+            ..leaderless()
         };
         let obs = observe(Ok(replica(100)), store, vec![]);
         assert_eq!(
@@ -938,7 +972,7 @@ mod tests {
     fn during_a_hand_over_only_its_target_takes_the_key_while_it_answers() {
         let store = StoreView {
             switchover_to: Some("pg-2".into()),
-            ..StoreView::default()
+            ..leaderless()
         };
         let obs = observe(
             Ok(replica(100)),

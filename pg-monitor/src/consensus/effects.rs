@@ -89,6 +89,28 @@ fn first_value(rows: &Result<Vec<Vec<Option<String>>>, Failure>) -> anyhow::Resu
     }
 }
 
+/// Among the other members, the replica streaming WAL now with the most of it.
+pub fn best_streaming_replica(
+    client: &Client,
+    members: &std::collections::BTreeMap<String, ConnectOptions>,
+) -> Option<String> {
+    members
+        .iter()
+        .filter_map(|(name, options)| {
+            let status = client.probe_once(options, Detail::Full).ok()?;
+            let streams =
+                status.in_recovery == Some(true) && status.wal_receiver_streaming == Some(true);
+            streams.then(|| {
+                (
+                    status.received_wal_lsn.max(status.replayed_wal_lsn),
+                    name.clone(),
+                )
+            })
+        })
+        .max()
+        .map(|(_, name)| name)
+}
+
 /// A switchover's target must be a replica streaming WAL now.
 pub fn ready_for_switchover(client: &Client, target: &ConnectOptions) -> Result<(), String> {
     let status = client

@@ -14,6 +14,7 @@
 pub mod decide;
 pub mod effects;
 pub mod store;
+pub mod switchover;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -382,6 +383,21 @@ impl Effects<'_, '_> {
     /// key; it adopts the key and promotes, this node rejoins as its replica.
     fn hand_over(&mut self, to: &str, state: &mut State) {
         let (config, client) = (self.config, self.client);
+        let chosen;
+        let to = if to == store::ANY_MEMBER {
+            match effects::best_streaming_replica(client, &config.members) {
+                Some(best) => {
+                    chosen = best;
+                    chosen.as_str()
+                }
+                None => {
+                    logln!("switchover to any member not yet: no replica streams");
+                    return;
+                }
+            }
+        } else {
+            to
+        };
         let Some(target) = config.members.get(to) else {
             logln!("switchover to {to} refused: not a member; clearing it");
             let _ = self.store.clear_switchover();

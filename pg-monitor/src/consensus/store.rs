@@ -5,9 +5,10 @@
 //! | key | value | lease | written by |
 //! | --- | --- | --- | --- |
 //! | `leader` | the leader's member name | the leader's | the member that wins it (create if absent); the leader on a hand-over |
-//! | `switchover` | the member to hand the leadership to | none | the operator (`etcdctl put`, or `pg-monitor consensus-switchover`) |
+//! | `switchover` | the member to hand the leadership to, or `*` for the best streaming replica | none | the operator (`etcdctl put`, or `pg-monitor consensus-switchover`) |
 //! | `pause` | anything | none | the operator: no promotion, no demotion while it exists |
 //! | `sync` | how many standbys each commit waits for | none | the leader, before it lowers that count and after it raises it |
+//! | `initialize` | the cluster's first leader | none | each member that takes the leader key: until it exists, only a primary may (the cluster's own, not a replica that could not reach it) |
 //!
 //! Every member holds one lease of `ttl` seconds and keeps it alive every
 //! loop; the leader key lives on the leader's, so it vanishes `ttl` after
@@ -18,6 +19,10 @@ use std::time::{Duration, Instant};
 use pgcore::etcd::{Compare, Etcd, Op, StoreError};
 
 use super::decide::{LeaderKey, StoreView};
+
+/// The `switchover` key's value that lets the leader choose: the streaming
+/// replica with the most WAL.
+pub const ANY_MEMBER: &str = "*";
 
 pub struct Store {
     etcd: Etcd,
@@ -100,17 +105,26 @@ impl Store {
                 Some("switchover") => view.switchover_to = Some(kv.value.trim().to_string()),
                 Some("pause") => view.paused = true,
                 Some("sync") => view.sync_count = kv.value.trim().parse().ok(),
+                Some("initialize") => view.initialized = true,
                 _ => {}
             }
         }
         Ok(Renewed { view, asked_at })
     }
 
-    /// Creates the leader key on this member's lease; `true`: this member leads.
+    /// Creates the leader key on this member's lease, and records that the
+    /// cluster has had a leader; `true`: this member leads.
     pub fn take_leadership(&mut self) -> Result<bool, StoreError> {
         let deadline = self.deadline();
-        self.etcd
-            .create(&self.key("leader"), &self.name, self.lease, deadline)
+        let (leader, initialize) = (self.key("leader"), self.key("initialize"));
+        self.etcd.txn(
+            &Compare::Absent(&leader),
+            &[
+                Op::Put(&leader, &self.name, self.lease),
+                Op::Put(&initialize, &self.name, 0),
+            ],
+            deadline,
+        )
     }
 
     /// Puts the leader key, which names this member, on this member's own
