@@ -159,26 +159,50 @@ pub fn postgres_port(replication: bool, configured: Option<u16>) -> u16 {
     configured.unwrap_or(if replication { 6432 } else { 5432 })
 }
 
+/// The postgres instance group, as far as its shape goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub instances: u64,
+    /// `postgres.replication.enabled`.
+    pub replication: bool,
+    /// The vip job beside postgres.
+    pub ha: bool,
+    /// Failover through an etcd store (the deployment has the etcd job, or
+    /// `postgres.consensus.etcd.endpoints` names one).
+    pub consensus: bool,
+}
+
 /// Why the release refuses the shape of the postgres instance group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShapeError {
     /// The vip job (the HA pair) without `postgres.replication.enabled`.
     HaWithoutReplication,
-    /// The HA pair with other than two nodes.
+    /// An etcd store without `postgres.replication.enabled`.
+    ConsensusWithoutReplication,
+    /// The HA pair, without a consensus store, with other than two nodes.
     HaNotTwoNodes(u64),
     /// Replication with fewer than two nodes (no replica).
     ReplicationAlone(u64),
 }
 
 /// The release's rule for the postgres instance group: HA (the vip job
-/// beside postgres) is exactly two nodes with replication; replication needs
-/// at least two. The postgres job's templates refuse the same shapes when
-/// they render; ci/release-tests holds them equal.
-pub fn check_shape(instances: u64, replication: bool, ha: bool) -> Result<(), ShapeError> {
-    match (ha, replication) {
-        (true, false) => Err(ShapeError::HaWithoutReplication),
-        (true, true) if instances != 2 => Err(ShapeError::HaNotTwoNodes(instances)),
-        (false, true) if instances < 2 => Err(ShapeError::ReplicationAlone(instances)),
+/// beside postgres) needs replication, and without a consensus store it is
+/// exactly two nodes (the pair); with one, any number from two (the N-node
+/// mode). A consensus store needs replication; replication needs at least
+/// two nodes. The postgres job's templates refuse the same shapes when they
+/// render; ci/release-tests holds them equal.
+pub fn check_shape(shape: Shape) -> Result<(), ShapeError> {
+    let Shape {
+        instances,
+        replication,
+        ha,
+        consensus,
+    } = shape;
+    match (ha, consensus, replication) {
+        (true, _, false) => Err(ShapeError::HaWithoutReplication),
+        (_, true, false) => Err(ShapeError::ConsensusWithoutReplication),
+        (true, false, true) if instances != 2 => Err(ShapeError::HaNotTwoNodes(instances)),
+        (_, _, true) if instances < 2 => Err(ShapeError::ReplicationAlone(instances)),
         _ => Ok(()),
     }
 }
@@ -200,7 +224,13 @@ pub fn decide_topology(flags: &TopologyFlags) -> Result<Topology, InputError> {
         })?;
         check_vip(vip)?;
         let n = flags.instances.unwrap_or(2);
-        return match check_shape(n.into(), true, true) {
+        let shape = Shape {
+            instances: n.into(),
+            replication: true,
+            ha: true,
+            consensus: false,
+        };
+        return match check_shape(shape) {
             Ok(()) => Ok(Topology::Ha { vip }),
             Err(_) => Err(input_error!(
                 "--ha runs exactly 2 nodes (one primary, one replica), not --instances {n}"
@@ -213,7 +243,13 @@ pub fn decide_topology(flags: &TopologyFlags) -> Result<Topology, InputError> {
     let n = flags
         .instances
         .unwrap_or(if flags.replication { 2 } else { 1 });
-    match (flags.replication, check_shape(n.into(), flags.replication, false)) {
+    let shape = Shape {
+        instances: n.into(),
+        replication: flags.replication,
+        ha: false,
+        consensus: false,
+    };
+    match (flags.replication, check_shape(shape)) {
         (true, Ok(())) => Ok(Topology::Clustered { instances: n }),
         (true, Err(_)) => Err(input_error!(
             "--replication needs at least 2 instances (a primary and a replica), not --instances {n}"
@@ -544,24 +580,34 @@ mod tests {
     #[test]
     fn shapes_of_the_postgres_group() {
         use ShapeError::*;
-        let rows: &[(u64, bool, bool, Result<(), ShapeError>)] = &[
-            (1, false, false, Ok(())),
-            (0, false, false, Ok(())),
-            (2, false, false, Ok(())),
-            (2, true, false, Ok(())),
-            (5, true, false, Ok(())),
-            (1, true, false, Err(ReplicationAlone(1))),
-            (2, true, true, Ok(())),
-            (3, true, true, Err(HaNotTwoNodes(3))),
-            (1, true, true, Err(HaNotTwoNodes(1))),
-            (2, false, true, Err(HaWithoutReplication)),
+        let shape = |instances, replication, ha, consensus| Shape {
+            instances,
+            replication,
+            ha,
+            consensus,
+        };
+        let rows = [
+            (shape(1, false, false, false), Ok(())),
+            (shape(0, false, false, false), Ok(())),
+            (shape(2, false, false, false), Ok(())),
+            (shape(2, true, false, false), Ok(())),
+            (shape(5, true, false, false), Ok(())),
+            (shape(1, true, false, false), Err(ReplicationAlone(1))),
+            (shape(2, true, true, false), Ok(())),
+            (shape(3, true, true, false), Err(HaNotTwoNodes(3))),
+            (shape(1, true, true, false), Err(HaNotTwoNodes(1))),
+            (shape(2, false, true, false), Err(HaWithoutReplication)),
+            (shape(3, true, true, true), Ok(())),
+            (shape(5, true, false, true), Ok(())),
+            (shape(2, true, true, true), Ok(())),
+            (shape(1, true, true, true), Err(ReplicationAlone(1))),
+            (
+                shape(3, false, false, true),
+                Err(ConsensusWithoutReplication),
+            ),
         ];
-        for &(instances, replication, ha, expected) in rows {
-            assert_eq!(
-                check_shape(instances, replication, ha),
-                expected,
-                "{instances} nodes, replication {replication}, ha {ha}"
-            );
+        for (given, expected) in rows {
+            assert_eq!(check_shape(given), expected, "{given:?}");
         }
         assert!(unrelated_primaries(2, false, false));
         assert!(!unrelated_primaries(1, false, false));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 use pg_monitor::consensus::decide::Policy;
 use pg_monitor::consensus::switchover::{self, Outcome};
-use pg_monitor::consensus::{self, ConsensusConfig};
+use pg_monitor::consensus::{self, check_timings, ConsensusConfig};
 use pg_monitor::effects::PgCtl;
 use pgcore::duration::parse_positive_duration;
 use pgcore::etcd::{Etcd, EtcdSettings};
@@ -311,41 +311,9 @@ fn config(cli: Consensus) -> Result<ConsensusConfig, String> {
     })
 }
 
-/// Patroni's rule, and etcd's: leases are whole seconds.
-fn check_timings(
-    ttl: Duration,
-    loop_wait: Duration,
-    retry_timeout: Duration,
-) -> Result<(), String> {
-    if ttl.subsec_nanos() != 0 || ttl < Duration::from_secs(2) {
-        return Err(format!(
-            "--ttl {ttl:?}: whole seconds, at least 2 (etcd's leases are)"
-        ));
-    }
-    let budget = loop_wait + retry_timeout * 2;
-    if budget > ttl {
-        return Err(format!(
-            "--loop-wait {loop_wait:?} + 2 × --retry-timeout {retry_timeout:?} = {budget:?} is \
-             longer than --ttl {ttl:?}: a leader cut off from the store could still take writes \
-             when its key expires"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timings_that_break_the_lease_rule_are_refused() {
-        let s = Duration::from_secs;
-        assert!(check_timings(s(10), s(1), s(4)).is_ok());
-        assert!(check_timings(s(30), s(10), s(10)).is_ok());
-        let error = check_timings(s(10), s(3), s(4)).unwrap_err();
-        assert!(error.contains("= 11s is longer than --ttl 10s"), "{error}");
-        assert!(check_timings(Duration::from_millis(9500), s(1), s(1)).is_err());
-    }
 
     #[test]
     fn members_are_name_equals_address() {

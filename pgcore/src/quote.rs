@@ -56,7 +56,9 @@ pub fn conninfo_pairs(conninfo: &str) -> Result<Vec<(String, String)>, String> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(format!("missing \"=\" after \"{keyword}\" in the connection string"));
+            return Err(format!(
+                "missing \"=\" after \"{keyword}\" in the connection string"
+            ));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();

@@ -28,6 +28,35 @@ pub fn example(name: &str) -> Value {
     serde_yaml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
+/// `manifest` with its `((variables))` generated as the director generates
+/// them: by the bosh CLI's generator, from the manifest's `variables:`.
+pub fn interpolated(manifest: &Path) -> Value {
+    let store = tempfile::Builder::new().prefix("creds.").tempdir().unwrap();
+    let output = Command::new(testkit::bosh_bin())
+        .arg("interpolate")
+        .arg(manifest)
+        .arg("--vars-store")
+        .arg(store.path().join("creds.yml"))
+        .output()
+        .expect("cannot run the bosh CLI (set BOSH_BIN or PATH)");
+    assert!(
+        output.status.success(),
+        "bosh interpolate {}: {}",
+        manifest.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_yaml::from_slice(&output.stdout).unwrap()
+}
+
+/// One of the example deployments, its `((variables))` generated.
+pub fn example_interpolated(name: &str) -> Value {
+    interpolated(
+        &repo_root()
+            .join("ci/deployments")
+            .join(format!("{name}.yml")),
+    )
+}
+
 /// The rendered jobs of one instance: `<root>/<job>/<destination>`.
 pub struct Rendered {
     /// Holds the manifest given to the renderer and, under `jobs/`, its output.

@@ -47,14 +47,15 @@ const EXIT_AS_TOLD: &str = r#"exit "$(cat "$0.exit" 2>/dev/null || echo 0)""#;
 /// pidfile it is given and keeps running under its name, until SIGTERM or
 /// until the stub itself is removed with the temp dir. `pg-monitor recover`
 /// (bin/recover) writes its arguments one a line to `<stub>.recover`, as
-/// bash passed them, and exits. `pg-monitor switchover` does the same in
-/// `<stub>.switchover`, says a line on stdout as the real one does, and exits
-/// as `<stub>.exit` says (0 without it).
+/// bash passed them, and exits. `pg-monitor switchover` (and
+/// `consensus-switchover`) does the same in `<stub>.switchover`, says a line
+/// on stdout as the real one does, and exits as `<stub>.exit` says (0
+/// without it).
 const MONITOR_STUB: &str = r#"#!/bin/bash
 echo "$*" >>"$0.calls"
 env | grep '^PG' | sort >"$0.env"
 if [[ $1 == recover ]]; then printf '%s\n' "$@" >"$0.recover"; exit 0; fi
-if [[ $1 == switchover ]]; then
+if [[ $1 == switchover || $1 == consensus-switchover ]]; then
   printf '%s\n' "$@" >"$0.switchover"
   echo "switchover: a line for the operator"
   exit "$(cat "$0.exit" 2>/dev/null || echo 0)"

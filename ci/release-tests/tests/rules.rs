@@ -8,7 +8,9 @@
 
 use std::fs;
 
-use make_manifest::{check_shape, decide_topology, postgres_port, ShapeError, TopologyFlags};
+use make_manifest::{
+    check_shape, decide_topology, postgres_port, Shape, ShapeError, TopologyFlags,
+};
 use pg_bootstrap::provision::spec;
 use release_tests::vm::Vm;
 use release_tests::{example, instances, render, set, try_render, yaml, Rendered};
@@ -235,8 +237,14 @@ fn every_job_renders_the_port_make_manifests_rule_gives() {
 }
 
 /// The HA example reshaped: `instances` nodes, replication on or off, the
-/// vip job kept or removed.
-fn shaped(instances: u64, replication: bool, ha: bool) -> Value {
+/// vip job kept or removed, an etcd group beside it or not.
+fn shaped(shape: Shape) -> Value {
+    let Shape {
+        instances,
+        replication,
+        ha,
+        consensus,
+    } = shape;
     let mut manifest = example("ha");
     set(
         &mut manifest,
@@ -257,13 +265,45 @@ fn shaped(instances: u64, replication: bool, ha: bool) -> Value {
             .unwrap()
             .retain(|job| job["name"] != "vip");
     }
+    if consensus {
+        add_etcd_group(&mut manifest);
+    }
     manifest
+}
+
+/// An etcd group of three beside the postgres group, and the postgres
+/// job's client certificate for it (the templates only check it is there).
+fn add_etcd_group(manifest: &mut Value) {
+    let group = yaml(
+        "
+name: etcd
+instances: 3
+networks: [{ name: postgres1 }]
+jobs:
+  - name: etcd
+    properties: { etcd: { tls: { ca: a-ca, certificate: a-certificate, private_key: a-key } } }
+",
+    );
+    manifest["instance_groups"]
+        .as_sequence_mut()
+        .unwrap()
+        .push(group);
+    let mut etcd = POSTGRES_PROPERTIES.to_vec();
+    etcd.extend(["postgres", "consensus", "etcd"]);
+    set(
+        manifest,
+        &etcd,
+        yaml("{certificate: a-certificate, private_key: a-key}"),
+    );
 }
 
 /// What the templates' message says for each of make-manifest's reasons.
 fn shape_message(error: ShapeError) -> &'static str {
     match error {
         ShapeError::HaWithoutReplication => "needs postgres.replication.enabled: true",
+        ShapeError::ConsensusWithoutReplication => {
+            "failover through the etcd store needs postgres.replication.enabled: true"
+        }
         ShapeError::HaNotTwoNodes(_) => "needs exactly 2 instances",
         ShapeError::ReplicationAlone(_) => "needs at least 2 instances",
     }
@@ -273,10 +313,16 @@ fn shape_message(error: ShapeError) -> &'static str {
 fn the_templates_refuse_the_shapes_make_manifest_refuses() {
     for instances in 1..=3 {
         for replication in [false, true] {
-            for ha in [false, true] {
-                let shape = format!("{instances} nodes, replication {replication}, ha {ha}");
-                let rendered = try_render(&shaped(instances, replication, ha), "postgres/0");
-                match (check_shape(instances, replication, ha), rendered) {
+            for (ha, consensus) in [(false, false), (true, false), (false, true), (true, true)] {
+                let given = Shape {
+                    instances,
+                    replication,
+                    ha,
+                    consensus,
+                };
+                let shape = format!("{given:?}");
+                let rendered = try_render(&shaped(given), "postgres/0");
+                match (check_shape(given), rendered) {
                     (Ok(()), Ok(_)) => {}
                     (Err(error), Err(message)) => assert!(
                         message.contains(shape_message(error)),

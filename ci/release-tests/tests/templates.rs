@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use release_tests::vm::Vm;
-use release_tests::{example, instances, render, repo_root, set, try_render, yaml, Rendered};
+use release_tests::{
+    example, instances, interpolated, render, repo_root, set, try_render, yaml, Rendered,
+};
 use serde_yaml::Value;
 
 const CTL: &str = "/var/vcap/jobs/postgres/bin/ctl";
@@ -1431,26 +1433,6 @@ fn a_vip_that_is_not_an_ip_address_is_refused() {
 }
 
 // --- make-manifest's output ---------------------------------------------------------
-
-/// `manifest` with its `((variables))` generated as the director generates
-/// them: by the bosh CLI's generator, from the manifest's `variables:`.
-fn interpolated(manifest: &Path) -> Value {
-    let store = tempfile::Builder::new().prefix("creds.").tempdir().unwrap();
-    let output = Command::new(testkit::bosh_bin())
-        .arg("interpolate")
-        .arg(manifest)
-        .arg("--vars-store")
-        .arg(store.path().join("creds.yml"))
-        .output()
-        .expect("cannot run the bosh CLI (set BOSH_BIN or PATH)");
-    assert!(
-        output.status.success(),
-        "bosh interpolate {}: {}",
-        manifest.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_yaml::from_slice(&output.stdout).unwrap()
-}
 
 #[test]
 fn every_manifest_make_manifest_writes_renders() {

@@ -31,8 +31,9 @@ pub fn validate(manifest: &Value, cloud_config: &Value) -> Result<(), InputError
     rules::no_spruce_operators(cloud_config, CLOUD, "")?;
     let cloud = schema::check_cloud_config(cloud_config)?;
     let groups = schema::check_manifest(manifest, &cloud)?;
+    let consensus = rules::has_consensus_store(&groups);
     for group in &groups {
-        rules::check_topology(group)?;
+        rules::check_topology(group, consensus)?;
         rules::check_vip(group, &cloud)?;
     }
     rules::check_errand_credentials(&groups)

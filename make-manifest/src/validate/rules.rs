@@ -11,7 +11,7 @@ use serde_yaml::{Mapping, Value};
 use super::schema::{string, Cloud, Group, NetworkKind};
 use super::{fail, CLOUD, MANIFEST, VIP_PROPERTY};
 use crate::merge::{scalar_text, spruce_operator};
-use crate::{check_shape, unrelated_primaries, InputError, ShapeError};
+use crate::{check_shape, unrelated_primaries, InputError, Shape, ShapeError};
 
 fn job<'a>(group: &Group<'a>, name: &str) -> Option<&'a Mapping> {
     group
@@ -21,10 +21,26 @@ fn job<'a>(group: &Group<'a>, name: &str) -> Option<&'a Mapping> {
         .find(|job| job.get("name").and_then(Value::as_str) == Some(name))
 }
 
+/// Whether failover goes through an etcd store: the deployment runs the
+/// etcd job (the postgres job's optional etcd link finds it), or the
+/// postgres job names an external one.
+pub(super) fn has_consensus_store(groups: &[Group]) -> bool {
+    groups.iter().any(|group| {
+        job(group, "etcd").is_some()
+            || job(group, "postgres")
+                .and_then(|postgres| postgres.get("properties"))
+                .and_then(|p| p.get("postgres"))
+                .and_then(|p| p.get("consensus"))
+                .and_then(|c| c.get("etcd"))
+                .and_then(|e| e.get("endpoints"))
+                .is_some()
+    })
+}
+
 /// The release's rule for the group's shape ([`check_shape`]), and
 /// make-manifest's own refusal of several unrelated primaries
 /// ([`unrelated_primaries`]).
-pub(super) fn check_topology(group: &Group) -> Result<(), InputError> {
+pub(super) fn check_topology(group: &Group, consensus: bool) -> Result<(), InputError> {
     let Some(postgres) = job(group, "postgres") else {
         return Ok(());
     };
@@ -39,8 +55,15 @@ pub(super) fn check_topology(group: &Group) -> Result<(), InputError> {
     let path = format!("instance_groups[{}]", group.name);
     let count_path = format!("{path}.instances");
     let n = group.instances;
-    match check_shape(n, replication, ha) {
+    let shape = Shape {
+        instances: n,
+        replication,
+        ha,
+        consensus,
+    };
+    match check_shape(shape) {
         Err(ShapeError::HaWithoutReplication) => Err(fail(MANIFEST, &path, "runs the vip job without postgres.replication.enabled: true; HA needs replication")),
+        Err(ShapeError::ConsensusWithoutReplication) => Err(fail(MANIFEST, &path, "has an etcd store without postgres.replication.enabled: true; failover through it needs replication")),
         Err(ShapeError::HaNotTwoNodes(_)) => Err(fail(MANIFEST, &count_path, format!("HA runs exactly 2 postgres nodes, not {n}"))),
         Err(ShapeError::ReplicationAlone(_)) => Err(fail(MANIFEST, &count_path, format!("replication needs at least 2 nodes, not {n}"))),
         Ok(()) if unrelated_primaries(n, replication, ha) => Err(fail(
@@ -226,7 +249,7 @@ mod tests {
                 networks: Vec::new(),
                 jobs: jobs.iter().collect(),
             };
-            let got = check_topology(&checked);
+            let got = check_topology(&checked, false);
             match (expected, got) {
                 (None, Ok(())) => {}
                 (Some(want), Err(err)) => assert!(err.0.contains(want), "{instances}/{replication}/{vip}: {err}"),
