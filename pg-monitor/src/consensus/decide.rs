@@ -431,32 +431,26 @@ pub fn eligible(
         }
     }
     // With commits on k of the N - 1 standbys, any N - k of the members
-    // (this one included) hold at least one copy of each.
-    let k = if policy.sync_count == 0 {
-        0
-    } else {
-        match store.sync_count {
-            Some(k) => k,
-            None => policy.sync_count,
-        }
+    // (this one included) hold at least one copy of each. A primary holds
+    // its own commits; and before a leader published a count, none was
+    // promised to a standby.
+    let promised = match store.sync_count {
+        Some(k) if policy.sync_count > 0 && local.in_recovery == Some(true) => Some(k),
+        _ => None,
     };
-    if policy.sync_count > 0 {
-        if k == 0 {
-            return Err(
-                "commits were not synchronous when the leader last said (no standby streamed): \
-                 a promotion could lose acknowledged writes"
-                    .into(),
-            );
-        }
-        let needed = policy.members.saturating_sub(k as usize);
-        if compared < needed {
-            return Err(format!(
-                "compared with {compared} member(s), this one included; {needed} are needed to \
-                 be sure of every commit acknowledged by {k} standby(s)"
-            ));
-        }
+    match promised {
+        Some(0) => Err(
+            "commits were not synchronous when the leader last said (no standby streamed): \
+             a promotion could lose acknowledged writes"
+                .into(),
+        ),
+        Some(k) if compared < policy.members.saturating_sub(k as usize) => Err(format!(
+            "compared with {compared} member(s), this one included; {} are needed to be sure of \
+             every commit acknowledged by {k} standby(s)",
+            policy.members.saturating_sub(k as usize)
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The WAL a node has: a primary's current position, a replica's received
@@ -923,6 +917,19 @@ mod tests {
             decided(&with_one, &State::default(), 1),
             Action::TakeLeadership
         );
+    }
+
+    #[test]
+    fn a_primary_or_a_cluster_without_a_published_count_needs_no_quorum_of_members() {
+        // The cluster's first primary, alone: it holds its own commits.
+        let obs = observe(Ok(primary(100, 0)), StoreView::default(), vec![]);
+        assert_eq!(decided(&obs, &State::default(), 1), Action::TakeLeadership);
+        let unpublished = StoreView {
+            sync_count: None,
+            ..leaderless()
+        };
+        let obs = observe(Ok(replica(100)), unpublished, vec![]);
+        assert_eq!(decided(&obs, &State::default(), 1), Action::TakeLeadership);
     }
 
     #[test]
