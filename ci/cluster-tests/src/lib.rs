@@ -14,13 +14,25 @@ pub const VIP: &str = "10.244.0.10";
 pub const WRITE_PORT: u16 = 5432;
 pub const VMS: [&str; 2] = ["vm0", "vm1"];
 
+/// The postgres VMs of the N-node topology (`ci/cluster up --consensus`).
+pub const CONSENSUS_VMS: [&str; 3] = ["vm0", "vm1", "vm2"];
+
+/// Its etcd VMs.
+pub const ETCD_VMS: [&str; 3] = ["etcd0", "etcd1", "etcd2"];
+
 /// The address of a VM on the cluster's bridge.
 pub fn address(vm: &str) -> &'static str {
     match vm {
         "vm0" => "10.244.0.2",
         "vm1" => "10.244.0.3",
+        "vm2" => "10.244.0.4",
         other => panic!("unknown VM {other}"),
     }
+}
+
+/// The postgres member name of a VM in the N-node topology (vmN is postgres/N).
+pub fn member(vm: &str) -> String {
+    format!("postgres-{}", vm.trim_start_matches("vm"))
 }
 
 /// The other VM of the pair.
@@ -60,6 +72,10 @@ pub struct Cluster {
     /// Deployed with `--tls` (postgres.tls): every later deploy keeps it,
     /// and the clients started from then on verify the server.
     tls: std::cell::Cell<bool>,
+    /// The postgres VMs: the pair's two, or the N-node topology's three.
+    vms: &'static [&'static str],
+    /// Every VM, the etcd ones included.
+    all_vms: Vec<&'static str>,
 }
 
 impl Cluster {
@@ -77,8 +93,25 @@ impl Cluster {
         Self::bring_up(synchronous, true)
     }
 
-    fn bring_up(synchronous: bool, tls: bool) -> Cluster {
-        let cluster = Cluster {
+    /// [`Cluster::up`] with `--consensus`: three postgres VMs whose failover
+    /// goes through three etcd VMs.
+    pub fn up_consensus(synchronous: bool) -> Cluster {
+        let mut cluster = Self::new(synchronous, false);
+        cluster.vms = &CONSENSUS_VMS;
+        cluster.all_vms = CONSENSUS_VMS.iter().chain(&ETCD_VMS).copied().collect();
+        let _ = cluster.run(&["down"]);
+        let mode = if synchronous { "on" } else { "off" };
+        cluster.check(&["up", "--consensus", "--synchronous", mode]);
+        cluster
+    }
+
+    /// The postgres VMs.
+    pub fn vms(&self) -> &'static [&'static str] {
+        self.vms
+    }
+
+    fn new(synchronous: bool, tls: bool) -> Cluster {
+        Cluster {
             name: std::env::var("PG_CLUSTER_NAME").unwrap_or_else(|_| "pghatest".to_string()),
             dir: std::env::var_os("PG_CLUSTER_DIR")
                 .map(PathBuf::from)
@@ -87,7 +120,13 @@ impl Cluster {
             deployed: std::cell::RefCell::new(Vec::new()),
             synchronous,
             tls: std::cell::Cell::new(tls),
-        };
+            vms: &VMS,
+            all_vms: VMS.to_vec(),
+        }
+    }
+
+    fn bring_up(synchronous: bool, tls: bool) -> Cluster {
+        let cluster = Self::new(synchronous, tls);
         // A crashed earlier run may have left one behind.
         let _ = cluster.run(&["down"]);
         let mode = if synchronous { "on" } else { "off" };
@@ -387,7 +426,7 @@ impl Cluster {
         clients.spawn(writer, "the writer through the VIP");
         clients.writers.push(("vip".to_string(), vip_writes));
         if local_writers {
-            for (number, vm) in VMS.iter().enumerate() {
+            for (number, vm) in self.vms.iter().enumerate() {
                 let path = log(&format!("writes-{vm}"));
                 let first_id = ids + (number as u64 + 1) * LOCAL_WRITER_IDS;
                 let mut writer = self.client_command(
@@ -412,11 +451,11 @@ impl Cluster {
             "--out",
         ]);
         observe.arg(&clients.observations);
-        for vm in VMS {
+        for vm in self.vms {
             observe.args(["--target", &format!("{}:{WRITE_PORT}", address(vm))]);
         }
         clients.spawn(observe, "the observer of the haproxies");
-        for vm in VMS {
+        for vm in self.vms {
             let path = log(&format!("node-{vm}"));
             let mut observe = self.in_client(&ha_client());
             observe.args(["observe", "--interval", "100ms", "--timeout", "500ms"]);
@@ -490,7 +529,7 @@ impl Cluster {
     /// are copied to DIR/<vm>; after a failed assertion, the end of each
     /// monitor's log is printed, so a CI log says what the monitors decided.
     fn keep_logs(&self) {
-        for vm in VMS {
+        for vm in &self.all_vms {
             let logs = self.dir.join(vm).join("vcap/sys/log");
             if let Some(keep) = std::env::var_os("PG_CLUSTER_LOGS") {
                 let into = PathBuf::from(keep).join(vm);
@@ -636,22 +675,20 @@ impl Seen {
     /// writes over within a tenth of a second, in order, and two answers that
     /// far apart in the same slot would read as both at once.
     pub fn both_writable(&self) -> Vec<u128> {
-        let [(_, first), (_, second)] = self.nodes.as_slice() else {
-            return Vec::new();
-        };
-        let mut overlaps: Vec<u128> = first
-            .writable_windows
-            .iter()
-            .flat_map(|&(from, until)| {
-                second
-                    .writable_windows
-                    .iter()
-                    .filter(move |&&(other_from, other_until)| {
-                        from <= other_until && other_from <= until
-                    })
-                    .map(move |&(other_from, _)| from.max(other_from))
-            })
-            .collect();
+        let mut overlaps: Vec<u128> = Vec::new();
+        for (at, (_, first)) in self.nodes.iter().enumerate() {
+            for (_, second) in &self.nodes[at + 1..] {
+                overlaps.extend(first.writable_windows.iter().flat_map(|&(from, until)| {
+                    second
+                        .writable_windows
+                        .iter()
+                        .filter(move |&&(other_from, other_until)| {
+                            from <= other_until && other_from <= until
+                        })
+                        .map(move |&(other_from, _)| from.max(other_from))
+                }));
+            }
+        }
         overlaps.sort();
         overlaps.dedup();
         overlaps

@@ -27,6 +27,9 @@ pub fn etcd_bin() -> PathBuf {
     PathBuf::from("etcd")
 }
 
+/// How often [`EtcdCluster::start`] tries before it gives up.
+const START_ATTEMPTS: usize = 3;
+
 /// One member: its ports and, while it runs, its process.
 pub struct EtcdMember {
     pub name: String,
@@ -60,7 +63,29 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `size` members with `certificates.server` (it names 127.0.0.1
     /// and serves both ends) and waits until the cluster has a leader.
+    ///
+    /// Free ports are found by binding and letting go, and another test may
+    /// take one in between: a cluster that does not come up is stopped and
+    /// started again, on new ports and empty data directories, up to three times.
     pub fn start(size: usize, certificates: &Certificates) -> EtcdCluster {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let mut cluster = EtcdCluster::on_free_ports(size, certificates);
+            for index in 0..size {
+                cluster.start_member(index);
+            }
+            match cluster.healthy_within(Duration::from_secs(20)) {
+                Ok(()) => return cluster,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "etcd did not come up in {START_ATTEMPTS} attempts:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    fn on_free_ports(size: usize, certificates: &Certificates) -> EtcdCluster {
         let dir = tempfile::Builder::new()
             .prefix("etcd.")
             .tempdir()
@@ -75,18 +100,13 @@ impl EtcdCluster {
                 stopped: false,
             })
             .collect();
-        let mut cluster = EtcdCluster {
+        EtcdCluster {
             dir,
             members,
             ca: certificates.ca.clone(),
             certificate: certificates.server.certificate.clone(),
             private_key: certificates.server.private_key.clone(),
-        };
-        for index in 0..size {
-            cluster.start_member(index);
         }
-        cluster.wait_healthy();
-        cluster
     }
 
     /// Every member's client endpoint, in order.
@@ -215,22 +235,31 @@ impl EtcdCluster {
 
     /// Waits until every running member reports a healthy cluster.
     pub fn wait_healthy(&self) {
+        if let Err(failure) = self.healthy_within(Duration::from_secs(30)) {
+            panic!("{failure}");
+        }
+    }
+
+    /// Every running member healthy within `bound`, or which one is not and
+    /// the end of its log.
+    fn healthy_within(&self, bound: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + bound;
         for index in 0..self.members.len() {
             if self.members[index].child.is_none() {
                 continue;
             }
-            let deadline = Instant::now() + Duration::from_secs(30);
             while !self.member_healthy(index) {
                 if Instant::now() > deadline {
-                    panic!(
-                        "etcd {} not healthy after 30 s; its log ends:\n{}",
+                    return Err(format!(
+                        "etcd {} not healthy after {bound:?}; its log ends:\n{}",
                         self.members[index].name,
                         self.log_tail(index)
-                    );
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        Ok(())
     }
 
     /// The last lines of member `index`'s log, for failure messages.

@@ -240,7 +240,7 @@ fn watch(
             Err(err) => (Err(err.to_string()), None),
         };
         let members = match &store_view {
-            Ok(view) if view.leader.is_none() && local.is_ok() => probe_members(&client, config),
+            Ok(view) if view.leader.is_none() && local.is_ok() => probe_members(config),
             _ => Vec::new(),
         };
         let observation = Observation {
@@ -494,17 +494,40 @@ impl Effects<'_, '_> {
     }
 }
 
-/// The other members' servers, each asked once within its connect timeout.
-fn probe_members(client: &Client, config: &ConsensusConfig) -> Vec<Member> {
-    config
-        .members
-        .iter()
-        .map(|(name, options)| Member {
-            name: name.clone(),
-            status: client.probe_once(options, Detail::Full),
-        })
-        .collect()
+/// The other members' servers, each asked once, all at once, each within
+/// [`MEMBER_PROBE_BOUND`] (or the connect timeout, when shorter): an
+/// election waits for the slowest answer, and a member behind a cut link
+/// would otherwise hold every election up by a whole connect timeout.
+fn probe_members(config: &ConsensusConfig) -> Vec<Member> {
+    std::thread::scope(|scope| {
+        let asked: Vec<_> = config
+            .members
+            .iter()
+            .map(|(name, options)| {
+                let mut options = options.clone();
+                options.connect_timeout = options.connect_timeout.min(MEMBER_PROBE_BOUND);
+                let probe = scope.spawn(move || {
+                    Client::new()
+                        .map_err(|err| pgcore::Failure::transient(err.to_string()))
+                        .and_then(|client| client.probe_once(&options, Detail::Full))
+                });
+                (name.clone(), probe)
+            })
+            .collect();
+        asked
+            .into_iter()
+            .map(|(name, probe)| Member {
+                name,
+                status: probe
+                    .join()
+                    .unwrap_or_else(|_| Err(pgcore::Failure::transient("the probe panicked"))),
+            })
+            .collect()
+    })
 }
+
+/// How long an election waits for a member's answer.
+const MEMBER_PROBE_BOUND: Duration = Duration::from_secs(2);
 
 /// The watchdog: when a stuck tick lets the leader's renewal age past its
 /// deadline, the node refuses writes (or is stopped).
