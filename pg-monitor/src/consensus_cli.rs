@@ -144,6 +144,12 @@ pub struct Consensus {
     #[arg(long = "pause-file", value_name = "PATH")]
     pub pause_files: Vec<PathBuf>,
 
+    /// While this file exists, this node is about to stop (BOSH's drain
+    /// made it): it takes no leader key and runs no --rejoin-cmd, whose
+    /// restart would race the stop; its next start rejoins anyway.
+    #[arg(long, value_name = "PATH")]
+    pub draining_file: Option<PathBuf>,
+
     /// Bound on the rejoin and on-leader commands.
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
     pub command_timeout: Duration,
@@ -305,6 +311,7 @@ fn config(cli: Consensus) -> Result<ConsensusConfig, String> {
         promote_timeout: cli.promote_timeout,
         pidfile: cli.pidfile,
         pause_files: cli.pause_files,
+        draining_file: cli.draining_file,
         on_leader_command: cli.on_leader_command,
         replication_user: member_user,
         passfile: cli.passfile,

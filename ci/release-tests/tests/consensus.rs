@@ -60,6 +60,7 @@ fn each_node_runs_the_consensus_monitor_with_every_member_and_the_store() {
         "--passfile /var/vcap/store/postgres/pgpass",
         "--synchronous-count 1",
         "--on-leader-cmd /var/vcap/jobs/postgres/bin/ctl provision",
+        "--draining-file /var/vcap/sys/run/postgres/draining",
         "--rejoin-cmd /var/vcap/bosh/bin/monit restart postgres",
         "--member postgres-0=10.244.0.2:6432 --member postgres-1=10.244.0.3:6432 \
          --member postgres-2=10.244.0.4:6432",
@@ -80,6 +81,13 @@ fn each_node_runs_the_consensus_monitor_with_every_member_and_the_store() {
     assert!(rendered
         .file("postgres", "config/etcd/certificate.pem")
         .contains("BEGIN CERTIFICATE"));
+    vm.run_ok(MONITOR, &["stop"], MONITOR_LOG);
+    std::fs::write(vm.path("/var/vcap/sys/run/postgres/draining"), "").unwrap();
+    vm.run_ok(MONITOR, &["start"], MONITOR_LOG);
+    assert!(
+        !vm.path("/var/vcap/sys/run/postgres/draining").exists(),
+        "a start follows the stop bin/drain prepared"
+    );
     vm.run_ok(MONITOR, &["stop"], MONITOR_LOG);
 }
 
@@ -137,6 +145,9 @@ fn drain_asks_the_store_to_hand_the_leadership_over_on_every_member() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "0\n", "{log}");
     let call = &vm.calls(PG_MONITOR)[0];
     assert!(call.starts_with("consensus-switchover "), "{call}");
+    // The monitor learns first that the node is about to stop; its next
+    // start forgets it.
+    assert!(vm.path("/var/vcap/sys/run/postgres/draining").exists());
     for flag in [
         "--scope postgres",
         "--store 10.244.0.20:2379",

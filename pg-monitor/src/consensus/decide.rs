@@ -51,6 +51,10 @@ pub struct Observation {
     pub members: Vec<Member>,
     /// A pause file of this node exists (the operator's, or the manifest's).
     pub paused_here: bool,
+    /// This node is about to stop (its drain file exists): it neither takes
+    /// the key nor restarts to rejoin (the stop under way would race that
+    /// restart, and its next start rejoins anyway).
+    pub draining: bool,
     pub now: Instant,
 }
 
@@ -136,6 +140,8 @@ pub enum Wait {
     NotEligible(String),
     /// This node asked for its rejoin and waits for its restart.
     Rejoining(String),
+    /// This node is about to stop.
+    Draining,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,6 +297,7 @@ fn follow(
             if obs.now.saturating_duration_since(since) >= policy.rejoin_after
                 && rejoined_long_ago
                 && !store.paused
+                && !obs.draining
             {
                 next.replica_rejoined_at = Some(obs.now);
                 next.not_streaming_since = None;
@@ -323,6 +330,9 @@ fn follow(
     if next.rejoined_for.as_deref() == Some(leader) {
         return (Action::Wait(Wait::Rejoining(leader.to_string())), next);
     }
+    if obs.draining {
+        return (Action::Wait(Wait::Draining), next);
+    }
     next.rejoined_for = Some(leader.to_string());
     (
         Action::Rejoin {
@@ -340,6 +350,9 @@ fn elect(obs: &Observation, store: &StoreView, next: State, policy: &Policy) -> 
     };
     if store.paused {
         return (Action::Wait(Wait::Paused), next);
+    }
+    if obs.draining {
+        return (Action::Wait(Wait::Draining), next);
     }
     // The first leader is the cluster's primary, and only it: a replica
     // that could not reach it in time must not promote beside it. After
@@ -522,6 +535,10 @@ impl fmt::Display for Wait {
                 write!(f, "no leader, but this node does not take the key: {why}")
             }
             Wait::Rejoining(leader) => write!(f, "waiting for the restart that rejoins {leader}"),
+            Wait::Draining => write!(
+                f,
+                "this node is about to stop (draining): it neither leads nor rejoins"
+            ),
         }
     }
 }
@@ -647,6 +664,7 @@ mod tests {
             lease: 7,
             members,
             paused_here: false,
+            draining: false,
             now: Instant::now(),
         }
     }
@@ -800,6 +818,29 @@ mod tests {
                 leader: "pg-2".into()
             }
         );
+    }
+
+    #[test]
+    fn a_draining_node_neither_takes_the_key_nor_restarts_to_rejoin() {
+        let mut obs = observe(Ok(replica(100)), leaderless(), vec![]);
+        obs.draining = true;
+        assert_eq!(
+            decided(&obs, &State::default(), 0),
+            Action::Wait(Wait::Draining)
+        );
+        let mut obs = observe(Ok(refusing(100)), led_by("pg-2"), vec![]);
+        obs.draining = true;
+        assert_eq!(
+            decided(&obs, &State::default(), 0),
+            Action::Wait(Wait::Draining)
+        );
+        // Taking writes under another leader is refused, draining or not.
+        let mut obs = observe(Ok(primary(100, 0)), led_by("pg-2"), vec![]);
+        obs.draining = true;
+        assert!(matches!(
+            decided(&obs, &State::default(), 0),
+            Action::RefuseWrites(_)
+        ));
     }
 
     #[test]
@@ -1008,6 +1049,7 @@ mod tests {
             lease: 7,
             members: vec![],
             paused_here: false,
+            draining: false,
             now: Instant::now(),
         };
         let (action, state) = decide(&obs, &leading(), &policy(0));

@@ -56,6 +56,9 @@ pub struct ConsensusConfig {
     /// While one of these files exists, this member neither promotes nor
     /// demotes (maintenance of this node).
     pub pause_files: Vec<PathBuf>,
+    /// While this file exists, the node is about to stop: it neither takes
+    /// the leader key nor restarts to rejoin.
+    pub draining_file: Option<PathBuf>,
     /// Run (/bin/sh -c) each time this member has become the primary, e.g.
     /// the provisioning of users and databases.
     pub on_leader_command: Option<String>,
@@ -252,6 +255,10 @@ fn watch(
                 .pause_files
                 .iter()
                 .any(|path| pair_effects::pause_file_present(path)),
+            draining: config
+                .draining_file
+                .as_deref()
+                .is_some_and(pair_effects::pause_file_present),
             now: Instant::now(),
         };
         let (action, next) = decide(&observation, &state, &config.policy);
