@@ -123,24 +123,41 @@ pub fn run(config: Config) -> anyhow::Result<Exit> {
     result
 }
 
-enum Event {
+/// What the main thread waits for: a signal, or the loop's end.
+enum Event<T> {
     Signal(i32),
-    Ended(anyhow::Result<Exit>),
+    Ended(T),
 }
 
-fn run_threads(config: Config, mut signals: Signals) -> anyhow::Result<Exit> {
-    let (events, received) = mpsc::channel();
-    let signal_events = events.clone();
+/// A thread that forwards each SIGTERM / SIGINT to `events`.
+fn forward_signals<T: Send + 'static>(
+    mut signals: Signals,
+    events: mpsc::Sender<Event<T>>,
+) -> anyhow::Result<()> {
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                if signal_events.send(Event::Signal(signal)).is_err() {
+                if events.send(Event::Signal(signal)).is_err() {
                     return;
                 }
             }
         })
         .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    if signal == SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
+}
+
+fn run_threads(config: Config, signals: Signals) -> anyhow::Result<Exit> {
+    let (events, received) = mpsc::channel();
+    forward_signals(signals, events.clone())?;
 
     let control = Arc::new(Control::default());
     let lease = Arc::new(Lease::default());
@@ -169,11 +186,7 @@ fn run_threads(config: Config, mut signals: Signals) -> anyhow::Result<Exit> {
     loop {
         match received.recv() {
             Ok(Event::Signal(signal)) => {
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                };
+                let name = signal_name(signal);
                 if control.stop_unless_fencing() {
                     logln!("{name} received: stopping (nothing else is done)");
                     return Ok(Exit::Stopped(name));

@@ -243,18 +243,7 @@ impl Cluster {
 
 /// Whether the node is a primary taking writes (false when it does not answer).
 fn takes_writes(node: &Node) -> bool {
-    node.try_connect()
-        .ok()
-        .and_then(|mut client| {
-            client
-                .query_one(
-                    "SELECT NOT pg_is_in_recovery() \
-                     AND current_setting('default_transaction_read_only') = 'off'",
-                    &[],
-                )
-                .ok()
-        })
-        .is_some_and(|row| row.get::<_, bool>(0))
+    port_takes_writes(node.port())
 }
 
 /// Asks every node every 50 ms whether it takes writes, and remembers the

@@ -564,6 +564,20 @@ fn ha_client() -> PathBuf {
     repo_root().join("target/release/ha-client")
 }
 
+/// Prints `line` and appends it to `dir`/fault-matrix.txt (a test's
+/// CARGO_TARGET_TMPDIR), which ci/test shows at the end.
+pub fn report_line(dir: &Path, line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    if let Ok(mut file) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("fault-matrix.txt"))
+    {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
 /// Polls `condition` every 250 ms; panics naming `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();

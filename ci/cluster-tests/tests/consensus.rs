@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use cluster_tests::{member, now_ms, outcome, wait_until, Cluster, Outcome};
+use cluster_tests::{member, now_ms, outcome, report_line, wait_until, Cluster, Outcome};
 
 /// Bound on every wait; never a speed assertion.
 const STEP: Duration = Duration::from_secs(180);
@@ -90,17 +90,10 @@ fn settled(cluster: &Cluster) -> String {
 }
 
 fn report(outcome: &Outcome) {
-    use std::io::Write;
-    let line = format!("3 nodes on etcd, synchronous: {outcome}");
-    println!("{line}");
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-matrix.txt");
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(file, "{line}");
-    }
+    report_line(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &format!("3 nodes on etcd, synchronous: {outcome}"),
+    );
 }
 
 #[test]

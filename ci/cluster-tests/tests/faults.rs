@@ -9,6 +9,7 @@
 //! nodes, and with synchronous replication (the default) no acknowledged
 //! write lost.
 
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -375,17 +376,7 @@ fn report(outcome: &Outcome, synchronous: bool) {
     report_line(&format!("{mode}: {outcome}"));
 }
 
-/// Prints `line` and appends it to target/tmp/fault-matrix.txt, which ci/test
-/// shows at the end.
+/// Prints `line` and adds it to the fault matrix ci/test shows at the end.
 fn report_line(line: &str) {
-    use std::io::Write;
-    println!("{line}");
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-matrix.txt");
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(file, "{line}");
-    }
+    cluster_tests::report_line(Path::new(env!("CARGO_TARGET_TMPDIR")), line);
 }

@@ -31,6 +31,7 @@ use signal_hook::iterator::Signals;
 
 use crate::effects::{self as pair_effects, PgCtl};
 use crate::pidfile::Pidfile;
+use crate::{forward_signals, signal_name, Event};
 use decide::{decide, renewal_deadline, Action, Member, Observation, Policy, State};
 use store::Store;
 
@@ -137,31 +138,16 @@ impl Renewal {
     }
 }
 
-enum Event {
-    Signal(i32),
-    Ended(anyhow::Result<()>),
-}
-
 /// Runs until SIGTERM / SIGINT or an internal error.
 pub fn run(config: ConsensusConfig) -> anyhow::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    let signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     let _pidfile = match &config.pidfile {
         Some(path) => Some(Pidfile::create(path)?),
         None => None,
     };
     let etcd = Etcd::new(config.store.clone()).map_err(|err| anyhow!(err))?;
     let (events, received) = mpsc::channel();
-    let signal_events = events.clone();
-    thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                if signal_events.send(Event::Signal(signal)).is_err() {
-                    return;
-                }
-            }
-        })
-        .context("cannot start the signal thread")?;
+    forward_signals(signals, events.clone())?;
     let config = Arc::new(config);
     let renewal = Arc::new(Renewal::default());
     let leading = Arc::new(AtomicBool::new(false));
@@ -191,11 +177,7 @@ pub fn run(config: ConsensusConfig) -> anyhow::Result<()> {
     }
     match received.recv() {
         Ok(Event::Signal(signal)) => {
-            let name = if signal == SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            };
+            let name = signal_name(signal);
             if leading.load(Ordering::SeqCst) {
                 // Its key outlives this process by up to ttl: the node takes
                 // no writes without a loop to renew it. A new monitor adopts
