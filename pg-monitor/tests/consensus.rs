@@ -126,9 +126,17 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// For failure messages: the end of each monitor's log, then of its server's.
     fn logs(&self) -> String {
         (0..self.nodes.len())
-            .map(|index| format!("--- {} ---\n{}", name(index), self.log(index)))
+            .map(|index| {
+                format!(
+                    "--- {name} monitor ---\n{}\n--- {name} postgres ---\n{}",
+                    last_lines(&self.log(index), 40),
+                    self.nodes[index].log_tail(),
+                    name = name(index),
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -304,6 +312,11 @@ fn port_takes_writes(port: u16) -> bool {
                 .ok()
         })
         .is_some_and(|row| row.get::<_, bool>(0))
+}
+
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
 fn rows(node: &Node) -> String {

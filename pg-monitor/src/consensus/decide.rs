@@ -505,6 +505,30 @@ pub fn renewal_deadline(renewed: Instant, loop_wait: Duration, retry_timeout: Du
     renewed + loop_wait + retry_timeout * 2
 }
 
+impl Action {
+    /// Whether `other` is the same decision, perhaps with another error or
+    /// reason in it (a store error naming the endpoint tried last, a lag
+    /// that grew); decisions naming members are the same only for the same
+    /// members.
+    pub fn same_kind(&self, other: &Action) -> bool {
+        use Action::{RefuseWrites, Wait as W};
+        matches!(
+            (self, other),
+            (W(Wait::StoreDown(_)), W(Wait::StoreDown(_)))
+                | (W(Wait::LocalDown(_)), W(Wait::LocalDown(_)))
+                | (W(Wait::NotEligible(_)), W(Wait::NotEligible(_)))
+                | (
+                    RefuseWrites(RefuseWhy::StoreUnreachable(_)),
+                    RefuseWrites(RefuseWhy::StoreUnreachable(_))
+                )
+                | (
+                    RefuseWrites(RefuseWhy::NotLeader(_)),
+                    RefuseWrites(RefuseWhy::NotLeader(_))
+                )
+        ) || self == other
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
@@ -563,6 +587,19 @@ impl fmt::Display for RefuseWhy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decisions_differing_only_in_an_error_are_the_same_kind_but_not_those_naming_other_members() {
+        let store_down = |e: &str| Action::Wait(Wait::StoreDown(e.into()));
+        assert!(store_down("127.0.0.1:1: timed out").same_kind(&store_down("127.0.0.1:2: refused")));
+        let follow = |leader: &str| Action::Follow {
+            leader: leader.into(),
+        };
+        assert!(follow("pg-1").same_kind(&follow("pg-1")));
+        assert!(!follow("pg-1").same_kind(&follow("pg-2")));
+        assert!(!store_down("x").same_kind(&Action::Wait(Wait::LocalDown("x".into()))));
+        assert!(!Action::SetSync(0).same_kind(&Action::SetSync(1)));
+    }
     use pgcore::FailureKind;
 
     fn policy(sync_count: u32) -> Policy {

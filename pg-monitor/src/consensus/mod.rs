@@ -93,6 +93,35 @@ pub fn check_timings(
     Ok(())
 }
 
+/// How often a decision that stays the same in kind but not in detail (the
+/// store down, each check naming the endpoint it tried last) is logged again.
+const REPEAT_DETAIL_EVERY: Duration = Duration::from_secs(30);
+
+/// Logs each decision when it changes: at once when its kind changes, at
+/// most every [`REPEAT_DETAIL_EVERY`] when only its details do, so that an
+/// outage reads as a few lines rather than one per check.
+#[derive(Default)]
+struct DecisionLog {
+    last: Option<(Action, String, Instant)>,
+}
+
+impl DecisionLog {
+    fn log(&mut self, action: &Action) {
+        let line = action.to_string();
+        let due = match &self.last {
+            None => true,
+            Some((last, last_line, at)) => {
+                !last.same_kind(action)
+                    || (line != *last_line && at.elapsed() >= REPEAT_DETAIL_EVERY)
+            }
+        };
+        if due {
+            logln!("{line}");
+            self.last = Some((action.clone(), line, Instant::now()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,7 +241,7 @@ fn watch(
     log_start(config);
     let mut local_session = HeldSession::new(&client);
     let mut state = State::default();
-    let mut last_line = String::new();
+    let mut decisions = DecisionLog::default();
     loop {
         let tick = Instant::now();
         let renewed = store.renew();
@@ -257,11 +286,7 @@ fn watch(
         } else if !state.leader {
             renewal.set(None);
         }
-        let line = action.to_string();
-        if line != last_line {
-            logln!("{line}");
-            last_line = line;
-        }
+        decisions.log(&action);
         let in_recovery = observation
             .local
             .as_ref()
