@@ -28,6 +28,19 @@ pub const DEFAULT_OUTPUT: &str = "manifests-out";
 ///                                   replication, node 0 starts as primary
 ///   --ha --vip ADDRESS              HA: two nodes, automatic failover, haproxy on
 ///                                   both, keepalived moving ADDRESS to the primary
+///   --ha --vip ADDRESS --instances N
+///                                   HA on N >= 3 nodes: failover through an etcd
+///                                   store of 3 members on VMs of their own (group
+///                                   `etcd`, deployed first), haproxy on every node
+///
+/// etcd (--ha with 3 nodes or more):
+///   `variables` gets the CA etcd_ca, the members' certificate etcd_member
+///   (naming every member's static IP and *.etcd.NETWORK.DEPLOYMENT.bosh)
+///   and the postgres nodes' client certificate etcd_client, each unless an
+///   overlay declares it. The members need static IPs: on warden they are
+///   given from 10.244.232.10 up (after the postgres nodes' with --tls); on
+///   aws-ec2 and openstack-nova an overlay gives them (`static_ips` for the
+///   etcd instance group).
 ///
 /// Overlays are YAML maps, merged like spruce does: maps merge key by key;
 /// lists of maps with a `name` merge item by item by name (new names are
@@ -82,11 +95,13 @@ pub struct Cli {
     #[arg(long)]
     pub replication: bool,
 
-    /// Nodes in the postgres instance group [default: 1; 2 with --replication or --ha]
+    /// Nodes in the postgres instance group [default: 1; 2 with --replication
+    /// or --ha]. With --ha, 3 or more elect their leader through etcd
     #[arg(long, value_name = "N")]
     pub instances: Option<u32>,
 
-    /// Two nodes with automatic failover behind --vip (implies --replication).
+    /// Automatic failover behind --vip (implies --replication): the pair on
+    /// 2 nodes, through an etcd store on 3 or more.
     #[arg(long)]
     pub ha: bool,
 

@@ -10,6 +10,7 @@
 //! behind.
 
 pub mod complete;
+pub mod etcd;
 pub mod input;
 pub mod merge;
 pub mod net;
@@ -117,7 +118,16 @@ pub enum Topology {
     Clustered { instances: u32 },
     /// Two nodes, automatic failover, haproxy and keepalived trading `vip`.
     Ha { vip: IpAddr },
+    /// N ≥ 3 nodes with automatic failover through an etcd store of
+    /// [`ETCD_MEMBERS`] VMs of its own, haproxy on every node, keepalived
+    /// moving `vip` to one of them.
+    HaOnEtcd { vip: IpAddr, instances: u32 },
 }
+
+/// The etcd members make-manifest writes for the N-node mode: three keep
+/// quorum through the loss of any one (an update, a crash); five, set in an
+/// overlay, through two.
+pub const ETCD_MEMBERS: u32 = 3;
 
 impl Topology {
     pub fn name(self) -> &'static str {
@@ -125,6 +135,7 @@ impl Topology {
             Topology::Standalone => "standalone",
             Topology::Clustered { .. } => "clustered",
             Topology::Ha { .. } => "ha",
+            Topology::HaOnEtcd { .. } => "ha-etcd",
         }
     }
 
@@ -133,7 +144,21 @@ impl Topology {
             Topology::Standalone => 1,
             Topology::Clustered { instances } => instances,
             Topology::Ha { .. } => 2,
+            Topology::HaOnEtcd { instances, .. } => instances,
         }
+    }
+
+    /// The virtual IP address clients connect to (the HA topologies).
+    pub fn vip(self) -> Option<IpAddr> {
+        match self {
+            Topology::Ha { vip } | Topology::HaOnEtcd { vip, .. } => Some(vip),
+            Topology::Standalone | Topology::Clustered { .. } => None,
+        }
+    }
+
+    /// Whether the deployment gets an etcd store (its own instance group).
+    pub fn etcd(self) -> bool {
+        matches!(self, Topology::HaOnEtcd { .. })
     }
 
     /// Where clients (and the smoke-tests errand) write: haproxy's port in
@@ -142,7 +167,7 @@ impl Topology {
         match self {
             Topology::Standalone => postgres_port(false, None),
             Topology::Clustered { .. } => postgres_port(true, None),
-            Topology::Ha { .. } => VIP_PORT,
+            Topology::Ha { .. } | Topology::HaOnEtcd { .. } => VIP_PORT,
         }
     }
 }
@@ -224,16 +249,19 @@ pub fn decide_topology(flags: &TopologyFlags) -> Result<Topology, InputError> {
         })?;
         check_vip(vip)?;
         let n = flags.instances.unwrap_or(2);
+        // Two nodes are the pair; more elect their leader through etcd.
+        let consensus = n > 2;
         let shape = Shape {
             instances: n.into(),
             replication: true,
             ha: true,
-            consensus: false,
+            consensus,
         };
-        return match check_shape(shape) {
-            Ok(()) => Ok(Topology::Ha { vip }),
-            Err(_) => Err(input_error!(
-                "--ha runs exactly 2 nodes (one primary, one replica), not --instances {n}"
+        return match (check_shape(shape), consensus) {
+            (Ok(()), false) => Ok(Topology::Ha { vip }),
+            (Ok(()), true) => Ok(Topology::HaOnEtcd { vip, instances: n }),
+            (Err(_), _) => Err(input_error!(
+                "--ha runs 2 nodes (the pair) or 3 and more (failover through etcd), not --instances {n}"
             )),
         };
     }
@@ -371,6 +399,11 @@ pub fn generate(request: &Request) -> Result<Generated, InputError> {
     if request.tls {
         tls::complete(&mut manifest)?;
     }
+    // The etcd group `--ha` writes for three nodes or more gets its
+    // certificates the same way.
+    if topology.etcd() {
+        etcd::complete(&mut manifest)?;
+    }
     validate::validate(&manifest, &cloud_config)?;
     if let Some(dir) = &request.release_dir {
         let specs = spec::load(dir)?;
@@ -455,7 +488,7 @@ fn is_bosh_name(value: &str, plus: bool) -> bool {
 
 fn notes(iaas: Iaas, topology: Topology, undeclared: &[String]) -> Vec<String> {
     let mut notes = Vec::new();
-    if let (Iaas::AwsEc2, Topology::Ha { vip }) = (iaas, topology) {
+    if let (Iaas::AwsEc2, Some(vip)) = (iaas, topology.vip()) {
         notes.push(format!(
             "on aws-ec2 a VPC delivers {vip} only to the instance the address is assigned to: keepalived's VRRP alone does not move it (see make-manifest/README.md, \"HA on AWS\")"
         ));
@@ -522,11 +555,15 @@ mod tests {
             (flags(false, true, None, None), Err("--ha needs --vip")),
             (
                 flags(false, true, Some(3), Some("10.244.232.100")),
-                Err("exactly 2 nodes"),
+                Ok(Topology::HaOnEtcd { vip, instances: 3 }),
+            ),
+            (
+                flags(true, true, Some(5), Some("10.244.232.100")),
+                Ok(Topology::HaOnEtcd { vip, instances: 5 }),
             ),
             (
                 flags(false, true, Some(1), Some("10.244.232.100")),
-                Err("exactly 2 nodes"),
+                Err("2 nodes (the pair) or 3 and more"),
             ),
             (
                 flags(false, false, None, Some("10.244.232.100")),

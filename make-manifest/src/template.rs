@@ -11,7 +11,7 @@ use handlebars::Handlebars;
 use serde::Serialize;
 use serde_yaml::Value;
 
-use crate::{input_error, Iaas, InputError, Request, Topology};
+use crate::{input_error, Iaas, InputError, Request, Topology, ETCD_MEMBERS};
 
 /// The file name suffix of a template.
 pub const SUFFIX: &str = ".yml.hbs";
@@ -34,7 +34,7 @@ const BUILTIN: [(&str, &str); 4] = [
 #[derive(Debug, Clone, Serialize)]
 pub struct Context {
     pub iaas: &'static str,
-    /// `standalone`, `clustered` or `ha`.
+    /// `standalone`, `clustered`, `ha` or `ha-etcd`.
     pub topology: &'static str,
     pub deployment: String,
     pub release_name: String,
@@ -45,9 +45,15 @@ pub struct Context {
     pub instances: u32,
     /// Streaming replication on (clustered and HA).
     pub replication: bool,
+    /// The vip job on the postgres nodes (`ha` and `ha-etcd`).
     pub ha: bool,
     /// The virtual IP address (HA only).
     pub vip: Option<String>,
+    /// An etcd instance group the postgres nodes elect their leader through
+    /// (`ha-etcd`).
+    pub etcd: bool,
+    /// Members of the etcd instance group (with `etcd`).
+    pub etcd_instances: u32,
     /// Where clients write: 5432 standalone and HA (haproxy), 6432 clustered.
     pub write_port: u16,
     /// Persistent disk size in MB.
@@ -59,10 +65,16 @@ pub struct Context {
     /// The postgres nodes' static IP addresses: on warden with `--tls`, one
     /// per node; empty otherwise (an overlay gives them on other IaaSes).
     pub static_ips: Vec<String>,
+    /// The etcd members' static IP addresses: on warden with `etcd`, one per
+    /// member; empty otherwise (an overlay gives them on other IaaSes).
+    pub etcd_static_ips: Vec<String>,
+    /// Both lists above, for the subnet's `static` range.
+    pub network_static_ips: Vec<String>,
 }
 
 impl Context {
     pub fn new(request: &Request, topology: Topology) -> Result<Context, InputError> {
+        let WardenStaticIps { postgres, etcd } = warden_static_ips(request, topology)?;
         Ok(Context {
             iaas: request.iaas.name(),
             topology: topology.name(),
@@ -73,11 +85,10 @@ impl Context {
             stemcell_version: request.stemcell_version.clone(),
             instances: topology.instances(),
             replication: !matches!(topology, Topology::Standalone),
-            ha: matches!(topology, Topology::Ha { .. }),
-            vip: match topology {
-                Topology::Ha { vip } => Some(vip.to_string()),
-                _ => None,
-            },
+            ha: topology.vip().is_some(),
+            vip: topology.vip().map(|vip| vip.to_string()),
+            etcd: topology.etcd(),
+            etcd_instances: if topology.etcd() { ETCD_MEMBERS } else { 0 },
             write_port: topology.write_port(),
             disk_size: request.disk_size_mb,
             vm_type: request
@@ -85,12 +96,14 @@ impl Context {
                 .clone()
                 .or_else(|| request.iaas.default_vm_type().map(String::from)),
             tls: request.tls,
-            static_ips: static_ips(request, topology)?,
+            network_static_ips: postgres.iter().chain(&etcd).cloned().collect(),
+            static_ips: postgres,
+            etcd_static_ips: etcd,
         })
     }
 }
 
-/// Where the nodes' addresses come from on warden with `--tls`: the warden
+/// Where static addresses come from on warden: the warden
 /// template's subnet, 10.244.232.0/24, from .10 upward (clear of the gateway
 /// and of the low addresses bosh-lite operators tend to use by hand) to the
 /// last host address.
@@ -99,31 +112,48 @@ const WARDEN_STATIC_IPS: (Ipv4Addr, Ipv4Addr) = (
     Ipv4Addr::new(10, 244, 232, 254),
 );
 
-/// The nodes' static IPs the template writes: a certificate must name each
-/// node's address, so with `--tls` the nodes cannot take whatever address
-/// is free. Only warden's subnet is known here; elsewhere an overlay gives
-/// them. The VIP is skipped: it is reserved, and BOSH refuses a static IP
-/// in a reserved range.
-fn static_ips(request: &Request, topology: Topology) -> Result<Vec<String>, InputError> {
-    if !request.tls || request.iaas != Iaas::Warden {
-        return Ok(Vec::new());
-    }
-    let vip = match topology {
-        Topology::Ha { vip } => Some(vip),
-        _ => None,
+/// The static IPs the warden template writes, first the postgres nodes',
+/// then the etcd members'.
+struct WardenStaticIps {
+    postgres: Vec<String>,
+    etcd: Vec<String>,
+}
+
+/// A certificate must name each address its holders serve on, so they
+/// cannot take whatever address is free: the postgres nodes with `--tls`,
+/// the etcd members always. Only warden's subnet is known here; elsewhere
+/// an overlay gives them. The VIP is skipped: it is reserved, and BOSH
+/// refuses a static IP in a reserved range.
+fn warden_static_ips(request: &Request, topology: Topology) -> Result<WardenStaticIps, InputError> {
+    let none = WardenStaticIps {
+        postgres: Vec::new(),
+        etcd: Vec::new(),
     };
+    if request.iaas != Iaas::Warden {
+        return Ok(none);
+    }
+    let postgres = if request.tls { topology.instances() } else { 0 } as usize;
+    let etcd = if topology.etcd() { ETCD_MEMBERS } else { 0 } as usize;
     let (first, last) = WARDEN_STATIC_IPS;
-    let wanted = topology.instances() as usize;
-    let ips: Vec<String> = (u32::from(first)..=u32::from(last))
+    let vip = topology.vip();
+    let mut free = (u32::from(first)..=u32::from(last))
         .map(|n| IpAddr::V4(Ipv4Addr::from(n)))
         .filter(|ip| Some(*ip) != vip)
-        .take(wanted)
-        .map(|ip| ip.to_string())
-        .collect();
-    if ips.len() < wanted {
+        .map(|ip| ip.to_string());
+    let ips = WardenStaticIps {
+        postgres: free.by_ref().take(postgres).collect(),
+        etcd: free.by_ref().take(etcd).collect(),
+    };
+    let have = ips.postgres.len() + ips.etcd.len();
+    if have < postgres + etcd {
+        let needs = [(postgres, "postgres nodes (--tls)"), (etcd, "etcd members")]
+            .iter()
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, what)| format!("{count} {what}"))
+            .collect::<Vec<_>>()
+            .join(" and ");
         return Err(input_error!(
-            "--tls on warden: the nodes' static IPs come from {first} - {last}, which holds {} of them, not --instances {wanted}",
-            ips.len()
+            "on warden the static IPs come from {first} - {last}, which holds {have} of them: not enough for {needs}",
         ));
     }
     Ok(ips)
@@ -364,7 +394,8 @@ mod tests {
         assert!(tls_context(Iaas::Warden, Topology::Clustered { instances: 245 }).is_ok());
         let err = tls_context(Iaas::Warden, Topology::Clustered { instances: 246 }).unwrap_err();
         assert!(
-            err.0.contains("holds 245 of them, not --instances 246"),
+            err.0
+                .contains("holds 245 of them: not enough for 246 postgres nodes"),
             "{err}"
         );
     }

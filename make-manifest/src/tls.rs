@@ -38,21 +38,51 @@ pub fn complete(manifest: &mut Value) -> Result<(), InputError> {
 /// nodes, the VIP (HA clients connect to it), and the BOSH DNS wildcard of
 /// the group (for clients that resolve BOSH DNS names).
 pub fn alternative_names(manifest: &Value) -> Result<Vec<String>, InputError> {
-    let group = postgres_group(manifest).ok_or_else(|| {
-        input_error!("--tls: the manifest has no instance group `{GROUP}`, whose nodes the certificate is for")
-    })?;
+    let holders = Holders {
+        group: GROUP,
+        instances: "nodes",
+        needed_by: "--tls",
+        readme_section: "TLS",
+    };
+    let group = instance_group(manifest, GROUP)
+        .ok_or_else(|| input_error!("--tls: the manifest has no instance group `{GROUP}`, whose nodes the certificate is for"))?;
+    group_names(manifest, &holders, vip(group))
+}
+
+/// The instance group a certificate is for, in messages: `group`, whose
+/// `instances` ("nodes", "members") serve on their static IPs, which
+/// `needed_by` (a flag, a job) needs, as make-manifest/README.md's
+/// `readme_section` explains.
+pub(crate) struct Holders<'a> {
+    pub group: &'a str,
+    pub instances: &'a str,
+    pub needed_by: &'a str,
+    pub readme_section: &'a str,
+}
+
+/// The names a certificate for the instances of `holders.group` carries:
+/// each one's static IP (refused when one has none), then `extra` (an
+/// address clients also use), then the group's BOSH DNS wildcard.
+pub(crate) fn group_names(
+    manifest: &Value,
+    holders: &Holders,
+    extra: Option<IpAddr>,
+) -> Result<Vec<String>, InputError> {
+    let Some(group) = instance_group(manifest, holders.group) else {
+        return Ok(Vec::new());
+    };
     // Not a number: validation says so once this step is done.
     let instances = group.get("instances").and_then(Value::as_u64).unwrap_or(0);
     let (addresses, count) = static_ips(group, instances);
     if count < u128::from(instances) {
-        return Err(missing_static_ips(instances, count));
+        return Err(missing_static_ips(holders, instances, count));
     }
     let mut names: Vec<String> = Vec::new();
     let candidates = addresses
         .iter()
         .map(IpAddr::to_string)
-        .chain(vip(group).map(|vip| vip.to_string()))
-        .chain(dns_wildcard(manifest, group));
+        .chain(extra.map(|address| address.to_string()))
+        .chain(dns_wildcard(manifest, group, holders.group));
     for name in candidates {
         if !names.contains(&name) {
             names.push(name);
@@ -61,12 +91,12 @@ pub fn alternative_names(manifest: &Value) -> Result<Vec<String>, InputError> {
     Ok(names)
 }
 
-fn postgres_group(manifest: &Value) -> Option<&Value> {
+pub(crate) fn instance_group<'a>(manifest: &'a Value, name: &str) -> Option<&'a Value> {
     manifest
         .get("instance_groups")?
         .as_sequence()?
         .iter()
-        .find(|group| group.get("name").and_then(Value::as_str) == Some(GROUP))
+        .find(|group| group.get("name").and_then(Value::as_str) == Some(name))
 }
 
 /// The group's static IPs as addresses (each network's at most `instances`:
@@ -96,13 +126,19 @@ fn static_ips(group: &Value, instances: u64) -> (Vec<IpAddr>, u128) {
     (addresses, count)
 }
 
-fn missing_static_ips(instances: u64, count: u128) -> InputError {
+fn missing_static_ips(holders: &Holders, instances: u64, count: u128) -> InputError {
+    let Holders {
+        group,
+        instances: noun,
+        needed_by,
+        readme_section,
+    } = holders;
     let have = match count {
         0 => "none".to_string(),
         n => format!("only {n}"),
     };
     input_error!(
-        "--tls needs a static IP for each of the {instances} nodes of instance group `{GROUP}` (it has {have}): the certificate names every node's address. Give them in an overlay: a manual network with a `static` range, and `static_ips` for the {GROUP} instance group (see make-manifest/README.md, \"TLS\")"
+        "{needed_by} needs a static IP for each of the {instances} {noun} of instance group `{group}` (it has {have}): the certificate names every address they serve on. Give them in an overlay: a manual network with a `static` range, and `static_ips` for the {group} instance group (see make-manifest/README.md, \"{readme_section}\")"
     )
 }
 
@@ -122,7 +158,7 @@ fn vip(group: &Value) -> Option<IpAddr> {
 
 /// `*.<group>.<network>.<deployment>.bosh`, the BOSH DNS names of the
 /// group's instances on its first network, as the director spells them.
-fn dns_wildcard(manifest: &Value, group: &Value) -> Option<String> {
+fn dns_wildcard(manifest: &Value, group: &Value, group_name: &str) -> Option<String> {
     let deployment = manifest.get("name")?.as_str()?;
     let network = group
         .get("networks")?
@@ -130,7 +166,7 @@ fn dns_wildcard(manifest: &Value, group: &Value) -> Option<String> {
         .first()?
         .get("name")?
         .as_str()?;
-    let labels = [GROUP, network, deployment].map(dns_label);
+    let labels = [group_name, network, deployment].map(dns_label);
     if labels.iter().any(String::is_empty) {
         return None;
     }
@@ -182,7 +218,7 @@ fn certificate(names: &[String]) -> Result<Mapping, InputError> {
     Ok(variable(CERTIFICATE_VARIABLE, options))
 }
 
-fn variable(name: &str, options: Mapping) -> Mapping {
+pub(crate) fn variable(name: &str, options: Mapping) -> Mapping {
     let mut variable = Mapping::new();
     variable.insert("name".into(), name.into());
     variable.insert("type".into(), "certificate".into());

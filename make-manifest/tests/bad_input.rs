@@ -129,18 +129,39 @@ fn vip_without_ha() {
 }
 
 #[test]
-fn ha_with_other_than_two_instances() {
-    for n in ["1", "3"] {
-        let line = Scratch::new().bad_input(&[
-            "warden",
-            "--ha",
-            "--vip",
-            "10.244.232.100",
-            "--instances",
-            n,
-        ]);
-        assert_says(&line, &["exactly 2", &format!("--instances {n}")]);
-    }
+fn ha_on_one_instance() {
+    let line = Scratch::new().bad_input(&[
+        "warden",
+        "--ha",
+        "--vip",
+        "10.244.232.100",
+        "--instances",
+        "1",
+    ]);
+    assert_says(
+        &line,
+        &["2 nodes (the pair) or 3 and more", "--instances 1"],
+    );
+}
+
+#[test]
+fn ha_on_etcd_without_the_members_static_ips() {
+    let line = Scratch::new().bad_input(&[
+        "aws-ec2",
+        "--ha",
+        "--vip",
+        "10.0.16.100",
+        "--instances",
+        "3",
+    ]);
+    assert_says(
+        &line,
+        &[
+            "the etcd store needs a static IP for each of the 3 members",
+            "instance group `etcd`",
+            "static_ips",
+        ],
+    );
 }
 
 #[test]
@@ -493,9 +514,9 @@ fn tls_on_warden_with_more_nodes_than_static_ips() {
     assert_says(
         &line,
         &[
-            "--tls on warden",
+            "on warden the static IPs",
             "10.244.232.10 - 10.244.232.254",
-            "not --instances 300",
+            "not enough for 300 postgres nodes (--tls)",
         ],
     );
 }

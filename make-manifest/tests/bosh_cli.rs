@@ -1,4 +1,4 @@
-//! The real bosh CLI generates the `--tls` variables: `bosh int --vars-store`
+//! The real bosh CLI generates the `--tls` and etcd variables: `bosh int --vars-store`
 //! runs the same certificate generator as the director's config server, so
 //! it proves the `variables` entries are ones BOSH accepts, and that the
 //! certificate it makes names the nodes' static IPs and the VIP.
@@ -132,4 +132,80 @@ fn subject_alternative_names(text: &str) -> Vec<String> {
         .map(|name| name.trim().to_string())
         .filter(|name| !name.is_empty())
         .collect()
+}
+
+#[test]
+fn bosh_generates_the_etcd_certificates_naming_the_members_static_ips() {
+    let (bosh, openssl) = (bosh(), PathBuf::from("openssl"));
+    let scratch = Scratch::new();
+    let dir = scratch.dir.path();
+    scratch.ok(&[
+        "warden",
+        "--ha",
+        "--vip",
+        "10.244.232.100",
+        "--instances",
+        "3",
+        "-o",
+        "out",
+    ]);
+    run(
+        &bosh,
+        &["int", "--vars-store", "creds.yml", "out/manifest.yml"],
+        dir,
+    );
+    for (file, path) in [
+        ("ca.pem", "/etcd_ca/certificate"),
+        ("member.pem", "/etcd_member/certificate"),
+        ("client.pem", "/etcd_client/certificate"),
+    ] {
+        scratch.file(
+            file,
+            &run(&bosh, &["int", "creds.yml", "--path", path], dir),
+        );
+    }
+    let member = run(
+        &openssl,
+        &[
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            "member.pem",
+        ],
+        dir,
+    );
+    let mut names = subject_alternative_names(&member);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "DNS:*.etcd.postgres1.postgres.bosh",
+            "IP Address:10.244.232.10",
+            "IP Address:10.244.232.11",
+            "IP Address:10.244.232.12",
+        ]
+    );
+    let usage = |file: &str| {
+        run(
+            &openssl,
+            &["x509", "-noout", "-ext", "extendedKeyUsage", "-in", file],
+            dir,
+        )
+    };
+    let (member_usage, client_usage) = (usage("member.pem"), usage("client.pem"));
+    assert!(
+        member_usage.contains("TLS Web Server Authentication")
+            && member_usage.contains("TLS Web Client Authentication"),
+        "members serve clients and each other: {member_usage}"
+    );
+    assert!(
+        client_usage.contains("TLS Web Client Authentication")
+            && !client_usage.contains("TLS Web Server Authentication"),
+        "the postgres nodes' certificate is a client's only: {client_usage}"
+    );
+    for file in ["member.pem", "client.pem"] {
+        run(&openssl, &["verify", "-CAfile", "ca.pem", file], dir);
+    }
 }

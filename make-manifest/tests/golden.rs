@@ -54,6 +54,32 @@ const CASES: &[(&str, &[&str])] = &[
             "FIXTURES/static-ips.yml",
         ],
     ),
+    // Three nodes: failover through an etcd store of three members, whose
+    // certificates name their static IPs.
+    (
+        "warden-ha-etcd",
+        &[
+            "warden",
+            "--ha",
+            "--vip",
+            "10.244.232.100",
+            "--instances",
+            "3",
+        ],
+    ),
+    (
+        "aws-ec2-ha-etcd-tls",
+        &[
+            "aws-ec2",
+            "--ha",
+            "--vip",
+            "10.0.16.100",
+            "--instances",
+            "3",
+            "--tls",
+            "FIXTURES/etcd-static-ips.yml",
+        ],
+    ),
     // The seed's "Override security groups" example, as its README runs it.
     (
         "aws-ec2-standalone-seed-networking",
