@@ -249,6 +249,20 @@ impl Cluster {
     }
 }
 
+/// Where a promoted node's timeline forked from the one before: the last
+/// line of its timeline's history file (`1\t0/3000148\treason`).
+fn fork_point(node: &Node) -> String {
+    let history = node.value(
+        "SELECT pg_read_file('pg_wal/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) || '.history')",
+    );
+    history
+        .lines()
+        .rfind(|line| !line.trim().is_empty())
+        .and_then(|line| line.split('\t').nth(1))
+        .unwrap_or_else(|| panic!("no fork point in the timeline history {history:?}"))
+        .to_string()
+}
+
 /// Whether the node is a primary taking writes (false when it does not answer).
 fn takes_writes(node: &Node) -> bool {
     port_takes_writes(node.port())
@@ -367,11 +381,20 @@ fn the_primary_leads_then_after_a_kill_9_the_best_replica_leads_and_the_other_fo
     );
 }
 
+/// A leader cut off from the store lives on, and its replicas still stream
+/// from it: WAL it writes after another member promoted (here a checkpoint,
+/// in production a background record) takes a replica whose monitor had
+/// not yet turned it to the new leader past the new timeline's fork. That
+/// replica must not stream on as if nothing happened: its monitor asks to
+/// rejoin (pg_rewind, at the restart the rejoin command makes).
 #[test]
 fn a_leader_cut_off_from_the_store_refuses_writes_and_a_replica_takes_over() {
-    let cluster = Cluster::start(&["--rejoin-cmd", "true"]);
+    let cluster = Cluster::start(&["--rejoin-cmd", "true", "--rejoin-after", "3s"]);
     assert_eq!(cluster.wait_new_leader(None), 0);
     let sampler = Sampler::start(&cluster);
+    // pg-1's monitor is slow to act: pg-2 takes over, pg-1 streams on from pg-0.
+    let slow = cluster.monitors[1].as_ref().unwrap();
+    slow.signal("STOP");
     for proxy in &cluster.store_proxies[0] {
         proxy.set_mode(ProxyMode::Blackhole);
     }
@@ -380,11 +403,27 @@ fn a_leader_cut_off_from_the_store_refuses_writes_and_a_replica_takes_over() {
         .unwrap()
         .wait_log("refusing writes: the store could not be reached", PATIENCE);
     let leader = cluster.wait_new_leader(Some(0));
+    assert_eq!(leader, 2, "the member whose monitor runs takes over");
     assert!(
         !takes_writes(&cluster.nodes[0]),
         "the cut-off leader still takes writes"
     );
-    cluster.wait_follows(3 - leader, leader);
+    cluster.nodes[0].execute("CHECKPOINT");
+    let fork = fork_point(&cluster.nodes[2]);
+    testkit::wait_for(
+        "pg-1 to replay pg-0's WAL past pg-2's fork",
+        PATIENCE,
+        || {
+            cluster.nodes[1].value(&format!(
+                "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{fork}') > 0"
+            )) == "t"
+        },
+    );
+    slow.signal("CONT");
+    slow.wait_log(
+        "pg-2 leads and the local node is a primary or does not stream from it: rejoining",
+        PATIENCE,
+    );
     assert_eq!(
         sampler.finish(),
         1,

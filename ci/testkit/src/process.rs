@@ -63,11 +63,16 @@ impl LoggedProcess {
         self.child.id()
     }
 
-    /// Sends `signal` (e.g. "TERM") and waits, up to `timeout`, for the exit.
-    pub fn stop(&mut self, signal: &str, timeout: Duration) -> std::process::ExitStatus {
+    /// Sends `signal` (e.g. "STOP", "CONT") to the process.
+    pub fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
             .args([&format!("-{signal}"), &self.pid().to_string()])
             .status();
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits, up to `timeout`, for the exit.
+    pub fn stop(&mut self, signal: &str, timeout: Duration) -> std::process::ExitStatus {
+        self.signal(signal);
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("cannot wait") {
