@@ -8,10 +8,17 @@
 
 use std::time::Duration;
 
-use cluster_tests::{member, now_ms, outcome, report_line, wait_until, Cluster, Outcome};
+use cluster_tests::{address, member, now_ms, outcome, report_line, wait_until, Cluster, Outcome};
 
 /// Bound on every wait; never a speed assertion.
 const STEP: Duration = Duration::from_secs(180);
+
+/// The replicas' lag bound the rolling deploy sets: half a WAL segment, so
+/// that two segment switches put a paused replica beyond it.
+const MAX_LAG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How long a partitioned replica stays away: longer than the lease (ttl 10 s).
+const REPLICA_AWAY: Duration = Duration::from_secs(15);
 
 /// Which member leads once a fault is over.
 enum Expect {
@@ -89,6 +96,26 @@ fn settled(cluster: &Cluster) -> String {
     leader
 }
 
+/// The lines of `vm`'s monitor log that contain `needle`.
+fn monitor_lines(cluster: &Cluster, vm: &str, needle: &str) -> usize {
+    cluster
+        .check(&["exec", vm, "cat", "/var/vcap/sys/log/postgres/monitor.log"])
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
+/// Sends `signal` (STOP, CONT) to `vm`'s pg-monitor.
+fn signal_monitor(cluster: &Cluster, vm: &str, signal: &str) {
+    cluster.check(&[
+        "exec",
+        vm,
+        "sh",
+        "-c",
+        &format!("kill -{signal} \"$(cat /var/vcap/sys/run/postgres/monitor.pid)\""),
+    ]);
+}
+
 fn report(outcome: &Outcome) {
     report_line(
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
@@ -126,8 +153,12 @@ fn three_nodes_on_etcd_fail_over_switch_over_and_ride_out_store_faults_without_l
 
     scenario(&cluster, "a rolling deploy of every node", |cluster, _| {
         // Each node's drain hands the leadership on through the store
-        // before BOSH stops it.
-        let output = cluster.deploy(&["postgres.config.work_mem=8MB".to_string()]);
+        // before BOSH stops it. The deploy also bounds the replicas' lag,
+        // for the next scenario.
+        let output = cluster.deploy(&[
+            "postgres.config.work_mem=8MB".to_string(),
+            format!("postgres.replication.max_lag_bytes={MAX_LAG_BYTES}"),
+        ]);
         assert!(
             output.status.success(),
             "the rolling deploy failed:\n{}{}",
@@ -137,11 +168,84 @@ fn three_nodes_on_etcd_fail_over_switch_over_and_ride_out_store_faults_without_l
         Expect::Any
     });
 
+    scenario(
+        &cluster,
+        "kill -9 of the leader, a replica lagging beyond the bound",
+        |cluster, leader| {
+            let mut replicas = cluster.vms().iter().copied().filter(|vm| *vm != leader);
+            let (lagging, other) = (replicas.next().unwrap(), replicas.next().unwrap());
+            // It still receives (and acknowledges) every commit, so it has as
+            // much WAL as the other replica: only its replay falls behind.
+            cluster.query(lagging, "SELECT pg_wal_replay_pause()");
+            for _ in 0..2 {
+                cluster.query(leader, "SELECT pg_switch_wal()");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let lag = format!(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) > {MAX_LAG_BYTES} \
+                 FROM pg_stat_replication WHERE client_addr = '{}'",
+                address(lagging)
+            );
+            wait_until(&format!("{lagging} to lag beyond the bound"), STEP, || {
+                cluster.query(leader, &lag).trim() == "t"
+            });
+            // The monitor reads its replica's lag each second: let it see this one.
+            std::thread::sleep(Duration::from_secs(3));
+            let refusal = "bytes behind the last leader position seen";
+            let refused_before = monitor_lines(cluster, lagging, refusal);
+            // The other replica's monitor is held back, so that the lagging
+            // one is alone to see the key free: it must not take it.
+            signal_monitor(cluster, other, "STOP");
+            cluster.check(&["kill-postmaster", leader]);
+            wait_until(
+                &format!("{lagging}'s monitor to say it lags too far to lead"),
+                STEP,
+                || monitor_lines(cluster, lagging, refusal) > refused_before,
+            );
+            signal_monitor(cluster, other, "CONT");
+            wait_until(&format!("{other} to lead"), STEP, || {
+                cluster.writable_primaries() == [other.to_string()]
+            });
+            cluster.query(lagging, "SELECT pg_wal_replay_resume()");
+            Expect::Vm(other)
+        },
+    );
+
+    scenario(
+        &cluster,
+        "a replica cut off (link down)",
+        |cluster, leader| {
+            let replica = cluster
+                .vms()
+                .iter()
+                .copied()
+                .find(|vm| *vm != leader)
+                .expect("a replica");
+            cluster.check(&["link", replica, "down"]);
+            std::thread::sleep(REPLICA_AWAY);
+            cluster.check(&["link", replica, "up"]);
+            Expect::Same
+        },
+    );
+
     scenario(&cluster, "one etcd member down", |cluster, _| {
         cluster.check(&["stop-vm", "etcd1"]);
         std::thread::sleep(Duration::from_secs(5));
         cluster.check(&["start-vm", "etcd1"]);
         Expect::Same
+    });
+
+    scenario(&cluster, "etcd quorum lost", |cluster, _| {
+        cluster.check(&["stop-vm", "etcd1"]);
+        cluster.check(&["stop-vm", "etcd2"]);
+        // The leader cannot renew its key: it refuses writes, and no
+        // replica can take the key.
+        wait_until("no node to take writes", STEP, || {
+            cluster.writable_primaries().is_empty()
+        });
+        cluster.check(&["start-vm", "etcd1"]);
+        cluster.check(&["start-vm", "etcd2"]);
+        Expect::Any
     });
 
     scenario(
