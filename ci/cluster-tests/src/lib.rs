@@ -976,5 +976,6 @@ mod tests {
     }
 }
 
+pub mod consensus;
 pub mod scenarios;
 pub mod split;

@@ -7,11 +7,17 @@
 //! splits (detection, promotion, haproxy's switch; medians, from the VMs'
 //! logs). Needs root, like ci/cluster.
 //!
+//! With --consensus it runs the N-node topology's scenarios instead (three
+//! nodes on etcd), each --runs times in a row on one cluster, and prints the
+//! median write gap beside Patroni's defaults (ttl 30 s, loop_wait 10 s).
+//!
 //!   cargo run --release -p cluster-tests --bin failover-bench -- [--runs 5] [--asynchronous] [--tls] [SCENARIO...]
+//!   cargo run --release -p cluster-tests --bin failover-bench -- --consensus [--runs 5] [--asynchronous] [SCENARIO...]
 
 use std::time::Duration;
 
 use clap::Parser;
+use cluster_tests::consensus::Fault;
 use cluster_tests::scenarios::{run_detailed, Scenario};
 use cluster_tests::split::Split;
 use cluster_tests::Cluster;
@@ -24,15 +30,34 @@ struct Cli {
     #[arg(long)]
     asynchronous: bool,
     /// Run the clusters with TLS required (`ci/cluster up --tls`), the clients verifying.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "consensus")]
     tls: bool,
-    /// Scenario numbers, from 1 in the order of README's Failover figures; all when omitted.
-    #[arg(value_parser = clap::value_parser!(u64).range(1..=Scenario::ALL.len() as u64))]
+    /// The N-node topology on etcd (`ci/cluster up --consensus`): its
+    /// scenarios, each --runs times in a row on one cluster.
+    #[arg(long)]
+    consensus: bool,
+    /// Scenario numbers, from 1 in the order of README's Failover figures
+    /// (with --consensus: of its "N nodes on etcd" figures); all when omitted.
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     scenarios: Vec<u64>,
 }
 
 fn main() {
     let cli = Cli::parse();
+    if cli.consensus {
+        return consensus(&cli);
+    }
+    if let Some(n) = cli
+        .scenarios
+        .iter()
+        .find(|&&n| n as usize > Scenario::ALL.len())
+    {
+        eprintln!(
+            "failover-bench: no scenario {n}: there are {}",
+            Scenario::ALL.len()
+        );
+        std::process::exit(2);
+    }
     let chosen: Vec<Scenario> = if cli.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
@@ -135,6 +160,58 @@ fn main() {
             );
         }
         println!("  acknowledged writes lost: {lost}; rewinds and clones: {rebuilt}");
+    }
+}
+
+/// The N-node scenarios, each `--runs` times in a row on one cluster (each
+/// run starts from a settled cluster, as the test's do).
+fn consensus(cli: &Cli) {
+    let chosen: Vec<Fault> = if cli.scenarios.is_empty() {
+        Fault::ALL.to_vec()
+    } else {
+        cli.scenarios
+            .iter()
+            .map(|&n| {
+                *Fault::ALL.get(n as usize - 1).unwrap_or_else(|| {
+                    eprintln!(
+                        "failover-bench: no N-node scenario {n}: there are {}",
+                        Fault::ALL.len()
+                    );
+                    std::process::exit(2)
+                })
+            })
+            .collect()
+    };
+    let cluster = Cluster::up_consensus(!cli.asynchronous);
+    let mut rows = Vec::new();
+    for fault in chosen {
+        let mut gaps = Vec::new();
+        let (mut acked, mut lost) = (0, 0);
+        for run_number in 1..=cli.runs {
+            let outcome = fault.run(&cluster);
+            eprintln!("run {run_number}: {outcome}");
+            gaps.extend(outcome.write_gap);
+            acked += outcome.acked;
+            lost += outcome.lost.len();
+        }
+        gaps.sort();
+        rows.push((fault.name(), gaps, acked, lost));
+    }
+    println!(
+        "three nodes on etcd ({}), ttl 10 s, loop_wait 1 s; Patroni's defaults: ttl 30 s, loop_wait 10 s",
+        if cli.asynchronous { "asynchronous" } else { "synchronous" }
+    );
+    println!(
+        "{:<58} {:>10} {:>8} {:>6}  runs (s)",
+        "scenario", "median", "acked", "lost"
+    );
+    for (name, gaps, acked, lost) in rows {
+        let median = gaps.get(gaps.len() / 2).copied().unwrap_or(Duration::ZERO);
+        println!(
+            "{name:<58} {:>8.2} s {acked:>8} {lost:>6}  {}",
+            median.as_secs_f64(),
+            seconds(&gaps)
+        );
     }
 }
 
