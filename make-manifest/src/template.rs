@@ -390,6 +390,31 @@ mod tests {
     }
 
     #[test]
+    fn warden_etcd_members_get_static_ips_after_the_nodes() {
+        let on_etcd = Topology::HaOnEtcd {
+            vip: "10.244.232.13".parse().unwrap(),
+            instances: 3,
+        };
+        let context = tls_context(Iaas::Warden, on_etcd).unwrap();
+        assert_eq!(
+            context.static_ips,
+            ["10.244.232.10", "10.244.232.11", "10.244.232.12"]
+        );
+        assert_eq!(
+            context.etcd_static_ips,
+            ["10.244.232.14", "10.244.232.15", "10.244.232.16"],
+            "the VIP is skipped"
+        );
+        assert_eq!(context.network_static_ips.len(), 6);
+        let plain = Context::new(&Request::new(Iaas::Warden), on_etcd).unwrap();
+        assert!(plain.static_ips.is_empty());
+        assert_eq!(
+            plain.etcd_static_ips,
+            ["10.244.232.10", "10.244.232.11", "10.244.232.12"]
+        );
+    }
+
+    #[test]
     fn more_warden_nodes_than_static_ips_are_refused() {
         assert!(tls_context(Iaas::Warden, Topology::Clustered { instances: 245 }).is_ok());
         let err = tls_context(Iaas::Warden, Topology::Clustered { instances: 246 }).unwrap_err();

@@ -86,6 +86,21 @@ fn each_member_names_every_member_in_the_initial_cluster_and_serves_on_tls_only(
 }
 
 #[test]
+fn five_members_name_each_other() {
+    let certificates = Certificates::new();
+    let ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];
+    let manifest = etcd_group(&ips, &certificates);
+    let config = config(&render(&manifest, "etcd/4"));
+    assert_eq!(config["name"], "etcd-4");
+    let expected: Vec<String> = ips
+        .iter()
+        .enumerate()
+        .map(|(index, ip)| format!("etcd-{index}=https://{ip}:2380"))
+        .collect();
+    assert_eq!(config["initial-cluster"], expected.join(",").as_str());
+}
+
+#[test]
 fn an_even_number_of_members_is_refused() {
     let certificates = Certificates::new();
     let manifest = etcd_group(&["10.0.0.1", "10.0.0.2"], &certificates);
