@@ -150,6 +150,15 @@ pub struct Consensus {
     #[arg(long, value_name = "PATH")]
     pub draining_file: Option<PathBuf>,
 
+    /// While this member leads with a renewed key, this file holds the time
+    /// (Unix milliseconds) until which its node may take writes: the
+    /// renewal's deadline, rewritten at each renewal and removed when the
+    /// member stops leading. `pg-role-check serve --leader-lease` answers
+    /// /primary only while that time lies ahead, so that haproxy stops
+    /// sending writes to a primary whose monitor was killed.
+    #[arg(long, value_name = "PATH")]
+    pub lease_file: Option<PathBuf>,
+
     /// Bound on the rejoin and on-leader commands.
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
     pub command_timeout: Duration,
@@ -312,6 +321,7 @@ fn config(cli: Consensus) -> Result<ConsensusConfig, String> {
         pidfile: cli.pidfile,
         pause_files: cli.pause_files,
         draining_file: cli.draining_file,
+        lease_file: cli.lease_file,
         on_leader_command: cli.on_leader_command,
         replication_user: member_user,
         passfile: cli.passfile,

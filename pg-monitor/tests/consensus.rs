@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgcore::etcd::{Etcd, EtcdSettings};
 use testkit::{
@@ -103,6 +103,8 @@ impl Cluster {
             .arg(&certificate)
             .arg("--store-key")
             .arg(&key)
+            .arg("--lease-file")
+            .arg(self.lease_file(index))
             .args(extra);
         for (flag, value) in TIMINGS {
             command.args([flag, value]);
@@ -117,6 +119,15 @@ impl Cluster {
             command.args(["--store", &proxy.endpoint()]);
         }
         LoggedProcess::start(&name(index), command)
+    }
+
+    fn lease_file(&self, index: usize) -> std::path::PathBuf {
+        self.nodes[index].root().join("leader.lease")
+    }
+
+    /// Whether the member's lease file holds a time still ahead.
+    fn lease_valid(&self, index: usize) -> bool {
+        pgcore::lease::valid_at(&self.lease_file(index), SystemTime::now())
     }
 
     fn log(&self, index: usize) -> String {
@@ -391,6 +402,12 @@ fn the_primary_leads_then_after_a_kill_9_the_best_replica_leads_and_the_other_fo
 fn a_leader_cut_off_from_the_store_refuses_writes_and_a_replica_takes_over() {
     let cluster = Cluster::start(&["--rejoin-cmd", "true", "--rejoin-after", "3s"]);
     assert_eq!(cluster.wait_new_leader(None), 0);
+    testkit::wait_for("pg-0's lease file", PATIENCE, || cluster.lease_valid(0));
+    // The lease lasts at most loop_wait + 2 × retry_timeout past a renewal's asking.
+    let until = pgcore::lease::read(&cluster.lease_file(0)).expect("a lease time");
+    let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+    assert!(left <= Duration::from_millis(2200), "{left:?}");
+    assert!(!cluster.lease_valid(1) && !cluster.lease_valid(2));
     let sampler = Sampler::start(&cluster);
     // pg-1's monitor is slow to act: pg-2 takes over, pg-1 streams on from pg-0.
     let slow = cluster.monitors[1].as_ref().unwrap();
@@ -408,6 +425,8 @@ fn a_leader_cut_off_from_the_store_refuses_writes_and_a_replica_takes_over() {
         !takes_writes(&cluster.nodes[0]),
         "the cut-off leader still takes writes"
     );
+    assert!(!cluster.lease_valid(0), "the cut-off leader's lease lasts");
+    testkit::wait_for("pg-2's lease file", PATIENCE, || cluster.lease_valid(2));
     cluster.nodes[0].execute("CHECKPOINT");
     let fork = fork_point(&cluster.nodes[2]);
     testkit::wait_for(

@@ -253,6 +253,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub fence_record: Option<PathBuf>,
 
+    /// The N-node mode's leader lease (pg-monitor consensus --lease-file):
+    /// /primary answers 503 unless this file holds a time still ahead, the
+    /// deadline of the leader key's last renewal. A primary whose monitor
+    /// died thus stops getting writes through haproxy by the time its key
+    /// may expire.
+    #[arg(long, value_name = "PATH")]
+    pub leader_lease: Option<PathBuf>,
+
     /// Threads answering requests, each accepting connections in turn: at
     /// most this many requests are read or answered at once.
     #[arg(long, value_name = "N", default_value_t = 8,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use testkit::{clean_command, free_port, wait_for, Haproxy, Node, Server};
@@ -444,6 +444,34 @@ fn a_primary_refusing_writes_or_fenced_is_not_primary() {
     assert_code(&endpoint, "/health", 200, "fenced, but answering");
     std::fs::remove_file(&fence).unwrap();
     assert_code(&endpoint, "/primary", 200, "the record removed");
+}
+
+#[test]
+fn with_a_leader_lease_a_primary_is_primary_only_while_its_lease_lasts() {
+    let primary = Node::primary();
+    let dir = tempfile::tempdir().unwrap();
+    let lease = dir.path().join("leader.lease");
+    let lease_flag = lease.to_str().unwrap();
+    let endpoint = Endpoint::start(primary.port(), &["--leader-lease", lease_flag]);
+    let answer = endpoint.get("/primary");
+    assert_eq!(answer.code, 503, "no lease file: {answer:?}");
+    assert_eq!(answer.json()["leader_lease"], false);
+    assert_eq!(answer.json()["read_only"], false, "it would take writes");
+    assert_code(&endpoint, "/read-only", 200, "it serves reads all the same");
+
+    // What pg-monitor consensus writes at each renewal.
+    let until = SystemTime::now() + Duration::from_secs(60);
+    pgcore::lease::write(&lease, until).unwrap();
+    let answer = endpoint.get("/primary");
+    assert_eq!(answer.code, 200, "{answer:?}");
+    assert_eq!(answer.json()["leader_lease"], true);
+
+    // A monitor killed after its last renewal: the time passes.
+    pgcore::lease::write(&lease, SystemTime::now() - Duration::from_secs(1)).unwrap();
+    assert_code(&endpoint, "/primary", 503, "an expired lease");
+    std::fs::write(&lease, "not a time\n").unwrap();
+    assert_code(&endpoint, "/primary", 503, "an unreadable lease");
+    assert_code(&endpoint, "/health", 200, "it still answers");
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub mod failure;
 pub mod haproxy;
 pub mod history;
 pub mod input;
+pub mod lease;
 pub mod log;
 pub mod os;
 pub mod passfile;

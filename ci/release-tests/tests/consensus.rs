@@ -16,6 +16,9 @@ const PG_MONITOR: &str = "/var/vcap/packages/pg-tools/bin/pg-monitor";
 const PG_BOOTSTRAP: &str = "/var/vcap/packages/pg-tools/bin/pg-bootstrap";
 const DRAIN: &str = "/var/vcap/jobs/postgres/bin/drain";
 const DRAIN_LOG: &str = "/var/vcap/sys/log/postgres/drain.log";
+const HEALTH: &str = "/var/vcap/jobs/postgres/bin/health";
+const HEALTH_LOG: &str = "/var/vcap/sys/log/postgres/health_ctl.log";
+const PG_ROLE_CHECK: &str = "/var/vcap/packages/pg-tools/bin/pg-role-check";
 /// The postgres job's properties in the example (the second group).
 const POSTGRES: [&str; 6] = [
     "instance_groups",
@@ -61,6 +64,7 @@ fn each_node_runs_the_consensus_monitor_with_every_member_and_the_store() {
         "--synchronous-count 1",
         "--on-leader-cmd /var/vcap/jobs/postgres/bin/ctl provision",
         "--draining-file /var/vcap/sys/run/postgres/draining",
+        "--lease-file /var/vcap/sys/run/postgres/leader.lease",
         "--rejoin-cmd /var/vcap/bosh/bin/monit restart postgres",
         "--member postgres-0=10.244.0.2:6432 --member postgres-1=10.244.0.3:6432 \
          --member postgres-2=10.244.0.4:6432",
@@ -89,6 +93,23 @@ fn each_node_runs_the_consensus_monitor_with_every_member_and_the_store() {
         "a start follows the stop bin/drain prepared"
     );
     vm.run_ok(MONITOR, &["stop"], MONITOR_LOG);
+}
+
+#[test]
+fn the_health_endpoint_answers_primary_only_under_the_monitors_lease() {
+    let vm = Vm::install(&render(&consensus(), "postgres/0"));
+    vm.run_ok(HEALTH, &["start"], HEALTH_LOG);
+    testkit::wait_for(
+        "the endpoint's stub to run",
+        std::time::Duration::from_secs(10),
+        || !vm.calls(PG_ROLE_CHECK).is_empty(),
+    );
+    vm.run_ok(HEALTH, &["stop"], HEALTH_LOG);
+    let calls = vm.calls(PG_ROLE_CHECK);
+    assert!(
+        calls[0].ends_with(" --leader-lease /var/vcap/sys/run/postgres/leader.lease"),
+        "the file the monitor's --lease-file writes: {calls:?}"
+    );
 }
 
 #[test]

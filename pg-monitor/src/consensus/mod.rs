@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context};
 use pgcore::etcd::{Etcd, EtcdSettings};
@@ -60,6 +60,9 @@ pub struct ConsensusConfig {
     /// While this file exists, the node is about to stop: it neither takes
     /// the leader key nor restarts to rejoin.
     pub draining_file: Option<PathBuf>,
+    /// While this member leads with a renewed key, the time until which its
+    /// node may take writes ([`pgcore::lease`]), for the health endpoint.
+    pub lease_file: Option<PathBuf>,
     /// Run (/bin/sh -c) each time this member has become the primary, e.g.
     /// the provisioning of users and databases.
     pub on_leader_command: Option<String>,
@@ -122,36 +125,35 @@ impl DecisionLog {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timings_that_break_the_lease_rule_are_refused() {
-        let s = Duration::from_secs;
-        assert!(check_timings(s(10), s(1), s(4)).is_ok());
-        assert!(check_timings(s(30), s(10), s(10)).is_ok());
-        let error = check_timings(s(10), s(3), s(4)).unwrap_err();
-        assert!(error.contains("= 11s is longer than --ttl 10s"), "{error}");
-        assert!(check_timings(Duration::from_millis(9500), s(1), s(1)).is_err());
-    }
-}
-
-/// The leader's renewal, shared with the watchdog.
-#[derive(Default)]
+/// The leader's renewal, shared with the watchdog, and kept in the lease
+/// file for the health endpoint.
 struct Renewal {
     /// While this node leads: when its key may be about to expire.
     deadline: Mutex<Option<Instant>>,
     /// Set by the watchdog when it made the node refuse writes.
     refused: AtomicBool,
+    lease_file: Option<PathBuf>,
 }
 
 impl Renewal {
+    fn new(lease_file: Option<PathBuf>) -> Renewal {
+        let renewal = Renewal {
+            deadline: Mutex::new(None),
+            refused: AtomicBool::new(false),
+            lease_file,
+        };
+        // One left by a monitor that was killed is no lease of this one's.
+        renewal.publish(None);
+        renewal
+    }
+
     fn set(&self, deadline: Option<Instant>) {
-        *self
+        let mut held = self
             .deadline
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = deadline;
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *held = deadline;
+        self.publish(deadline);
     }
 
     fn take_expired(&self, now: Instant) -> bool {
@@ -161,9 +163,30 @@ impl Renewal {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if deadline.is_some_and(|at| now >= at) {
             *deadline = None;
+            self.publish(None);
             return true;
         }
         false
+    }
+
+    /// Writes the deadline into the lease file (as wall-clock time), or
+    /// removes the file when there is none. Called with the lock held, so
+    /// that the file never outlives a deadline cleared meanwhile.
+    fn publish(&self, deadline: Option<Instant>) {
+        let Some(path) = &self.lease_file else { return };
+        let result = match deadline {
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                pgcore::lease::write(path, SystemTime::now() + left)
+            }
+            None => pgcore::lease::remove(path),
+        };
+        if let Err(err) = result {
+            logln!(
+                "error: cannot update the lease file {}: {err}",
+                path.display()
+            );
+        }
     }
 }
 
@@ -178,7 +201,7 @@ pub fn run(config: ConsensusConfig) -> anyhow::Result<()> {
     let (events, received) = mpsc::channel();
     forward_signals(signals, events.clone())?;
     let config = Arc::new(config);
-    let renewal = Arc::new(Renewal::default());
+    let renewal = Arc::new(Renewal::new(config.lease_file.clone()));
     let leading = Arc::new(AtomicBool::new(false));
     {
         let (config, renewal) = (Arc::clone(&config), Arc::clone(&renewal));
@@ -212,6 +235,7 @@ pub fn run(config: ConsensusConfig) -> anyhow::Result<()> {
                 // no writes without a loop to renew it. A new monitor adopts
                 // the key and lets writes in again.
                 logln!("{name} received while leading: refusing writes, then stopping");
+                renewal.set(None);
                 refuse_or_stop(&config);
             } else {
                 logln!("{name} received: stopping (nothing else is done)");
@@ -619,4 +643,19 @@ fn log_start(config: &ConsensusConfig) {
             .max_lag_bytes
             .map_or("unlimited".to_string(), |max| format!("{max} bytes"))
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_that_break_the_lease_rule_are_refused() {
+        let s = Duration::from_secs;
+        assert!(check_timings(s(10), s(1), s(4)).is_ok());
+        assert!(check_timings(s(30), s(10), s(10)).is_ok());
+        let error = check_timings(s(10), s(3), s(4)).unwrap_err();
+        assert!(error.contains("= 11s is longer than --ttl 10s"), "{error}");
+        assert!(check_timings(Duration::from_millis(9500), s(1), s(1)).is_err());
+    }
 }

@@ -152,7 +152,7 @@ fn shown(text: &str) -> String {
 }
 
 /// 200 when the node's answer meets the route, else 503. `fenced`: the
-/// fence record exists.
+/// fence record exists, or (with a leader lease) the lease is not valid.
 pub fn status_code(route: &Route, status: &Status, fenced: bool) -> u16 {
     if holds(route, status, fenced) {
         200

@@ -66,6 +66,7 @@ fn start(args: &ServeArgs) -> Result<Signals, String> {
         metrics,
         monitor: args.monitor_state.clone().map(MonitorFile::new),
         fence_record: args.fence_record.clone(),
+        leader_lease: args.leader_lease.clone(),
         request_timeout: args.request_timeout,
     });
     let listener = Arc::new(listener);

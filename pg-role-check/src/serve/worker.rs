@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgcore::Report;
 use serde::Serialize;
@@ -28,6 +28,8 @@ pub struct Endpoint {
     pub metrics: Arc<Metrics>,
     pub monitor: Option<MonitorFile>,
     pub fence_record: Option<PathBuf>,
+    /// With the N-node mode: the monitor's leader lease file.
+    pub leader_lease: Option<PathBuf>,
     pub request_timeout: Duration,
 }
 
@@ -96,10 +98,16 @@ impl Endpoint {
         }
         // Looked at after the answer: a record written meanwhile counts.
         let fenced = self.fence_record.as_deref().is_some_and(Path::exists);
+        let lease = self
+            .leader_lease
+            .as_deref()
+            .map(|path| pgcore::lease::valid_at(path, SystemTime::now()));
+        // A primary without a valid lease must not get writes, as a fenced one.
+        let barred = fenced || lease == Some(false);
         Response {
-            code: judge::status_code(route, &checked.report.status, fenced),
+            code: judge::status_code(route, &checked.report.status, barred),
             content_type: http::JSON,
-            body: body(&checked, fenced),
+            body: body(&checked, fenced, lease),
         }
     }
 
@@ -123,9 +131,10 @@ impl Endpoint {
     }
 }
 
-/// The JSON of a health path: `--json`'s report, how old it is, and
-/// whether the fence record exists.
-fn body(checked: &Checked, fenced: bool) -> String {
+/// The JSON of a health path: `--json`'s report, how old it is, whether
+/// the fence record exists, and (with --leader-lease) whether the lease is
+/// valid.
+fn body(checked: &Checked, fenced: bool, leader_lease: Option<bool>) -> String {
     #[derive(Serialize)]
     struct Body<'a> {
         #[serde(flatten)]
@@ -133,12 +142,15 @@ fn body(checked: &Checked, fenced: bool) -> String {
         /// Milliseconds since the query that answered started.
         age_ms: f64,
         fenced: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        leader_lease: Option<bool>,
     }
     let age_ms = (checked.started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     let body = Body {
         report: &checked.report,
         age_ms,
         fenced,
+        leader_lease,
     };
     // Cannot fail for these types; a response must not panic all the same.
     serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_string())
