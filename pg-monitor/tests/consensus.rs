@@ -498,6 +498,13 @@ fn a_switchover_in_the_store_hands_the_leadership_to_the_member_named() {
     let sampler = Sampler::start(&cluster);
     cluster.put("switchover", "pg-2");
     assert_eq!(cluster.wait_new_leader(Some(0)), 2);
+    // Its lease file is written before it takes writes, so that the health
+    // endpoint's /primary holds as soon as it does.
+    assert!(
+        cluster.lease_valid(2),
+        "the new leader takes writes without its lease"
+    );
+    assert!(!cluster.lease_valid(0), "the old leader keeps its lease");
     cluster.wait_follows(1, 2);
     assert!(
         !takes_writes(&cluster.nodes[0]),

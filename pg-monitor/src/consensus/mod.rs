@@ -320,6 +320,7 @@ fn watch(
             client: &client,
             store: &mut store,
             renewal,
+            asked_at,
         };
         effects.act(&action, &mut state, on_own_lease, in_recovery);
         leading.store(state.leader, Ordering::SeqCst);
@@ -330,12 +331,13 @@ fn watch(
 }
 
 /// What acting needs: the configuration, the probe client, the store, the
-/// watchdog's renewal.
+/// watchdog's renewal, and when this tick's lease renewal was asked.
 struct Effects<'a, 'c> {
     config: &'a ConsensusConfig,
     client: &'c Client,
     store: &'a mut Store,
     renewal: &'a Renewal,
+    asked_at: Option<Instant>,
 }
 
 impl Effects<'_, '_> {
@@ -350,11 +352,7 @@ impl Effects<'_, '_> {
                 Ok(true) => {
                     logln!("this member leads now");
                     state.leader = true;
-                    self.renewal.set(Some(renewal_deadline(
-                        Instant::now(),
-                        config.loop_wait,
-                        config.retry_timeout,
-                    )));
+                    self.key_on_own_lease();
                     self.become_primary(state, in_recovery);
                 }
                 Ok(false) => logln!("another member took the leader key first"),
@@ -407,12 +405,25 @@ impl Effects<'_, '_> {
         }
     }
 
+    /// The key was just put on this member's lease: it lasts from the
+    /// lease's renewal of this tick, and the node may take writes (the
+    /// lease file says so at once, not a tick later).
+    fn key_on_own_lease(&self) {
+        let renewed = self.asked_at.unwrap_or_else(Instant::now);
+        self.renewal.set(Some(renewal_deadline(
+            renewed,
+            self.config.loop_wait,
+            self.config.retry_timeout,
+        )));
+    }
+
     /// The key names this member but lives on another lease (a hand-over
     /// to it, or an earlier run of this monitor): moved onto its own.
     fn adopt(&mut self, state: &mut State) -> bool {
         let why_not = match self.store.adopt_leadership() {
             Ok(true) => {
                 logln!("the leader key is on this member's lease now");
+                self.key_on_own_lease();
                 return true;
             }
             Ok(false) => "the leader key changed first".to_string(),
