@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::scenarios::SILENCE;
 use crate::{address, member, now_ms, outcome, wait_until, Cluster, Outcome};
 
 /// Bound on every wait; never a speed assertion.
@@ -33,6 +34,27 @@ pub enum Fault {
     QuorumLost,
     LeaderCutOff,
     LeaderCrash,
+}
+
+/// What one run of a scenario measured.
+pub struct FaultRun {
+    pub outcome: Outcome,
+    /// Every silence of the writer through the VIP longer than [`SILENCE`],
+    /// from the fault until the cluster settled, summed: for a rolling
+    /// deploy, its total write gap.
+    pub silent: Duration,
+}
+
+impl std::fmt::Display for FaultRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; silences over {} ms summed {:.2} s",
+            self.outcome,
+            SILENCE.as_millis(),
+            self.silent.as_secs_f64()
+        )
+    }
 }
 
 /// Which member leads once a fault is over.
@@ -75,7 +97,7 @@ impl Fault {
     }
 
     /// Runs the scenario on a settled cluster and checks what must hold.
-    pub fn run(self, cluster: &Cluster) -> Outcome {
+    pub fn run(self, cluster: &Cluster) -> FaultRun {
         let name = self.name();
         let leader = settled(cluster);
         cluster.setup_table();
@@ -93,6 +115,11 @@ impl Fault {
         let healed = now_ms();
         clients.wait_for_acks_after(healed, 20, STEP);
         let seen = clients.stop();
+        let silent = seen.writes[0]
+            .1
+            .silences(fault, healed, SILENCE)
+            .iter()
+            .sum();
         let outcome = outcome(name, cluster, &seen, fault, &new_leader);
         assert_eq!(
             outcome.split_rounds, 0,
@@ -110,7 +137,7 @@ impl Fault {
                 outcome.lost
             );
         }
-        outcome
+        FaultRun { outcome, silent }
     }
 
     /// Makes the fault, waits for what it must cause, and ends it.

@@ -12,10 +12,10 @@ use cluster_tests::{report_line, Cluster};
 fn three_nodes_on_etcd_fail_over_switch_over_and_ride_out_store_faults_without_losing_a_write() {
     let cluster = Cluster::up_consensus(true);
     for fault in Fault::ALL {
-        let outcome = fault.run(&cluster);
+        let run = fault.run(&cluster);
         report_line(
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
-            &format!("3 nodes on etcd, synchronous: {outcome}"),
+            &format!("3 nodes on etcd, synchronous: {run}"),
         );
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! With --consensus it runs the N-node topology's scenarios instead (three
 //! nodes on etcd), each --runs times in a row on one cluster, and prints the
-//! median write gap beside Patroni's defaults (ttl 30 s, loop_wait 10 s).
+//! median write gap, and the median of every silence over 100 ms summed (a
+//! rolling deploy's total write gap), beside Patroni's defaults (ttl 30 s,
+//! loop_wait 10 s).
 //!
 //!   cargo run --release -p cluster-tests --bin failover-bench -- [--runs 5] [--asynchronous] [--tls] [SCENARIO...]
 //!   cargo run --release -p cluster-tests --bin failover-bench -- --consensus [--runs 5] [--asynchronous] [SCENARIO...]
@@ -185,31 +187,40 @@ fn consensus(cli: &Cli) {
     let cluster = Cluster::up_consensus(!cli.asynchronous);
     let mut rows = Vec::new();
     for fault in chosen {
-        let mut gaps = Vec::new();
+        let (mut gaps, mut silent) = (Vec::new(), Vec::new());
         let (mut acked, mut lost) = (0, 0);
         for run_number in 1..=cli.runs {
-            let outcome = fault.run(&cluster);
-            eprintln!("run {run_number}: {outcome}");
-            gaps.extend(outcome.write_gap);
-            acked += outcome.acked;
-            lost += outcome.lost.len();
+            let run = fault.run(&cluster);
+            eprintln!("run {run_number}: {run}");
+            gaps.extend(run.outcome.write_gap);
+            silent.push(run.silent);
+            acked += run.outcome.acked;
+            lost += run.outcome.lost.len();
         }
         gaps.sort();
-        rows.push((fault.name(), gaps, acked, lost));
+        silent.sort();
+        rows.push((fault.name(), gaps, silent, acked, lost));
     }
     println!(
         "three nodes on etcd ({}), ttl 10 s, loop_wait 1 s; Patroni's defaults: ttl 30 s, loop_wait 10 s",
         if cli.asynchronous { "asynchronous" } else { "synchronous" }
     );
     println!(
-        "{:<58} {:>10} {:>8} {:>6}  runs (s)",
-        "scenario", "median", "acked", "lost"
+        "{:<58} {:>10} {:>12} {:>8} {:>6}  runs (s)",
+        "scenario", "median", "all silences", "acked", "lost"
     );
-    for (name, gaps, acked, lost) in rows {
-        let median = gaps.get(gaps.len() / 2).copied().unwrap_or(Duration::ZERO);
+    let median = |durations: &[Duration]| {
+        durations
+            .get(durations.len() / 2)
+            .copied()
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64()
+    };
+    for (name, gaps, silent, acked, lost) in rows {
         println!(
-            "{name:<58} {:>8.2} s {acked:>8} {lost:>6}  {}",
-            median.as_secs_f64(),
+            "{name:<58} {:>8.2} s {:>10.2} s {acked:>8} {lost:>6}  {}",
+            median(&gaps),
+            median(&silent),
             seconds(&gaps)
         );
     }
