@@ -804,17 +804,22 @@ impl WriteLog {
     }
 }
 
-/// What an observer saw through each of its targets, round by round.
+/// What an observer saw through each of its targets.
 #[derive(Debug, Default)]
 pub struct Observations {
-    /// round (ms) -> target -> backend address answering as primary.
-    pub writable: BTreeMap<u128, BTreeMap<String, String>>,
     /// Each answer `primary` (taking writes): from when the observer began
     /// to connect to when the answer came (ms). The state held at some
     /// moment in between.
     pub writable_windows: Vec<(u128, u128)>,
+    /// Each answer `primary`: through which target, from which backend, and
+    /// when the server answered (its clock, ms; else the observer's).
+    pub primary_answers: Vec<(String, String, u128)>,
     pub rounds: usize,
 }
+
+/// Two answers closer than this (ms) were given at the same moment, to the
+/// observers' resolution: their sampling interval.
+const SAME_MOMENT_MS: u128 = 100;
 
 impl Observations {
     pub fn parse(text: &str) -> Observations {
@@ -828,29 +833,44 @@ impl Observations {
             rounds.insert(round);
             if fields.get(2) == Some(&"primary") {
                 let backend = fields.get(3).unwrap_or(&"?").to_string();
-                observations
-                    .writable
-                    .entry(round)
-                    .or_default()
-                    .insert(fields[1].to_string(), backend);
                 let at = |index: usize| fields.get(index).and_then(|f| f.parse::<u128>().ok());
                 // A line of an older client has no window: its round, and the
                 // sampling interval after it.
                 let window = (at(4).unwrap_or(round), at(5).unwrap_or(round + 100));
                 observations.writable_windows.push(window);
+                let answered = at(6).or(at(5)).unwrap_or(round);
+                observations
+                    .primary_answers
+                    .push((fields[1].to_string(), backend, answered));
             }
         }
         observations.rounds = rounds.len();
         observations
     }
 
-    /// Rounds in which the haproxies routed writes to two different backends.
+    /// Moments at which two haproxies routed writes to two different
+    /// backends, each answering as a primary taking writes: answers through
+    /// two targets from two backends given within [`SAME_MOMENT_MS`] of each
+    /// other by the servers' clocks. Not rounds: a round whose connection
+    /// through one haproxy waited out a failover would pair the old
+    /// primary's answer before it with the new one's after it.
     pub fn split_rounds(&self) -> Vec<(u128, BTreeMap<String, String>)> {
-        self.writable
-            .iter()
-            .filter(|(_, by_haproxy)| by_haproxy.values().collect::<BTreeSet<_>>().len() > 1)
-            .map(|(round, by_haproxy)| (*round, by_haproxy.clone()))
-            .collect()
+        let mut answers: Vec<&(String, String, u128)> = self.primary_answers.iter().collect();
+        answers.sort_by_key(|(_, _, at)| *at);
+        let mut splits: BTreeMap<u128, BTreeMap<String, String>> = BTreeMap::new();
+        for (index, (target, backend, at)) in answers.iter().copied().enumerate() {
+            let same_moment = answers[index + 1..]
+                .iter()
+                .take_while(|(_, _, other_at)| other_at - at < SAME_MOMENT_MS);
+            for (other_target, other_backend, _) in same_moment.copied() {
+                if target != other_target && backend != other_backend {
+                    let moment = splits.entry(*at).or_default();
+                    moment.insert(target.clone(), backend.clone());
+                    moment.insert(other_target.clone(), other_backend.clone());
+                }
+            }
+        }
+        splits.into_iter().collect()
     }
 }
 
@@ -973,6 +993,26 @@ mod tests {
         let splits = observations.split_rounds();
         assert_eq!(splits.len(), 1);
         assert_eq!(splits[0].0, 200);
+    }
+
+    #[test]
+    fn a_round_that_waited_out_a_failover_is_no_split_but_answers_at_one_moment_are() {
+        // Through the first haproxy the old primary answered at 1002; the
+        // connection through the second waited until the new one answered
+        // at 1890.
+        let failover = Observations::parse(
+            "1000 10.244.0.2:5432 primary 10.244.0.2 1000 1003 1002\n\
+             1000 10.244.0.3:5432 primary 10.244.0.3 1003 1895 1890\n",
+        );
+        assert_eq!(failover.split_rounds(), Vec::new());
+        let split = Observations::parse(
+            "1000 10.244.0.2:5432 primary 10.244.0.2 1000 1003 1002\n\
+             1000 10.244.0.3:5432 primary 10.244.0.3 1003 1045 1040\n",
+        );
+        let splits = split.split_rounds();
+        assert_eq!(splits.len(), 1, "{splits:?}");
+        assert_eq!(splits[0].0, 1002);
+        assert_eq!(splits[0].1.len(), 2);
     }
 }
 

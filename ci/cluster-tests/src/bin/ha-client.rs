@@ -224,11 +224,14 @@ fn observe(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), Str
         for endpoint in &target.targets {
             let options = options(endpoint, target.timeout);
             let sent = now_ms();
+            // The server's clock says when it answered: the VMs of the
+            // local cluster share the host's.
             let answer = run_sql(
                 &client,
                 &options,
                 "SELECT pg_is_in_recovery(), inet_server_addr(), \
-                   current_setting('default_transaction_read_only')",
+                   current_setting('default_transaction_read_only'), \
+                   (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
             );
             let line = match answer.as_ref().ok().and_then(|rows| rows.first()) {
                 Some(row) => {
@@ -238,9 +241,10 @@ fn observe(target: &Target, interval: Duration, out: &PathBuf) -> Result<(), Str
                         _ => "replica",
                     };
                     format!(
-                        "{round} {endpoint} {role} {} {sent} {}",
+                        "{round} {endpoint} {role} {} {sent} {} {}",
                         row[1].as_deref().unwrap_or("?"),
-                        now_ms()
+                        now_ms(),
+                        row[3].as_deref().unwrap_or("?")
                     )
                 }
                 None => format!("{round} {endpoint} down"),
