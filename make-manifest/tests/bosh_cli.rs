@@ -74,18 +74,7 @@ fn bosh_generates_a_certificate_naming_the_static_ips_and_the_vip() {
         scratch.file("ca.pem", &ca);
         scratch.file("certificate.pem", &certificate);
 
-        let text = run(
-            &openssl,
-            &[
-                "x509",
-                "-noout",
-                "-ext",
-                "subjectAltName",
-                "-in",
-                "certificate.pem",
-            ],
-            dir,
-        );
+        let text = extension(dir, "subjectAltName", "certificate.pem");
         let names = subject_alternative_names(&text);
         for address in addresses {
             assert!(
@@ -97,18 +86,7 @@ fn bosh_generates_a_certificate_naming_the_static_ips_and_the_vip() {
             names.contains(&"DNS:*.postgres.postgres1.postgres.bosh".to_string()),
             "{args:?}: {names:?}"
         );
-        let usage = run(
-            &openssl,
-            &[
-                "x509",
-                "-noout",
-                "-ext",
-                "extendedKeyUsage",
-                "-in",
-                "certificate.pem",
-            ],
-            dir,
-        );
+        let usage = extension(dir, "extendedKeyUsage", "certificate.pem");
         assert!(
             usage.contains("TLS Web Server Authentication")
                 && usage.contains("TLS Web Client Authentication"),
@@ -120,6 +98,15 @@ fn bosh_generates_a_certificate_naming_the_static_ips_and_the_vip() {
             dir,
         );
     }
+}
+
+/// openssl's text of the X.509 extension `name` of the certificate `file` in `dir`.
+fn extension(dir: &Path, name: &str, file: &str) -> String {
+    run(
+        Path::new("openssl"),
+        &["x509", "-noout", "-ext", name, "-in", file],
+        dir,
+    )
 }
 
 /// `DNS:a, IP Address:10.0.0.1` under openssl's "X509v3 Subject Alternative
@@ -164,18 +151,7 @@ fn bosh_generates_the_etcd_certificates_naming_the_members_static_ips() {
             &run(&bosh, &["int", "creds.yml", "--path", path], dir),
         );
     }
-    let member = run(
-        &openssl,
-        &[
-            "x509",
-            "-noout",
-            "-ext",
-            "subjectAltName",
-            "-in",
-            "member.pem",
-        ],
-        dir,
-    );
+    let member = extension(dir, "subjectAltName", "member.pem");
     let mut names = subject_alternative_names(&member);
     names.sort();
     assert_eq!(
@@ -187,13 +163,7 @@ fn bosh_generates_the_etcd_certificates_naming_the_members_static_ips() {
             "IP Address:10.244.232.12",
         ]
     );
-    let usage = |file: &str| {
-        run(
-            &openssl,
-            &["x509", "-noout", "-ext", "extendedKeyUsage", "-in", file],
-            dir,
-        )
-    };
+    let usage = |file: &str| extension(dir, "extendedKeyUsage", file);
     let (member_usage, client_usage) = (usage("member.pem"), usage("client.pem"));
     assert!(
         member_usage.contains("TLS Web Server Authentication")
